@@ -1,0 +1,15 @@
+{
+  "targets": [
+    {
+      "target_name": "ziu_native",
+      "sources": [
+        "native/addon.c",
+        "native/sock.c",
+        "native/mem.c",
+        "native/poll.c"
+      ],
+      "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"],
+      "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"]
+    }
+  ]
+}

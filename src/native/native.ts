@@ -1,0 +1,83 @@
+// The whole native boundary: everything the C addon (native/*.c) exposes.
+// Functions return a result or a negative errno and never throw for syscall
+// failures; src/native/index.ts turns -errno into Node-style errors.
+// Arguments are validated in TypeScript before they get here; C keeps only
+// assert-style backstops that answer -EINVAL.
+
+export type Errno = number; // always < 0 when it is an error
+
+export interface RecvResult {
+  /** bytes read; 0 means the peer closed (stream) or sent an empty packet (seqpacket) */
+  bytes: number;
+  /** received fds, now owned by the caller; always [] when ctrunc is set */
+  fds: number[];
+  /** control data was truncated (MSG_CTRUNC): every fd that did arrive was closed in C */
+  ctrunc: boolean;
+  /** datagram/packet data was truncated (MSG_TRUNC, seqpacket only) */
+  trunc: boolean;
+}
+
+export interface PeerCred {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+export interface StatResult {
+  size: number;
+  /** st_blocks * 512: bytes the file really holds */
+  allocated: number;
+  mode: number;
+  dev: number;
+  ino: number;
+}
+
+/** Opaque poll handle owned by one JS object; free it with pollClose. */
+export interface PollHandle {
+  readonly __brand: 'PollHandle';
+}
+
+export interface NativeAddon {
+  // constants the TypeScript side needs to build arguments
+  readonly SOCK_STREAM: number;
+  readonly SOCK_SEQPACKET: number;
+  readonly SCM_MAX_FD: number;
+  readonly POLL_READABLE: number;
+  readonly POLL_WRITABLE: number;
+  readonly POLL_DISCONNECT: number;
+  readonly FALLOC_FL_KEEP_SIZE: number;
+  readonly MFD_HUGETLB: number;
+  readonly MAP_POPULATE: number;
+
+  // unix sockets (always SOCK_NONBLOCK | SOCK_CLOEXEC)
+  socket(type: number): number | Errno;
+  socketpair(type: number): [number, number] | Errno;
+  bind(fd: number, path: string): 0 | Errno;
+  listen(fd: number, backlog: number): 0 | Errno;
+  accept(fd: number): number | Errno;
+  connect(fd: number, path: string): 0 | Errno;
+  sendmsg(fd: number, data: Uint8Array, fds: number[]): number | Errno;
+  recvmsg(fd: number, into: Uint8Array, maxFds: number): RecvResult | Errno;
+  peercred(fd: number): PeerCred | Errno;
+  sockType(fd: number): number | Errno;
+  shutdown(fd: number, how: number): 0 | Errno;
+
+  // memory and fds
+  close(fd: number): 0 | Errno;
+  dup(fd: number): number | Errno;
+  memfdCreate(name: string, flags: number): number | Errno;
+  ftruncate(fd: number, size: number): 0 | Errno;
+  fallocate(fd: number, mode: number, offset: number, length: number): 0 | Errno;
+  fstat(fd: number): StatResult | Errno;
+  /** MAP_SHARED mapping as an external ArrayBuffer; munmap detaches it */
+  mmap(fd: number, length: number, offset: number, flags: number): ArrayBuffer | Errno;
+  munmap(buf: ArrayBuffer): 0 | Errno;
+  eventfd(initval: number, semaphore: boolean): number | Errno;
+  eventfdRead(fd: number): bigint | Errno;
+  eventfdWrite(fd: number, value: bigint): 0 | Errno;
+
+  // readiness through libuv's uv_poll: the callback runs on the event loop
+  pollStart(fd: number, events: number, cb: (status: number, events: number) => void): PollHandle | Errno;
+  pollUpdate(handle: PollHandle, events: number): 0 | Errno;
+  pollClose(handle: PollHandle): void;
+}
