@@ -1,0 +1,52 @@
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+
+const SYS = '/sys/kernel/mm/hugepages';
+
+/** Why tests that need real hugepages cannot run here, or null when they can. */
+export function realHugepagesUnavailable(pageSizeKb = 2048): string | null {
+  if (process.getuid?.() !== 0) return 'not root';
+  if (!fs.existsSync(`${SYS}/hugepages-${pageSizeKb}kB`)) return `kernel has no ${pageSizeKb} kB hugepages`;
+  return null;
+}
+
+export interface PoolCounters {
+  total: number;
+  free: number;
+}
+
+export function pool(pageSizeKb = 2048): PoolCounters {
+  const read = (f: string): number => Number(fs.readFileSync(`${SYS}/hugepages-${pageSizeKb}kB/${f}`, 'utf8'));
+  return { total: read('nr_hugepages'), free: read('free_hugepages') };
+}
+
+export function hugetlbfsMounts(): string[] {
+  return fs
+    .readFileSync('/proc/mounts', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' '))
+    .filter((f) => f[2] === 'hugetlbfs')
+    .map((f) => f[1]!);
+}
+
+/**
+ * Snapshot the pool and the hugetlbfs mounts; restore() removes files under
+ * mounts that appeared, unmounts them, and puts nr_hugepages back, whatever
+ * the test did or failed to do.
+ */
+export function hostSnapshot(pageSizeKb = 2048): { restore: () => void } {
+  const nr = `${SYS}/hugepages-${pageSizeKb}kB/nr_hugepages`;
+  const before = fs.readFileSync(nr, 'utf8').trim();
+  const mountsBefore = new Set(hugetlbfsMounts());
+  return {
+    restore() {
+      for (const dir of hugetlbfsMounts()) {
+        if (mountsBefore.has(dir)) continue;
+        for (const entry of fs.readdirSync(dir)) fs.rmSync(`${dir}/${entry}`, { recursive: true, force: true });
+        execFileSync('umount', [dir]);
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+      fs.writeFileSync(nr, before);
+    },
+  };
+}
