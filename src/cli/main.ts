@@ -1,5 +1,5 @@
 import { Command, CommanderError } from 'commander';
-import { ZiuError } from '../errors.js';
+import { UsageError, ZiuError } from '../errors.js';
 import { EXIT } from './exit.js';
 import { hugepagesCommand } from './hugepages.js';
 import { memfileCommand } from './memfile.js';
@@ -26,7 +26,10 @@ export function buildProgram(run: Run): Command {
   const program = new Command('ziu')
     .description('zero-impact upgrade of userspace vswitch datapaths: hugepage mem files, fd handover, measured switchover')
     .version(process.env['npm_package_version'] ?? '0.1.0')
-    .showHelpAfterError('(run with --help for usage)');
+    .configureOutput({
+      // one line, like every other ziu error
+      outputError: (str, write) => write(`ziu: ${str.replace(/^error: /, '').trimEnd()} (see --help)\n`),
+    });
   hugepagesCommand(program, run);
   memfileCommand(program);
   exitOverrideAll(program);
@@ -44,21 +47,28 @@ export async function main(argv: string[]): Promise<number> {
   const program = buildProgram(run);
   const json = argv.includes('--json');
   try {
+    // commander would read '-5' as an unknown option; name the real problem
+    const negative = argv.find((a) => /^-\d/.test(a));
+    if (negative !== undefined) throw new UsageError(`'${negative}' is negative: counts and sizes must be 0 or more`);
     await program.parseAsync(argv, { from: 'user' });
     return run.exitCode;
   } catch (err) {
     if (err instanceof CommanderError) {
       // help and --version are not errors; commander printed its own message otherwise
-      return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+      if (err.exitCode === 0) return EXIT.ok;
+      if (json) printJsonError('ERR_ZIU_USAGE', err.message.replace(/^error: /, ''));
+      return EXIT.usage;
     }
     const refused = err instanceof ZiuError && REFUSALS.has(err.code);
     const message = err instanceof Error ? err.message : String(err);
     process.stderr.write(`ziu: ${message}\n`);
-    if (json) {
-      const e = err as { code?: string };
-      process.stdout.write(`${JSON.stringify(snakeCase({ error: { code: e.code ?? 'ERR_ZIU_INTERNAL', message } }))}\n`);
-    }
+    if (json) printJsonError((err as { code?: string }).code ?? 'ERR_ZIU_INTERNAL', message);
     if (process.env['ZIU_DEBUG']) console.error(err);
     return refused ? EXIT.usage : EXIT.failed;
   }
+}
+
+/** With --json, stdout always carries one document, also when the command failed. */
+function printJsonError(code: string, message: string): void {
+  process.stdout.write(`${JSON.stringify(snakeCase({ error: { code, message } }))}\n`);
 }
