@@ -156,6 +156,19 @@ describe.skipIf(noHugepages !== null)('hugetlbfs mem files on the real kernel', 
     expect(pool()).toEqual(start);
   });
 
+  it('with pages already free in the pool, HugePages_Free drops by exactly the file\'s pages and comes back', async () => {
+    const start = pool();
+    fs.writeFileSync('/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages', String(start.total + 8));
+    const reserved = pool();
+    expect(reserved.free).toBe(start.free + 8);
+    const made = await store.create({ instance: 'vr1', role: 'pool-0', size: 10 * MiB, pageSize: 2 * MiB });
+    expect(made.addedPages).toBe(0);
+    expect(pool()).toEqual({ total: reserved.total, free: reserved.free - 5 });
+    const [removed] = await store.remove('vr1', 'pool-0');
+    expect(removed!.releasedPages).toBe(0); // ziu did not reserve them, so it does not release them
+    expect(pool()).toEqual(reserved);
+  });
+
   it('free pages already in the pool are used before reserving more', async () => {
     const start = pool();
     fs.writeFileSync('/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages', String(start.total + 2));
