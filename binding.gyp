@@ -6,9 +6,12 @@
         "native/addon.c",
         "native/sock.c",
         "native/mem.c",
-        "native/poll.c"
+        "native/poll.c",
+        "native/dp.c",
+        "native/probe.c"
       ],
-      "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"],
+      "libraries": ["-lpthread"],
+      "cflags": ["-std=gnu11", "-pthread", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"]
     }
   ]

@@ -82,6 +82,8 @@ static napi_value init(napi_env env, napi_value exports) {
   ziu_init_sock(env, exports);
   ziu_init_mem(env, exports);
   ziu_init_poll(env, exports);
+  ziu_init_dp(env, exports);
+  ziu_init_probe(env, exports);
   return exports;
 }
 

@@ -47,5 +47,7 @@ void ziu_register_const(napi_env env, napi_value exports, const char *name, int6
 napi_value ziu_init_sock(napi_env env, napi_value exports);
 napi_value ziu_init_mem(napi_env env, napi_value exports);
 napi_value ziu_init_poll(napi_env env, napi_value exports);
+napi_value ziu_init_dp(napi_env env, napi_value exports);
+napi_value ziu_init_probe(napi_env env, napi_value exports);
 
 #endif

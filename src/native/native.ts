@@ -37,7 +37,10 @@ export interface PollHandle {
   readonly __brand: 'PollHandle';
 }
 
-export interface NativeAddon {
+import type { DatapathAddon } from './datapath-native.js';
+import type { ProbeAddon } from './probe-native.js';
+
+export interface NativeAddon extends DatapathAddon, ProbeAddon {
   // constants the TypeScript side needs to build arguments
   readonly SOCK_STREAM: number;
   readonly SOCK_SEQPACKET: number;

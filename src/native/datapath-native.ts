@@ -1,0 +1,2 @@
+// The datapath packet engine's part of the native boundary (native/dp.c).
+export interface DatapathAddon {}

@@ -1,0 +1,2 @@
+// The probe's part of the native boundary (native/probe.c).
+export interface ProbeAddon {}
