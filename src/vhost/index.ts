@@ -1,0 +1,85 @@
+/** The vhost-user wire layer: message types, decode/validate, encode. No sockets, no state. */
+export {
+  CONFIG_HEADER_SIZE,
+  describeRequestId,
+  encodeMessage,
+  HEADER_SIZE,
+  HeaderFlag,
+  MAX_CONFIG_SIZE,
+  MAX_MEM_REGIONS,
+  MAX_RING_SIZE,
+  MAX_RINGS,
+  ProtocolFeature,
+  readHeader,
+  REPLY_FLAGS,
+  requestName,
+  VHOST_USER_FRAME,
+  VhostUserRequest,
+  VirtioFeature,
+  VRING_ADDR_F_LOG,
+  VRING_INDEX_MASK,
+  VRING_NOFD,
+  type Header,
+  type RequestName,
+} from './wire.js';
+export { DecodeError, type DecodeErrorKind } from './decode-error.js';
+export type {
+  FeatureRequest,
+  GetFeaturesRequest,
+  SetFeaturesRequest,
+  GetProtocolFeaturesRequest,
+  SetProtocolFeaturesRequest,
+  GetQueueNumRequest,
+  GetMaxMemSlotsRequest,
+} from './messages/features.js';
+export type {
+  MemoryRegion,
+  MappedRegion,
+  MemoryRequest,
+  SetMemTableRequest,
+  AddMemRegRequest,
+  RemMemRegRequest,
+} from './messages/memory.js';
+export type {
+  VringRequest,
+  VringFdType,
+  SetVringNumRequest,
+  SetVringAddrRequest,
+  SetVringBaseRequest,
+  GetVringBaseRequest,
+  SetVringFdRequest,
+  SetVringEnableRequest,
+} from './messages/vring.js';
+export type {
+  MiscRequest,
+  SetOwnerRequest,
+  ResetOwnerRequest,
+  SendRarpRequest,
+  NetSetMtuRequest,
+  SetStatusRequest,
+  GetStatusRequest,
+  GetConfigRequest,
+  SetConfigRequest,
+  SetLogBaseRequest,
+  SetLogFdRequest,
+} from './messages/misc.js';
+export {
+  decodeRequest,
+  encodeRequest,
+  requestFds,
+  type DecodeOptions,
+  type EncodedRequest,
+  type EncodeOptions,
+  type Request,
+  type RequestOf,
+} from './request.js';
+export {
+  decodeReply,
+  encodeReply,
+  expectsReply,
+  hasOwnReply,
+  type AckPayload,
+  type OwnReplyPayloads,
+  type Reply,
+  type ReplyPayload,
+} from './reply.js';
