@@ -1,0 +1,89 @@
+import { ZiuError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { native } from '../native/index.js';
+import { LENGTH_PREFIXED, readFrames } from '../net/framing.js';
+import { UnixListener, type UnixSocket } from '../net/socket.js';
+import { decodeControl, encodeControl, type ControlReply, type ControlRequest } from './protocol.js';
+
+export interface HandlerResult {
+  body: Record<string, unknown>;
+  /** fds to attach to the reply; borrowed (the kernel copies them) */
+  fds?: number[];
+}
+
+/** Handles one op. `fds` came with the request and are now the handler's to keep or close. */
+export type Handler = (req: ControlRequest, fds: number[]) => Promise<HandlerResult> | HandlerResult;
+
+/**
+ * The server side of a control socket: mode 0600, and only root or our own
+ * uid may talk to it (SO_PEERCRED), since it can stop the datapath and hand
+ * out its fds.
+ */
+export class ControlServer {
+  #listener: UnixListener;
+  #handlers: Map<string, Handler>;
+  #log: Logger;
+  #conns = new Set<UnixSocket>();
+
+  private constructor(listener: UnixListener, handlers: Map<string, Handler>, log: Logger) {
+    this.#listener = listener;
+    this.#handlers = handlers;
+    this.#log = log;
+    listener.on('connection', (sock) => this.#accept(sock));
+  }
+
+  static async listen(path: string, handlers: Record<string, Handler>, log: Logger): Promise<ControlServer> {
+    const l = await UnixListener.listen(path, { mode: 0o600 });
+    return new ControlServer(l, new Map(Object.entries(handlers)), log.child({ control: path }));
+  }
+
+  get path(): string {
+    return this.#listener.path;
+  }
+
+  #accept(sock: UnixSocket): void {
+    const cred = native.peercred(sock.fd);
+    const me = process.getuid?.() ?? 0;
+    if (typeof cred === 'number' || (cred.uid !== 0 && cred.uid !== me)) {
+      this.#log.warn({ peer: typeof cred === 'number' ? null : cred }, 'control connection refused: not root or our uid');
+      sock.close();
+      return;
+    }
+    this.#conns.add(sock);
+    // one request at a time per connection, in order
+    let chain = Promise.resolve();
+    readFrames(sock, LENGTH_PREFIXED, {
+      onFrame: (frame) => {
+        chain = chain.then(() => this.#serve(sock, frame.body, frame.fds));
+      },
+      onClose: () => this.#conns.delete(sock),
+    });
+  }
+
+  async #serve(sock: UnixSocket, body: Buffer, fds: number[]): Promise<void> {
+    let reply: ControlReply;
+    let out: number[] = [];
+    try {
+      const req = decodeControl<ControlRequest>({ header: Buffer.alloc(0), body, fds }, 'control request');
+      const h = typeof req.op === 'string' ? this.#handlers.get(req.op) : undefined;
+      if (!h) {
+        for (const fd of fds) native.close(fd);
+        throw new ZiuError('ERR_ZIU_CONTROL_UNKNOWN_OP', `unknown control op '${String(req.op)}'`);
+      }
+      const r = await h(req, fds);
+      reply = { ok: true, ...r.body };
+      out = r.fds ?? [];
+    } catch (err) {
+      const e = err as { code?: string; message?: string };
+      reply = { ok: false, error: { code: e.code ?? 'ERR_ZIU_INTERNAL', message: e.message ?? String(err) } };
+    }
+    if (sock.closed) return;
+    await sock.send(encodeControl(reply), out).catch((err) => this.#log.warn({ err }, 'could not send a control reply'));
+  }
+
+  close(): void {
+    this.#listener.close();
+    for (const c of this.#conns) c.close();
+    this.#conns.clear();
+  }
+}
