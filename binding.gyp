@@ -8,7 +8,10 @@
         "native/mem.c",
         "native/poll.c",
         "native/dp.c",
-        "native/probe.c"
+        "native/dp_ring.c",
+        "native/dp_worker.c",
+        "native/dp_mac.c",
+        "native/probe.c",
       ],
       "libraries": ["-lpthread"],
       "cflags": ["-std=gnu11", "-pthread", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"],

@@ -1,4 +1,695 @@
-/* Datapath packet engine: filled in by the engine work (see src/native/native.ts). */
+/*
+ * Datapath engine: N-API glue, lifecycle and control (see dp.h for the
+ * threading model). Every control call takes dp->lock, so it runs between two
+ * worker passes, then bumps the generation and wakes the worker so that it
+ * rebuilds its epoll set before it next sleeps.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <linux/if_tun.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include "dp.h"
 #include "ziu.h"
 
-napi_value ziu_init_dp(napi_env env, napi_value exports) { return exports; }
+#define DP_HDR_BYTES 4096ull
+
+static const napi_type_tag DP_TAG = {0x7a69752d64702d68ull, 0x616e646c65000001ull};
+
+/* What JS holds: dp becomes NULL at dpDestroy, so later calls get -EBADF. */
+struct dp_handle {
+  struct dp *dp;
+};
+
+static inline uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+static uint64_t mem_required(uint32_t mac_entries) {
+  return DP_HDR_BYTES + align_up(dp_mac_bytes(mac_entries), 4096) + (uint64_t)DP_BATCH * DP_SLOT_SIZE;
+}
+
+static void lock_ctl(struct dp *dp) {
+  __atomic_add_fetch(&dp->ctl_waiting, 1, __ATOMIC_SEQ_CST);
+  pthread_mutex_lock(&dp->lock);
+  __atomic_sub_fetch(&dp->ctl_waiting, 1, __ATOMIC_SEQ_CST);
+}
+
+/* After a change the worker must see: unlock and wake it. */
+static void changed_unlock(struct dp *dp) {
+  dp->gen++;
+  pthread_mutex_unlock(&dp->lock);
+  dp_kick_worker(dp);
+}
+
+static void unmap_regions(struct dp_port *p) {
+  for (uint32_t i = 0; i < p->nregions; i++) munmap(p->regions[i].map, p->regions[i].map_len);
+  p->nregions = 0;
+}
+
+/* A ring stops: the worker is out of it (we hold the lock) and everything it
+ * consumed is completed. Let the guest kick again, so that whoever runs the
+ * ring next finds the kick pending instead of a silent ring. */
+static void stop_ring(struct dp_vring *vr, int q) {
+  if (vr->started && vr->addr_set && q == 1) dp_ring_set_no_notify(vr, false);
+  vr->started = false;
+}
+
+static void destroy(struct dp *dp) {
+  lock_ctl(dp);
+  dp->stopping = true;
+  pthread_mutex_unlock(&dp->lock);
+  dp_kick_worker(dp);
+  pthread_join(dp->worker, NULL);
+  for (uint32_t i = 0; i < dp->max_ports; i++) {
+    struct dp_port *p = &dp->ports[i];
+    if (p->in_use && p->kind == DP_KIND_VHOST)
+      for (int q = 0; q < 2; q++) stop_ring(&p->rings[q], q);
+    unmap_regions(p);
+  }
+  munmap(dp->mem, dp->mem_size);
+  close(dp->ctl_fd);
+  if (dp->ep_fd >= 0) close(dp->ep_fd);
+  pthread_mutex_destroy(&dp->lock);
+  free(dp->ports);
+  free(dp);
+}
+
+static void handle_finalize(napi_env env, void *data, void *hint) {
+  struct dp_handle *h = data;
+  if (h->dp) destroy(h->dp); /* JS dropped it without dpDestroy: don't leak the thread */
+  free(h);
+}
+
+/* ---- argument helpers ---- */
+
+/* The dp behind a handle; NULL with *res set to the value to return. */
+static struct dp_handle *get_handle(napi_env env, napi_value v, napi_value *res) {
+  bool ok = false;
+  napi_valuetype t;
+  *res = NULL;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external ||
+      napi_check_object_type_tag(env, v, &DP_TAG, &ok) != napi_ok || !ok) {
+    napi_throw_type_error(env, NULL, "ziu native: expected a datapath handle from dpCreate");
+    return NULL;
+  }
+  struct dp_handle *h;
+  napi_get_value_external(env, v, (void **)&h);
+  if (!h->dp) {
+    *res = ziu_errno(env, EBADF);
+    return NULL;
+  }
+  return h;
+}
+
+#define GET_DP(var, value)                              \
+  struct dp *var;                                       \
+  do {                                                  \
+    napi_value res_;                                    \
+    struct dp_handle *h_ = get_handle(env, value, &res_); \
+    if (!h_) return res_;                               \
+    var = h_->dp;                                       \
+  } while (0)
+
+static bool get_prop(napi_env env, napi_value obj, const char *name, napi_value *out) {
+  bool has = false;
+  if (napi_has_named_property(env, obj, name, &has) != napi_ok || !has ||
+      napi_get_named_property(env, obj, name, out) != napi_ok) {
+    char msg[96];
+    snprintf(msg, sizeof(msg), "ziu native: missing property '%s'", name);
+    napi_throw_type_error(env, NULL, msg);
+    return false;
+  }
+  return true;
+}
+
+static bool get_prop_i64(napi_env env, napi_value obj, const char *name, int64_t *out) {
+  napi_value v;
+  return get_prop(env, obj, name, &v) && ziu_get_i64(env, v, out);
+}
+
+static bool get_prop_u64(napi_env env, napi_value obj, const char *name, uint64_t *out) {
+  napi_value v;
+  bool lossless = false;
+  if (!get_prop(env, obj, name, &v)) return false;
+  if (napi_get_value_bigint_uint64(env, v, out, &lossless) != napi_ok || !lossless) {
+    char msg[96];
+    snprintf(msg, sizeof(msg), "ziu native: '%s' must be a u64 bigint", name);
+    napi_throw_type_error(env, NULL, msg);
+    return false;
+  }
+  return true;
+}
+
+static napi_value num(napi_env env, double v) {
+  napi_value out;
+  napi_create_double(env, v, &out);
+  return out;
+}
+
+static napi_value boolean(napi_env env, bool v) {
+  napi_value out;
+  napi_get_boolean(env, v, &out);
+  return out;
+}
+
+/* A port in use, or NULL (-ENOENT). Call with the lock held. */
+static struct dp_port *port_at(struct dp *dp, int32_t port) {
+  if (port < 0 || (uint32_t)port >= dp->max_ports || !dp->ports[port].in_use) return NULL;
+  return &dp->ports[port];
+}
+
+/* A vhost port's ring, or NULL with *err set. Call with the lock held. */
+static struct dp_vring *ring_at(struct dp *dp, int32_t port, int32_t q, int *err) {
+  struct dp_port *p = port_at(dp, port);
+  if (!p) {
+    *err = ENOENT;
+    return NULL;
+  }
+  if (p->kind != DP_KIND_VHOST || (q != 0 && q != 1)) {
+    *err = EINVAL;
+    return NULL;
+  }
+  return &p->rings[q];
+}
+
+/* ---- lifecycle ---- */
+
+static napi_value n_dp_mem_required(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 1);
+  int32_t entries;
+  if (!ziu_get_i32(env, argv[0], &entries)) return NULL;
+  if (entries < 1 || (uint32_t)entries > DP_MAX_MAC_ENTRIES) return ziu_errno(env, EINVAL);
+  return ziu_int(env, (int64_t)mem_required((uint32_t)entries));
+}
+
+static napi_value n_dp_create(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 3);
+  int32_t fd;
+  int64_t size, mac_entries, max_ports;
+  if (!ziu_get_i32(env, argv[0], &fd) || !ziu_get_i64(env, argv[1], &size) ||
+      !get_prop_i64(env, argv[2], "macEntries", &mac_entries) || !get_prop_i64(env, argv[2], "maxPorts", &max_ports))
+    return NULL;
+  if (size <= 0 || mac_entries < 1 || mac_entries > DP_MAX_MAC_ENTRIES || max_ports < 1 || max_ports > DP_MAX_PORTS)
+    return ziu_errno(env, EINVAL);
+  if ((uint64_t)size < mem_required((uint32_t)mac_entries)) return ziu_errno(env, ENOSPC);
+  /* Touching a MAP_SHARED page beyond the end of the file is SIGBUS, not an error. */
+  struct stat st;
+  if (fstat(fd, &st) < 0) return ziu_errno(env, errno);
+  if (st.st_size < size) return ziu_errno(env, EINVAL);
+
+  struct dp *dp = calloc(1, sizeof(*dp));
+  struct dp_handle *h = calloc(1, sizeof(*h));
+  struct dp_port *ports = calloc((size_t)max_ports, sizeof(*ports));
+  if (!dp || !h || !ports) {
+    free(dp);
+    free(h);
+    free(ports);
+    return ziu_errno(env, ENOMEM);
+  }
+  void *mem = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+  int err = errno;
+  int ctl = mem == MAP_FAILED ? -1 : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (ctl < 0) err = errno;
+  if (mem == MAP_FAILED || ctl < 0) {
+    if (mem != MAP_FAILED) munmap(mem, (size_t)size);
+    free(dp);
+    free(h);
+    free(ports);
+    return ziu_errno(env, err);
+  }
+
+  dp->mem = mem;
+  dp->mem_size = (size_t)size;
+  dp->ctl_fd = ctl;
+  dp->ep_fd = -1;
+  dp->gen = 1;
+  dp->ports = ports;
+  dp->max_ports = (uint32_t)max_ports;
+  for (uint32_t i = 0; i < dp->max_ports; i++)
+    for (int q = 0; q < 2; q++) ports[i].rings[q].kick_fd = ports[i].rings[q].call_fd = -1;
+
+  /* Carve the mem file: header page, MAC table, staging buffers. */
+  struct dp_shm_hdr *hdr = mem;
+  memset(hdr, 0, DP_HDR_BYTES);
+  hdr->magic = DP_SHM_MAGIC;
+  hdr->version = 1;
+  hdr->mac_entries = (uint32_t)(dp_mac_bytes((uint32_t)mac_entries) / sizeof(struct dp_mac_entry));
+  hdr->mac_off = DP_HDR_BYTES;
+  hdr->staging_off = DP_HDR_BYTES + align_up(dp_mac_bytes((uint32_t)mac_entries), 4096);
+  hdr->slot_size = DP_SLOT_SIZE;
+  hdr->slots = DP_BATCH;
+  dp->mac = (struct dp_mac_entry *)(dp->mem + hdr->mac_off);
+  dp->staging = dp->mem + hdr->staging_off;
+  dp_mac_init(dp, (uint32_t)mac_entries);
+  dp->t0_ns = dp_now_ns();
+  dp->now_s = 1;
+  pthread_mutex_init(&dp->lock, NULL);
+
+  /* The worker takes no signals: they belong to Node's threads. */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  err = pthread_create(&dp->worker, NULL, dp_worker_main, dp);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (err) {
+    pthread_mutex_destroy(&dp->lock);
+    munmap(mem, (size_t)size);
+    close(ctl);
+    free(dp);
+    free(h);
+    free(ports);
+    return ziu_errno(env, err);
+  }
+  pthread_setname_np(dp->worker, "ziu-dp");
+
+  h->dp = dp;
+  napi_value ext;
+  if (napi_create_external(env, h, handle_finalize, NULL, &ext) != napi_ok ||
+      napi_type_tag_object(env, ext, &DP_TAG) != napi_ok) {
+    napi_throw_error(env, NULL, "ziu native: cannot create the datapath handle");
+    return NULL;
+  }
+  return ext;
+}
+
+static napi_value n_dp_destroy(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 1);
+  napi_value res;
+  struct dp_handle *h = get_handle(env, argv[0], &res);
+  if (!h) return res;
+  destroy(h->dp);
+  h->dp = NULL;
+  return ziu_int(env, 0);
+}
+
+/* ---- ports ---- */
+
+static napi_value n_dp_add_port(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 3);
+  GET_DP(dp, argv[0]);
+  int32_t kind, fd;
+  if (!ziu_get_i32(env, argv[1], &kind) || !ziu_get_i32(env, argv[2], &fd)) return NULL;
+  if (kind != DP_KIND_VHOST && kind != DP_KIND_TAP) return ziu_errno(env, EINVAL);
+  if (kind == DP_KIND_TAP && fd < 0) return ziu_errno(env, EBADF);
+  lock_ctl(dp);
+  int32_t id = -1;
+  for (uint32_t i = 0; i < dp->max_ports && id < 0; i++)
+    if (!dp->ports[i].in_use) id = (int32_t)i;
+  if (id < 0) {
+    pthread_mutex_unlock(&dp->lock);
+    return ziu_errno(env, ENOSPC);
+  }
+  struct dp_port *p = &dp->ports[id];
+  memset(p, 0, sizeof(*p));
+  p->kind = kind;
+  p->tap_fd = kind == DP_KIND_TAP ? fd : -1;
+  p->hdr_len = 12;
+  for (int q = 0; q < 2; q++) p->rings[q].kick_fd = p->rings[q].call_fd = -1;
+  p->in_use = true;
+  changed_unlock(dp);
+  return ziu_int(env, id);
+}
+
+static napi_value n_dp_remove_port(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 2);
+  GET_DP(dp, argv[0]);
+  int32_t port;
+  if (!ziu_get_i32(env, argv[1], &port)) return NULL;
+  lock_ctl(dp);
+  struct dp_port *p = port_at(dp, port);
+  if (!p) {
+    pthread_mutex_unlock(&dp->lock);
+    return ziu_errno(env, ENOENT);
+  }
+  if (p->kind == DP_KIND_VHOST)
+    for (int q = 0; q < 2; q++) stop_ring(&p->rings[q], q);
+  unmap_regions(p);
+  dp_mac_forget_port(dp, (uint16_t)port);
+  p->in_use = false;
+  changed_unlock(dp);
+  return ziu_int(env, 0);
+}
+
+static napi_value n_dp_set_features(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 4);
+  GET_DP(dp, argv[0]);
+  int32_t port, hdr_len;
+  bool mrg;
+  if (!ziu_get_i32(env, argv[1], &port) || !ziu_get_i32(env, argv[2], &hdr_len)) return NULL;
+  if (napi_get_value_bool(env, argv[3], &mrg) != napi_ok) {
+    napi_throw_type_error(env, NULL, "ziu native: mrgRxbuf must be a boolean");
+    return NULL;
+  }
+  if (hdr_len != 10 && hdr_len != 12) return ziu_errno(env, EINVAL);
+  if (mrg && hdr_len != 12) return ziu_errno(env, EINVAL); /* num_buffers needs the 12-byte header */
+  lock_ctl(dp);
+  struct dp_port *p = port_at(dp, port);
+  int err = !p ? ENOENT : p->kind != DP_KIND_VHOST ? EINVAL : 0;
+  if (!err) {
+    p->hdr_len = (uint32_t)hdr_len;
+    p->mrg = mrg;
+  }
+  changed_unlock(dp);
+  return ziu_int(env, -err);
+}
+
+static napi_value n_dp_set_mem_table(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 3);
+  GET_DP(dp, argv[0]);
+  int32_t port;
+  if (!ziu_get_i32(env, argv[1], &port)) return NULL;
+  bool is_array = false;
+  uint32_t n = 0;
+  napi_is_array(env, argv[2], &is_array);
+  if (!is_array) {
+    napi_throw_type_error(env, NULL, "ziu native: regions must be an array");
+    return NULL;
+  }
+  napi_get_array_length(env, argv[2], &n);
+  if (n > DP_MAX_REGIONS) return ziu_errno(env, EINVAL);
+
+  struct dp_region nr[DP_MAX_REGIONS];
+  int32_t fds[DP_MAX_REGIONS];
+  uint64_t offs[DP_MAX_REGIONS];
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value r;
+    int64_t fd;
+    napi_get_element(env, argv[2], i, &r);
+    if (!get_prop_u64(env, r, "gpa", &nr[i].gpa) || !get_prop_u64(env, r, "size", &nr[i].size) ||
+        !get_prop_u64(env, r, "uaddr", &nr[i].uaddr) || !get_prop_u64(env, r, "offset", &offs[i]) ||
+        !get_prop_i64(env, r, "fd", &fd))
+      return NULL;
+    if (fd < 0 || fd > INT32_MAX) return ziu_errno(env, EBADF);
+    fds[i] = (int32_t)fd;
+    /* Non-empty, no wrap-around, mappable length, no overlap in either address space. */
+    const uint64_t lim = (uint64_t)SIZE_MAX / 2;
+    if (nr[i].size == 0 || nr[i].size > lim || offs[i] > lim || nr[i].gpa + nr[i].size < nr[i].gpa ||
+        nr[i].uaddr + nr[i].size < nr[i].uaddr)
+      return ziu_errno(env, EINVAL);
+    for (uint32_t j = 0; j < i; j++) {
+      bool gpa_overlap = nr[i].gpa < nr[j].gpa + nr[j].size && nr[j].gpa < nr[i].gpa + nr[i].size;
+      bool ua_overlap = nr[i].uaddr < nr[j].uaddr + nr[j].size && nr[j].uaddr < nr[i].uaddr + nr[i].size;
+      if (gpa_overlap || ua_overlap) return ziu_errno(env, EINVAL);
+    }
+  }
+
+  /* Map outside the lock (the worker keeps running on the old table); only
+   * the swap is under it. hugetlbfs wants lengths in whole pages of its size. */
+  for (uint32_t i = 0; i < n; i++) {
+    struct stat st;
+    int err = 0;
+    if (fstat(fds[i], &st) < 0) err = errno;
+    uint64_t blk = !err && st.st_blksize > 0 ? (uint64_t)st.st_blksize : 4096;
+    size_t len = (size_t)align_up(nr[i].size + offs[i], blk);
+    void *m = err ? MAP_FAILED : mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fds[i], 0);
+    if (m == MAP_FAILED) {
+      if (!err) err = errno;
+      for (uint32_t j = 0; j < i; j++) munmap(nr[j].map, nr[j].map_len);
+      return ziu_errno(env, err);
+    }
+    nr[i].map = m;
+    nr[i].map_len = len;
+    nr[i].host = (uint8_t *)m + offs[i];
+  }
+
+  lock_ctl(dp);
+  struct dp_port *p = port_at(dp, port);
+  int err = !p ? ENOENT : p->kind != DP_KIND_VHOST ? EINVAL : 0;
+  if (err) {
+    pthread_mutex_unlock(&dp->lock);
+    for (uint32_t j = 0; j < n; j++) munmap(nr[j].map, nr[j].map_len);
+    return ziu_errno(env, err);
+  }
+  struct dp_region old[DP_MAX_REGIONS];
+  uint32_t nold = p->nregions;
+  memcpy(old, p->regions, sizeof(old));
+  for (int q = 0; q < 2; q++) stop_ring(&p->rings[q], q);
+  memcpy(p->regions, nr, sizeof(nr[0]) * n);
+  p->nregions = n;
+  /* Ring addresses were given as user addresses: keep them if they still
+   * translate, so the control plane need not resend SET_VRING_ADDR. */
+  for (int q = 0; q < 2; q++)
+    if (p->rings[q].addr_set) p->rings[q].addr_set = dp_ring_translate(p, &p->rings[q]) == 0;
+  changed_unlock(dp);
+  for (uint32_t j = 0; j < nold; j++) munmap(old[j].map, old[j].map_len);
+  return ziu_int(env, 0);
+}
+
+/* ---- rings ---- */
+
+static napi_value n_dp_set_vring(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 4);
+  GET_DP(dp, argv[0]);
+  int32_t port, q;
+  int64_t nn, la;
+  uint64_t desc, avail, used;
+  if (!ziu_get_i32(env, argv[1], &port) || !ziu_get_i32(env, argv[2], &q) || !get_prop_i64(env, argv[3], "num", &nn) ||
+      !get_prop_u64(env, argv[3], "desc", &desc) || !get_prop_u64(env, argv[3], "avail", &avail) ||
+      !get_prop_u64(env, argv[3], "used", &used) || !get_prop_i64(env, argv[3], "lastAvail", &la))
+    return NULL;
+  if (nn < 1 || nn > VIRTQ_MAX_SIZE || (nn & (nn - 1)) || la < 0 || la > 0xffff) return ziu_errno(env, EINVAL);
+  lock_ctl(dp);
+  int err = 0;
+  struct dp_vring *vr = ring_at(dp, port, q, &err);
+  if (vr && vr->started) err = EBUSY;
+  if (!err) {
+    struct dp_vring next = *vr;
+    next.num = (uint32_t)nn;
+    next.desc_ua = desc;
+    next.avail_ua = avail;
+    next.used_ua = used;
+    int r = dp_ring_translate(&dp->ports[port], &next);
+    if (r < 0) {
+      err = -r;
+    } else {
+      next.addr_set = true;
+      next.last_avail = (uint16_t)la;
+      *vr = next;
+    }
+  }
+  changed_unlock(dp);
+  return ziu_int(env, -err);
+}
+
+static napi_value set_ring_fd(napi_env env, napi_callback_info info, bool kick) {
+  ZIU_ARGS(env, info, 4);
+  GET_DP(dp, argv[0]);
+  int32_t port, q, fd;
+  if (!ziu_get_i32(env, argv[1], &port) || !ziu_get_i32(env, argv[2], &q) || !ziu_get_i32(env, argv[3], &fd)) return NULL;
+  if (fd < -1) return ziu_errno(env, EBADF);
+  lock_ctl(dp);
+  int err = 0;
+  struct dp_vring *vr = ring_at(dp, port, q, &err);
+  if (vr) {
+    if (kick)
+      vr->kick_fd = fd;
+    else
+      vr->call_fd = fd; /* under the lock: the worker is between passes, not inside a publish */
+  }
+  changed_unlock(dp);
+  return ziu_int(env, -err);
+}
+
+static napi_value n_dp_set_kick(napi_env env, napi_callback_info info) { return set_ring_fd(env, info, true); }
+static napi_value n_dp_set_call(napi_env env, napi_callback_info info) { return set_ring_fd(env, info, false); }
+
+static napi_value n_dp_set_enabled(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 4);
+  GET_DP(dp, argv[0]);
+  int32_t port, q;
+  bool en;
+  if (!ziu_get_i32(env, argv[1], &port) || !ziu_get_i32(env, argv[2], &q)) return NULL;
+  if (napi_get_value_bool(env, argv[3], &en) != napi_ok) {
+    napi_throw_type_error(env, NULL, "ziu native: enabled must be a boolean");
+    return NULL;
+  }
+  lock_ctl(dp);
+  int err = 0;
+  struct dp_vring *vr = ring_at(dp, port, q, &err);
+  if (vr) vr->enabled = en;
+  changed_unlock(dp);
+  return ziu_int(env, -err);
+}
+
+static napi_value n_dp_start(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 3);
+  GET_DP(dp, argv[0]);
+  int32_t port, q;
+  if (!ziu_get_i32(env, argv[1], &port) || !ziu_get_i32(env, argv[2], &q)) return NULL;
+  lock_ctl(dp);
+  int err = 0;
+  struct dp_vring *vr = ring_at(dp, port, q, &err);
+  if (vr && !vr->addr_set) err = EINVAL;
+  if (!err && !vr->started) {
+    /* Resync with shared memory: used->idx is the truth about what was
+     * completed (a frontend reconnecting in server mode sends BASE 0 even
+     * after traffic; a predecessor process may have run the ring). Since
+     * every consumed chain is completed, last_avail must equal it too. */
+    uint16_t u = __atomic_load_n(&vr->used->idx, __ATOMIC_ACQUIRE);
+    vr->used_idx = vr->used_pub = u;
+    vr->last_avail = u;
+    /* RX kicks ("buffers added") are never needed: we don't queue frames. */
+    dp_ring_set_no_notify(vr, q == 0);
+    vr->started = true;
+  }
+  changed_unlock(dp);
+  return ziu_int(env, -err);
+}
+
+static napi_value n_dp_stop(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 3);
+  GET_DP(dp, argv[0]);
+  int32_t port, q;
+  if (!ziu_get_i32(env, argv[1], &port) || !ziu_get_i32(env, argv[2], &q)) return NULL;
+  lock_ctl(dp);
+  int err = 0;
+  struct dp_vring *vr = ring_at(dp, port, q, &err);
+  int64_t res = -err;
+  if (vr) {
+    stop_ring(vr, q);
+    res = vr->last_avail;
+  }
+  changed_unlock(dp);
+  return ziu_int(env, res);
+}
+
+/* ---- status ---- */
+
+static napi_value n_dp_stats(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 1);
+  GET_DP(dp, argv[0]);
+  napi_value arr;
+  napi_create_array(env, &arr);
+  uint32_t k = 0;
+  lock_ctl(dp);
+  for (uint32_t i = 0; i < dp->max_ports; i++) {
+    struct dp_port *p = &dp->ports[i];
+    if (!p->in_use) continue;
+    napi_value o;
+    napi_create_object(env, &o);
+    ziu_set_prop(env, o, "port", ziu_int(env, i));
+    ziu_set_prop(env, o, "kind", ziu_int(env, p->kind));
+    ziu_set_prop(env, o, "rxPackets", num(env, (double)p->st.rx_packets));
+    ziu_set_prop(env, o, "rxBytes", num(env, (double)p->st.rx_bytes));
+    ziu_set_prop(env, o, "txPackets", num(env, (double)p->st.tx_packets));
+    ziu_set_prop(env, o, "txBytes", num(env, (double)p->st.tx_bytes));
+    ziu_set_prop(env, o, "dropsNoBuffer", num(env, (double)p->st.drops_no_buffer));
+    ziu_set_prop(env, o, "dropsInvalid", num(env, (double)p->st.drops_invalid));
+    ziu_set_prop(env, o, "floods", num(env, (double)p->st.floods));
+    napi_set_element(env, arr, k++, o);
+  }
+  pthread_mutex_unlock(&dp->lock);
+  return arr;
+}
+
+static napi_value n_dp_worker_stats(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 1);
+  GET_DP(dp, argv[0]);
+  clockid_t cid;
+  struct timespec ts = {0, 0};
+  /* The thread is alive until dpDestroy, so its CPU clock is valid here. */
+  if (pthread_getcpuclockid(dp->worker, &cid) == 0) clock_gettime(cid, &ts);
+  lock_ctl(dp);
+  double passes = (double)dp->passes, sleeps = (double)dp->sleeps, wakeups = (double)dp->wakeups;
+  double macs = dp_mac_count(dp);
+  pthread_mutex_unlock(&dp->lock);
+  napi_value o;
+  napi_create_object(env, &o);
+  ziu_set_prop(env, o, "workerCpuMs", num(env, (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6));
+  ziu_set_prop(env, o, "passes", num(env, passes));
+  ziu_set_prop(env, o, "sleeps", num(env, sleeps));
+  ziu_set_prop(env, o, "wakeups", num(env, wakeups));
+  ziu_set_prop(env, o, "macEntries", num(env, macs));
+  return o;
+}
+
+static napi_value n_dp_port_rings(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 2);
+  GET_DP(dp, argv[0]);
+  int32_t port;
+  if (!ziu_get_i32(env, argv[1], &port)) return NULL;
+  lock_ctl(dp);
+  struct dp_port *p = port_at(dp, port);
+  if (!p) {
+    pthread_mutex_unlock(&dp->lock);
+    return ziu_errno(env, ENOENT);
+  }
+  napi_value arr, null;
+  napi_create_array(env, &arr);
+  napi_get_null(env, &null);
+  for (int q = 0; p->kind == DP_KIND_VHOST && q < 2; q++) {
+    struct dp_vring *vr = &p->rings[q];
+    napi_value o;
+    napi_create_object(env, &o);
+    ziu_set_prop(env, o, "q", ziu_int(env, q));
+    ziu_set_prop(env, o, "num", ziu_int(env, vr->num));
+    ziu_set_prop(env, o, "started", boolean(env, vr->started));
+    ziu_set_prop(env, o, "enabled", boolean(env, vr->enabled));
+    ziu_set_prop(env, o, "lastAvail", ziu_int(env, vr->last_avail));
+    ziu_set_prop(env, o, "usedIdx",
+                 vr->addr_set ? ziu_int(env, __atomic_load_n(&vr->used->idx, __ATOMIC_ACQUIRE)) : null);
+    ziu_set_prop(env, o, "availIdx",
+                 vr->addr_set ? ziu_int(env, __atomic_load_n(&vr->avail->idx, __ATOMIC_ACQUIRE)) : null);
+    napi_set_element(env, arr, (uint32_t)q, o);
+  }
+  pthread_mutex_unlock(&dp->lock);
+  return arr;
+}
+
+/* ---- tap ---- */
+
+/* A tap device (IFF_TAP | IFF_NO_PI: plain Ethernet frames), non-blocking.
+ * Not persistent: the device disappears with the last fd. */
+static napi_value n_tap_open(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 1);
+  char name[IFNAMSIZ];
+  size_t len;
+  if (!ziu_get_str(env, argv[0], name, sizeof(name), &len)) return NULL;
+  if (len == 0) return ziu_errno(env, EINVAL);
+  int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return ziu_errno(env, errno);
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof(ifr));
+  ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+  memcpy(ifr.ifr_name, name, len);
+  if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+    int err = errno;
+    close(fd);
+    return ziu_errno(env, err);
+  }
+  return ziu_int(env, fd);
+}
+
+napi_value ziu_init_dp(napi_env env, napi_value exports) {
+  ziu_register_const(env, exports, "DP_KIND_VHOST", DP_KIND_VHOST);
+  ziu_register_const(env, exports, "DP_KIND_TAP", DP_KIND_TAP);
+  ziu_register_const(env, exports, "DP_MAX_FRAME", DP_MAX_FRAME);
+  ziu_register_const(env, exports, "DP_MAX_REGIONS", DP_MAX_REGIONS);
+  ziu_register_const(env, exports, "DP_MAX_PORTS", DP_MAX_PORTS);
+  ziu_register_const(env, exports, "DP_MAX_MAC_ENTRIES", DP_MAX_MAC_ENTRIES);
+  ziu_register(env, exports, "dpMemRequired", n_dp_mem_required);
+  ziu_register(env, exports, "dpCreate", n_dp_create);
+  ziu_register(env, exports, "dpDestroy", n_dp_destroy);
+  ziu_register(env, exports, "dpAddPort", n_dp_add_port);
+  ziu_register(env, exports, "dpRemovePort", n_dp_remove_port);
+  ziu_register(env, exports, "dpSetFeatures", n_dp_set_features);
+  ziu_register(env, exports, "dpSetMemTable", n_dp_set_mem_table);
+  ziu_register(env, exports, "dpSetVring", n_dp_set_vring);
+  ziu_register(env, exports, "dpSetKick", n_dp_set_kick);
+  ziu_register(env, exports, "dpSetCall", n_dp_set_call);
+  ziu_register(env, exports, "dpSetEnabled", n_dp_set_enabled);
+  ziu_register(env, exports, "dpStart", n_dp_start);
+  ziu_register(env, exports, "dpStop", n_dp_stop);
+  ziu_register(env, exports, "dpStats", n_dp_stats);
+  ziu_register(env, exports, "dpWorkerStats", n_dp_worker_stats);
+  ziu_register(env, exports, "dpPortRings", n_dp_port_rings);
+  ziu_register(env, exports, "tapOpen", n_tap_open);
+  return exports;
+}

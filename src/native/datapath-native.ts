@@ -1,2 +1,154 @@
-// The datapath packet engine's part of the native boundary (native/dp.c).
-export interface DatapathAddon {}
+// The datapath packet engine's part of the native boundary (native/dp*.c):
+// an L2 learning bridge between vhost-user ports (one queue pair: ring 0 = RX
+// to the guest, ring 1 = TX from the guest) and tap fds, run by one C worker
+// thread. Like the rest of the addon: results or -errno, never a throw for a
+// syscall failure; a throw (TypeError) only for wrong argument types.
+//
+// fds passed in (memory regions, kick/call eventfds, tap fds) stay owned by
+// the caller; the engine only reads/writes them and never closes them. Close
+// one only after the call that replaces or removes it has returned.
+import type { Errno } from './native.js';
+
+/** Opaque engine handle from dpCreate; dead after dpDestroy (calls then return -EBADF). */
+export interface DpHandle {
+  readonly __brand: 'DpHandle';
+}
+
+export type DpPortKind = 0 | 1; // DP_KIND_VHOST | DP_KIND_TAP
+/** Ring index of a port's one queue pair: 0 = RX (bridge -> guest), 1 = TX (guest -> bridge). Parameters take
+ * a plain number (anything else is -EINVAL). */
+export type DpQueue = 0 | 1;
+
+export interface DpCreateOptions {
+  /** MAC table slots (rounded up to a power of two inside the mem file) */
+  macEntries: number;
+  /** port ids are 0 .. maxPorts-1 (at most DP_MAX_PORTS) */
+  maxPorts: number;
+}
+
+/** One SET_MEM_TABLE region, with its fd. */
+export interface DpMemRegion {
+  gpa: bigint;
+  size: bigint;
+  uaddr: bigint;
+  /** mmap_offset: where the region starts in the fd */
+  offset: bigint;
+  fd: number;
+}
+
+/** SET_VRING_NUM + SET_VRING_ADDR (frontend user addresses) + SET_VRING_BASE. */
+export interface DpVringConfig {
+  num: number;
+  desc: bigint;
+  avail: bigint;
+  used: bigint;
+  lastAvail: number;
+}
+
+/** Per-port counters; rx = from the port into the bridge, tx = from the bridge out to the port. */
+export interface DpPortStats {
+  port: number;
+  kind: DpPortKind;
+  rxPackets: number;
+  rxBytes: number;
+  txPackets: number;
+  txBytes: number;
+  /** frames for this port lost for want of a buffer: no RX chain (or ring not running), tap queue full */
+  dropsNoBuffer: number;
+  /** bad chains/descriptors/frames: from this port's TX ring or taken from its RX ring, or bad tap reads */
+  dropsInvalid: number;
+  /** frames from this port sent to every other port (broadcast, multicast, unknown unicast) */
+  floods: number;
+}
+
+export interface DpRingStatus {
+  q: DpQueue;
+  num: number;
+  started: boolean;
+  enabled: boolean;
+  lastAvail: number;
+  /** read from shared memory; null until the ring has addresses */
+  usedIdx: number | null;
+  availIdx: number | null;
+}
+
+export interface DpWorkerStats {
+  /** CPU time the worker thread has used (its thread CPU clock) */
+  workerCpuMs: number;
+  /** polling passes over all ports */
+  passes: number;
+  /** times it went to sleep in epoll, and woke up */
+  sleeps: number;
+  wakeups: number;
+  /** MAC table entries in use */
+  macEntries: number;
+}
+
+export interface DatapathAddon {
+  readonly DP_KIND_VHOST: 0;
+  readonly DP_KIND_TAP: 1;
+  /** largest Ethernet frame (without virtio_net_hdr); longer ones count as dropsInvalid */
+  readonly DP_MAX_FRAME: number;
+  readonly DP_MAX_REGIONS: number;
+  readonly DP_MAX_PORTS: number;
+  readonly DP_MAX_MAC_ENTRIES: number;
+
+  /** Bytes of mem file dpCreate needs for this many MAC entries (-EINVAL out of range). */
+  dpMemRequired(macEntries: number): number | Errno;
+  /**
+   * Map memFd (MAP_SHARED | MAP_POPULATE, memSize bytes, at most the file's size),
+   * carve the MAC table and staging buffers out of it and start the worker.
+   * -ENOSPC if memSize < dpMemRequired(macEntries).
+   */
+  dpCreate(memFd: number, memSize: number, opts: DpCreateOptions): DpHandle | Errno;
+  /** Stop and join the worker, stop every ring, unmap everything. Later calls: -EBADF. */
+  dpDestroy(h: DpHandle): 0 | Errno;
+
+  /** A new port (the lowest free id); tapFd -1 for vhost. -ENOSPC when maxPorts are in use. */
+  dpAddPort(h: DpHandle, kind: DpPortKind, tapFd: number): number | Errno;
+  /** Stop its rings, unmap its memory, forget its MAC addresses. The tap fd stays open. */
+  dpRemovePort(h: DpHandle, port: number): 0 | Errno;
+
+  /** virtio_net_hdr size: 12 when VERSION_1 or MRG_RXBUF was negotiated, else 10. mrgRxbuf needs 12. */
+  dpSetFeatures(h: DpHandle, port: number, hdrLen: 10 | 12, mrgRxbuf: boolean): 0 | Errno;
+  /**
+   * Replace the port's memory table (up to DP_MAX_REGIONS; [] unmaps all).
+   * -EINVAL for empty or overlapping regions. Stops both rings; ring addresses
+   * already set are kept if they still translate, else must be set again.
+   */
+  dpSetMemTable(h: DpHandle, port: number, regions: DpMemRegion[]): 0 | Errno;
+  /**
+   * Ring size and addresses (frontend user addresses) and last_avail_idx.
+   * -EFAULT if desc, avail or used is not wholly inside one region; -EINVAL if
+   * misaligned or num is not a power of two <= 32768; -EBUSY if started.
+   */
+  dpSetVring(h: DpHandle, port: number, q: number, cfg: DpVringConfig): 0 | Errno;
+  /** Kick eventfd for the ring; -1 = none (the ring is polled, at least every 100 ms when idle). */
+  dpSetKick(h: DpHandle, port: number, q: number, fd: number): 0 | Errno;
+  /** Call eventfd for the ring; -1 = never signal. Safe at any time (the worker is between passes). */
+  dpSetCall(h: DpHandle, port: number, q: number, fd: number): 0 | Errno;
+  /** SET_VRING_ENABLE. */
+  dpSetEnabled(h: DpHandle, port: number, q: number, enabled: boolean): 0 | Errno;
+  /**
+   * Start processing the ring (-EINVAL without addresses). last_avail and the
+   * used shadow are resynced to used->idx in guest memory, which is what was
+   * really completed (a frontend may send BASE 0 after traffic).
+   */
+  dpStart(h: DpHandle, port: number, q: number): 0 | Errno;
+  /**
+   * GET_VRING_BASE: when it returns the worker no longer touches the ring and
+   * every chain it consumed is completed, so the result (last_avail_idx)
+   * equals used->idx. Clears the TX ring's NO_NOTIFY so the guest kicks again.
+   */
+  dpStop(h: DpHandle, port: number, q: number): number | Errno;
+
+  /** Counters of every port in use, by port id. */
+  dpStats(h: DpHandle): DpPortStats[] | Errno;
+  /** The worker thread's own figures (CPU use, sleeps). */
+  dpWorkerStats(h: DpHandle): DpWorkerStats | Errno;
+  /** Ring state of a vhost port ([] for a tap port). */
+  dpPortRings(h: DpHandle, port: number): DpRingStatus[] | Errno;
+
+  /** Open a non-persistent tap device (IFF_TAP | IFF_NO_PI, O_NONBLOCK): fd, gone with its last fd. */
+  tapOpen(name: string): number | Errno;
+}

@@ -1,0 +1,152 @@
+/*
+ * ziu-datapath packet engine: an L2 learning bridge between vhost-user ports
+ * (one queue pair each) and tap fds, run by one worker pthread.
+ *
+ * Threads: the JS thread only changes configuration, always holding dp->lock;
+ * the worker holds dp->lock while it runs a pass (every chain consumed in a
+ * pass is completed and published before the lock is released) and drops it
+ * between passes and while it sleeps. So holding the lock means "the worker
+ * is not inside any ring", which is what GET_VRING_BASE and SET_VRING_CALL need.
+ *
+ * Files: dp.c (N-API glue, lifecycle, control), dp_worker.c (loop, idle,
+ * bridge, tap I/O), dp_ring.c (guest memory, chain walk, TX/RX on split rings),
+ * dp_mac.c (MAC table in the mem file).
+ */
+#ifndef ZIU_DP_H
+#define ZIU_DP_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "virtq.h"
+
+#define DP_KIND_VHOST 0
+#define DP_KIND_TAP 1
+
+#define DP_BATCH 32           /* chains or tap reads per port per pass */
+#define DP_MAX_REGIONS 8      /* what SET_MEM_TABLE can carry */
+#define DP_MAX_FRAME 9216     /* largest Ethernet frame, without virtio_net_hdr */
+#define DP_MIN_FRAME 14       /* an Ethernet header */
+#define DP_SLOT_SIZE 9280     /* one staging buffer: > DP_MAX_FRAME so an oversize tap read shows */
+#define DP_MAX_PORTS 1024
+#define DP_MAX_MAC_ENTRIES (1u << 24)
+#define DP_MAC_WINDOW 16      /* probe window of the MAC table: bounded work per frame */
+#define DP_MAC_AGE_S 300      /* an entry not refreshed for this long is unknown again */
+#define DP_MAC_EMPTY 0xffff
+#define DP_SPIN_NS 100000ull  /* keep polling this long after the last work before sleeping */
+#define DP_SLEEP_MS 100       /* epoll timeout: rings without a kick fd are polled this often */
+
+/* One SET_MEM_TABLE region, mapped. */
+struct dp_region {
+  uint64_t gpa, size, uaddr;
+  uint8_t *host; /* map + mmap_offset: the byte at gpa / uaddr */
+  void *map;
+  size_t map_len;
+};
+
+struct dp_vring {
+  uint32_t num; /* 0 until dpSetVring */
+  bool addr_set, started, enabled;
+  uint64_t desc_ua, avail_ua, used_ua; /* as received, to re-translate after a new mem table */
+  struct vring_desc *desc;
+  struct vring_avail *avail;
+  struct vring_used *used;
+  uint16_t last_avail; /* next avail slot to consume */
+  uint16_t used_idx;   /* next used slot to fill */
+  uint16_t used_pub;   /* used->idx as last published */
+  int kick_fd, call_fd; /* -1: poll / don't signal; owned by TypeScript */
+};
+
+struct dp_stats {
+  uint64_t rx_packets, rx_bytes, tx_packets, tx_bytes;
+  uint64_t drops_no_buffer, drops_invalid, floods;
+};
+
+struct dp_port {
+  bool in_use;
+  int kind;
+  int tap_fd; /* owned by TypeScript */
+  uint32_t hdr_len;
+  bool mrg;
+  uint32_t nregions;
+  struct dp_region regions[DP_MAX_REGIONS];
+  struct dp_vring rings[2]; /* 0 = RX (to the guest), 1 = TX (from the guest) */
+  struct dp_stats st;
+};
+
+struct dp_mac_entry {
+  uint8_t mac[6];
+  uint16_t port; /* DP_MAC_EMPTY when free */
+  uint32_t last_seen; /* dp->now_s when last learnt; 0 never */
+};
+
+/* First page of the mem file: says how the rest is carved. */
+#define DP_SHM_MAGIC 0x3170642d75697aull /* "ziu-dp1" */
+struct dp_shm_hdr {
+  uint64_t magic;
+  uint32_t version;
+  uint32_t mac_entries;
+  uint64_t mac_off;
+  uint64_t staging_off;
+  uint32_t slot_size;
+  uint32_t slots;
+};
+
+struct dp_frame {
+  uint8_t *data;
+  uint32_t len;
+};
+
+struct dp {
+  pthread_mutex_t lock;
+  int ctl_waiting; /* JS threads queued for lock: the worker lets them in first */
+  bool stopping;
+  pthread_t worker;
+  int ctl_fd; /* eventfd: configuration changed or stop */
+  int ep_fd;
+  uint64_t gen, ep_gen; /* configuration generation; the epoll set matches ep_gen */
+
+  uint8_t *mem;
+  size_t mem_size;
+  struct dp_mac_entry *mac;
+  uint32_t mac_mask;
+  uint8_t *staging;
+  struct dp_frame frames[DP_BATCH];
+
+  struct dp_port *ports;
+  uint32_t max_ports;
+
+  uint64_t t0_ns;
+  uint32_t now_s; /* coarse clock for MAC ageing, updated once per pass */
+  uint64_t passes, sleeps, wakeups;
+};
+
+/* dp_mac.c */
+uint64_t dp_mac_bytes(uint32_t entries); /* rounded up to a power of two */
+void dp_mac_init(struct dp *dp, uint32_t entries);
+void dp_mac_learn(struct dp *dp, const uint8_t *mac, uint16_t port);
+int dp_mac_lookup(struct dp *dp, const uint8_t *mac);
+void dp_mac_forget_port(struct dp *dp, uint16_t port);
+uint32_t dp_mac_count(struct dp *dp);
+
+/* dp_ring.c */
+void *dp_gpa(const struct dp_port *p, uint64_t addr, uint64_t len);
+void *dp_uva(const struct dp_port *p, uint64_t addr, uint64_t len);
+int dp_ring_translate(const struct dp_port *p, struct dp_vring *vr);
+unsigned dp_vhost_tx_burst(struct dp *dp, struct dp_port *p, unsigned *nframes);
+void dp_vhost_rx(struct dp_port *p, const uint8_t *frame, uint32_t len);
+void dp_ring_publish(struct dp_vring *vr);
+bool dp_ring_pending(const struct dp_vring *vr);
+void dp_ring_set_no_notify(struct dp_vring *vr, bool no_notify);
+
+static inline bool dp_ring_running(const struct dp_vring *vr) {
+  return vr->started && vr->enabled && vr->addr_set;
+}
+
+/* dp_worker.c */
+void *dp_worker_main(void *arg);
+void dp_kick_worker(struct dp *dp);
+uint64_t dp_now_ns(void);
+
+#endif

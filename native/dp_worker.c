@@ -1,0 +1,224 @@
+/*
+ * The worker: polls every running TX ring and tap fd, bridges what it reads,
+ * and sleeps in epoll when there has been nothing to do for DP_SPIN_NS.
+ *
+ * Sleeping without losing a kick: the guest kicks only while the used ring's
+ * NO_NOTIFY is clear. So before sleeping we clear it on every running TX ring,
+ * fence, and look at every avail index once more; a guest that added a buffer
+ * before seeing the cleared flag is caught by that second look, one that adds
+ * it after will kick. Taps are level-triggered in epoll. Rings without a kick
+ * fd (poll mode) are looked at every DP_SLEEP_MS.
+ */
+#include <errno.h>
+#include <string.h>
+#include <sched.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include <unistd.h>
+#include "dp.h"
+
+#define EV_CTL 0u
+#define EV_KICK 1u
+#define EV_TAP 2u
+
+uint64_t dp_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void dp_kick_worker(struct dp *dp) {
+  uint64_t one = 1;
+  ssize_t r;
+  do {
+    r = write(dp->ctl_fd, &one, sizeof(one));
+  } while (r < 0 && errno == EINTR);
+}
+
+static void drain(int fd) {
+  uint64_t v;
+  ssize_t r;
+  do {
+    r = read(fd, &v, sizeof(v));
+  } while (r < 0 && errno == EINTR);
+}
+
+static void tap_out(struct dp_port *p, const uint8_t *frame, uint32_t len) {
+  ssize_t r;
+  do {
+    r = write(p->tap_fd, frame, len);
+  } while (r < 0 && errno == EINTR);
+  if (r == (ssize_t)len) {
+    p->st.tx_packets++;
+    p->st.tx_bytes += len;
+  } else {
+    p->st.drops_no_buffer++; /* EAGAIN (queue full) or the device is down */
+  }
+}
+
+static inline void deliver(struct dp_port *p, const uint8_t *frame, uint32_t len) {
+  if (p->kind == DP_KIND_VHOST)
+    dp_vhost_rx(p, frame, len);
+  else
+    tap_out(p, frame, len);
+}
+
+/* The bridge: learn the source, forward to the known port or flood. */
+static void forward(struct dp *dp, uint16_t in, const uint8_t *frame, uint32_t len) {
+  struct dp_port *ip = &dp->ports[in];
+  ip->st.rx_packets++;
+  ip->st.rx_bytes += len;
+  const uint8_t *dst = frame, *src = frame + 6;
+  if (!(src[0] & 1)) dp_mac_learn(dp, src, in);
+  if (!(dst[0] & 1)) {
+    int out = dp_mac_lookup(dp, dst);
+    if (out >= 0 && (uint32_t)out < dp->max_ports && dp->ports[out].in_use) {
+      if (out != in) deliver(&dp->ports[out], frame, len);
+      return; /* back to where it came from: the segment already has it */
+    }
+  }
+  ip->st.floods++;
+  for (uint32_t i = 0; i < dp->max_ports; i++)
+    if (i != in && dp->ports[i].in_use) deliver(&dp->ports[i], frame, len);
+}
+
+static unsigned tap_rx_burst(struct dp *dp, struct dp_port *p, unsigned *nframes) {
+  unsigned nf = 0, reads = 0;
+  while (reads < DP_BATCH) {
+    uint8_t *slot = dp->staging + (size_t)nf * DP_SLOT_SIZE;
+    ssize_t r = read(p->tap_fd, slot, DP_SLOT_SIZE);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break; /* EAGAIN: empty; anything else: nothing to read either */
+    reads++;
+    if (r < DP_MIN_FRAME || r > DP_MAX_FRAME) {
+      p->st.drops_invalid++;
+      continue;
+    }
+    dp->frames[nf].data = slot;
+    dp->frames[nf].len = (uint32_t)r;
+    nf++;
+  }
+  *nframes = nf;
+  return reads;
+}
+
+/* One look at every port. Everything consumed is completed and published
+ * before returning, so the lock can be released after any pass. */
+static unsigned pass(struct dp *dp) {
+  unsigned work = 0;
+  dp->now_s = (uint32_t)((dp_now_ns() - dp->t0_ns) / 1000000000ull) + 1;
+  for (uint32_t i = 0; i < dp->max_ports; i++) {
+    struct dp_port *p = &dp->ports[i];
+    if (!p->in_use) continue;
+    unsigned nf;
+    work += p->kind == DP_KIND_VHOST ? dp_vhost_tx_burst(dp, p, &nf) : tap_rx_burst(dp, p, &nf);
+    for (unsigned f = 0; f < nf; f++) forward(dp, (uint16_t)i, dp->frames[f].data, dp->frames[f].len);
+  }
+  for (uint32_t i = 0; i < dp->max_ports; i++)
+    if (dp->ports[i].in_use && dp->ports[i].kind == DP_KIND_VHOST) dp_ring_publish(&dp->ports[i].rings[0]);
+  dp->passes++;
+  return work;
+}
+
+static void set_no_notify(struct dp *dp, bool no_notify) {
+  for (uint32_t i = 0; i < dp->max_ports; i++) {
+    struct dp_port *p = &dp->ports[i];
+    if (p->in_use && p->kind == DP_KIND_VHOST && dp_ring_running(&p->rings[1]))
+      dp_ring_set_no_notify(&p->rings[1], no_notify);
+  }
+}
+
+static bool any_pending(struct dp *dp) {
+  for (uint32_t i = 0; i < dp->max_ports; i++) {
+    struct dp_port *p = &dp->ports[i];
+    if (p->in_use && p->kind == DP_KIND_VHOST && dp_ring_pending(&p->rings[1])) return true;
+  }
+  return false;
+}
+
+static void ep_add(struct dp *dp, int fd, uint32_t type) {
+  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = ((uint64_t)type << 32) | (uint32_t)fd};
+  epoll_ctl(dp->ep_fd, EPOLL_CTL_ADD, fd, &ev); /* a bad fd from TS only costs its wakeups */
+}
+
+/* A fresh epoll set rather than edits: an fd TS replaced and closed may still
+ * be open elsewhere (the frontend holds the other end of every eventfd), and
+ * would otherwise stay registered. */
+static void rebuild_epoll(struct dp *dp) {
+  if (dp->ep_fd >= 0) close(dp->ep_fd);
+  dp->ep_fd = epoll_create1(EPOLL_CLOEXEC);
+  dp->ep_gen = dp->gen;
+  if (dp->ep_fd < 0) return; /* sleep() then naps DP_SLEEP_MS without fds */
+  ep_add(dp, dp->ctl_fd, EV_CTL);
+  for (uint32_t i = 0; i < dp->max_ports; i++) {
+    struct dp_port *p = &dp->ports[i];
+    if (!p->in_use) continue;
+    if (p->kind == DP_KIND_TAP)
+      ep_add(dp, p->tap_fd, EV_TAP);
+    else if (dp_ring_running(&p->rings[1]) && p->rings[1].kick_fd >= 0)
+      ep_add(dp, p->rings[1].kick_fd, EV_KICK);
+  }
+}
+
+/* Called and returns with dp->lock held; drops it while blocked. */
+static void sleep_until_work(struct dp *dp) {
+  if (dp->ep_gen != dp->gen || dp->ep_fd < 0) rebuild_epoll(dp);
+  set_no_notify(dp, false);
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+  if (any_pending(dp)) {
+    set_no_notify(dp, true);
+    return;
+  }
+  dp->sleeps++;
+  struct epoll_event evs[64];
+  pthread_mutex_unlock(&dp->lock);
+  int n;
+  if (dp->ep_fd >= 0) {
+    n = epoll_wait(dp->ep_fd, evs, 64, DP_SLEEP_MS);
+  } else {
+    struct timespec ts = {0, DP_SLEEP_MS * 1000000L};
+    nanosleep(&ts, NULL);
+    n = 0;
+  }
+  pthread_mutex_lock(&dp->lock);
+  dp->wakeups++;
+  /* The fds in the events are only trustworthy if nothing was reconfigured
+   * meanwhile; if it was, the eventfds are drained on the next sleep instead. */
+  bool same = dp->ep_gen == dp->gen;
+  for (int i = 0; i < n; i++) {
+    uint32_t type = (uint32_t)(evs[i].data.u64 >> 32);
+    int fd = (int)(uint32_t)evs[i].data.u64;
+    if (type == EV_CTL || (type == EV_KICK && same)) drain(fd);
+  }
+  set_no_notify(dp, true);
+}
+
+void *dp_worker_main(void *arg) {
+  struct dp *dp = arg;
+  uint64_t idle_since = 0;
+  pthread_mutex_lock(&dp->lock);
+  while (!dp->stopping) {
+    if (pass(dp)) {
+      idle_since = 0;
+    } else {
+      /* Polite polling: on a shared CPU (this datapath runs beside its
+       * control plane on small hosts) the thread that would give us work may
+       * be waiting for this very CPU. Costs nothing when there is work. */
+      sched_yield();
+      uint64_t now = dp_now_ns();
+      if (!idle_since) {
+        idle_since = now;
+      } else if (now - idle_since > DP_SPIN_NS) {
+        sleep_until_work(dp);
+        idle_since = 0;
+      }
+    }
+    /* Let a waiting control call in: glibc mutexes are not fair, and without
+     * this the polling worker would take the lock straight back. */
+    pthread_mutex_unlock(&dp->lock);
+    while (__atomic_load_n(&dp->ctl_waiting, __ATOMIC_ACQUIRE)) sched_yield();
+    pthread_mutex_lock(&dp->lock);
+  }
+  pthread_mutex_unlock(&dp->lock);
+  return NULL;
+}
