@@ -12,6 +12,7 @@
         "native/dp_worker.c",
         "native/dp_mac.c",
         "native/probe.c",
+        "native/probe_loop.c"
       ],
       "libraries": ["-lpthread"],
       "cflags": ["-std=gnu11", "-pthread", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"],

@@ -3,6 +3,7 @@ import { UsageError, ZiuError } from '../errors.js';
 import { EXIT } from './exit.js';
 import { hugepagesCommand } from './hugepages.js';
 import { memfileCommand } from './memfile.js';
+import { probeCommand } from './probe.js';
 import { snakeCase } from './output.js';
 
 
@@ -32,6 +33,7 @@ export function buildProgram(run: Run): Command {
     });
   hugepagesCommand(program, run);
   memfileCommand(program);
+  probeCommand(program);
   exitOverrideAll(program);
   return program;
 }

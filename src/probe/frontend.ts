@@ -1,0 +1,89 @@
+/**
+ * The front-end's message sequence, as DPDK's virtio-user sends it at probe
+ * (docs: VHOST-USER.md, "Order at probe"), for one virtio-net device with one
+ * queue pair: ring 0 RX, ring 1 TX.
+ */
+import { ZiuError } from '../errors.js';
+import { ProtocolFeature, VirtioFeature, type Reply, type Request, type RequestName } from '../vhost/index.js';
+import type { ProbePortLayout } from '../native/probe-native.js';
+import type { FrontendConnection } from './connection.js';
+
+/** Protocol features the probe takes when offered (virtio-user masks to MQ | REPLY_ACK | STATUS; it uses none but REPLY_ACK). */
+export const WANTED_PROTOCOL_FEATURES = ProtocolFeature.REPLY_ACK;
+
+/** What the device is, for the back-end: memory, rings, eventfds, and where each ring resumes. */
+export interface DeviceSetup {
+  layout: ProbePortLayout;
+  memFd: number;
+  /** [rx, tx] */
+  kickFds: readonly [number, number];
+  callFds: readonly [number, number];
+  /** SET_VRING_BASE per ring: 0 on the first connection, used->idx on a reconnect */
+  bases: readonly [number, number];
+}
+
+export interface Negotiated {
+  offeredFeatures: bigint;
+  features: bigint;
+  /** null when the back-end does not speak protocol features (bit 30) */
+  offeredProtocolFeatures: bigint | null;
+  protocolFeatures: bigint | null;
+  replyAck: boolean;
+  /** the requests sent, in order */
+  sequence: RequestName[];
+}
+
+export async function negotiate(conn: FrontendConnection, dev: DeviceSetup): Promise<Negotiated> {
+  const sequence: RequestName[] = [];
+  const send = async (req: Request): Promise<Reply | undefined> => {
+    sequence.push(req.type);
+    return conn.request(req);
+  };
+  const fail = (message: string): ZiuError => new ZiuError('ERR_ZIU_VHOST_NEGOTIATION', `vhost-user '${conn.path}': ${message}`);
+
+  await send({ type: 'SET_OWNER', needReply: false });
+  const gf = await send({ type: 'GET_FEATURES', needReply: false });
+  if (gf?.type !== 'GET_FEATURES') throw fail('no features in the reply to GET_FEATURES');
+  const offered = gf.features;
+  if ((offered & VirtioFeature.VERSION_1) === 0n) {
+    throw fail(`the back-end does not offer VIRTIO_F_VERSION_1 (features 0x${offered.toString(16)}); the probe speaks virtio 1.0 only`);
+  }
+
+  let offeredProtocol: bigint | null = null;
+  let protocol: bigint | null = null;
+  if ((offered & VirtioFeature.F_PROTOCOL_FEATURES) !== 0n) {
+    const gp = await send({ type: 'GET_PROTOCOL_FEATURES', needReply: false });
+    if (gp?.type !== 'GET_PROTOCOL_FEATURES') throw fail('no features in the reply to GET_PROTOCOL_FEATURES');
+    offeredProtocol = gp.features;
+    protocol = offeredProtocol & WANTED_PROTOCOL_FEATURES;
+    await send({ type: 'SET_PROTOCOL_FEATURES', needReply: false, features: protocol });
+  }
+  const replyAck = protocol !== null && (protocol & ProtocolFeature.REPLY_ACK) !== 0n;
+
+  for (const index of [0, 1]) await send({ type: 'SET_VRING_CALL', needReply: false, index, fd: dev.callFds[index]! });
+
+  const features = VirtioFeature.VERSION_1 | (offered & VirtioFeature.F_PROTOCOL_FEATURES);
+  await send({ type: 'SET_FEATURES', needReply: false, features });
+
+  // One region, gpa = userspace_addr = our mapping's address (as virtio-user): descriptor
+  // and ring addresses are then both plain pointers into our mapping.
+  const { base, size } = dev.layout;
+  const ack = await send({
+    type: 'SET_MEM_TABLE',
+    needReply: replyAck,
+    regions: [{ guestPhysAddr: base, memorySize: BigInt(size), userspaceAddr: base, mmapOffset: 0n, fd: dev.memFd }],
+  });
+  if (replyAck && !(ack?.type === 'ACK' && ack.ok)) throw fail('the back-end refused SET_MEM_TABLE (REPLY_ACK failure)');
+
+  for (const index of [0, 1]) {
+    const ring = dev.layout.rings[index as 0 | 1];
+    await send({ type: 'SET_VRING_NUM', needReply: false, index, num: ring.num });
+    await send({ type: 'SET_VRING_BASE', needReply: false, index, num: dev.bases[index]! });
+    await send({ type: 'SET_VRING_ADDR', needReply: false, index, flags: 0, desc: ring.desc, used: ring.used, avail: ring.avail, log: 0n });
+    await send({ type: 'SET_VRING_KICK', needReply: false, index, fd: dev.kickFds[index]! });
+  }
+  // Without protocol features every ring is enabled at SET_FEATURES and ENABLE does not exist.
+  if (protocol !== null) for (const index of [0, 1]) await send({ type: 'SET_VRING_ENABLE', needReply: false, index, enable: true });
+
+  return { offeredFeatures: offered, features, offeredProtocolFeatures: offeredProtocol, protocolFeatures: protocol, replyAck, sequence };
+}

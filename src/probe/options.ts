@@ -1,0 +1,66 @@
+/**
+ * Every probe option checked before anything is created, with messages that
+ * name the option and the bad value. Labels are the caller's: the CLI says
+ * '--size', the library 'size'.
+ */
+import { UsageError } from '../errors.js';
+import { MAX_SOCKET_PATH } from '../net/socket.js';
+
+export const LIMITS = {
+  size: { min: 64, max: 9000 },
+  rate: { min: 1, max: 10_000_000 },
+  ringSize: { min: 64, max: 4096 },
+  /** a week, so a typo in the unit is caught */
+  durationS: { max: 7 * 24 * 3600 },
+} as const;
+
+export const DEFAULTS = {
+  ringSize: 256,
+  connectTimeoutMs: 10_000,
+  drainMs: 100,
+  replyTimeoutMs: 5_000,
+} as const;
+
+export function checkInteger(value: number, min: number, max: number, label: string, unit = ''): number {
+  if (!Number.isSafeInteger(value) || value < min || value > max) {
+    throw new UsageError(`invalid ${label} '${value}': use a whole number in ${min}..${max}${unit}`);
+  }
+  return value;
+}
+
+export function checkRingSize(n: number, label = 'ringSize'): number {
+  checkInteger(n, LIMITS.ringSize.min, LIMITS.ringSize.max, label);
+  if ((n & (n - 1)) !== 0) throw new UsageError(`invalid ${label} '${n}': a ring size is a power of two`);
+  return n;
+}
+
+export function checkDurationS(s: number, label = 'duration'): number {
+  if (!Number.isFinite(s) || s <= 0 || s > LIMITS.durationS.max) {
+    throw new UsageError(`invalid ${label} '${s}': use seconds, more than 0 and at most ${LIMITS.durationS.max}`);
+  }
+  return s;
+}
+
+export function checkTimeoutMs(ms: number, label: string): number {
+  if (!Number.isFinite(ms) || ms <= 0) throw new UsageError(`invalid ${label} '${ms}': use milliseconds, more than 0`);
+  return ms;
+}
+
+export function checkProbeSocket(p: string, label: string): string {
+  if (typeof p !== 'string' || p.length === 0) throw new UsageError(`${label}: the socket path is empty`);
+  const bytes = Buffer.byteLength(p);
+  if (bytes > MAX_SOCKET_PATH) {
+    throw new UsageError(`${label}: socket path '${p}' is ${bytes} bytes; unix sockets allow at most ${MAX_SOCKET_PATH}`);
+  }
+  if (p.includes('\0')) throw new UsageError(`${label}: socket path '${p}' contains a NUL byte`);
+  return p;
+}
+
+/** A CLI number: the whole string must be one (commander hands over '12abc' as is). */
+export function parseNumber(text: string, label: string, integer: boolean): number {
+  const re = integer ? /^[0-9]+$/ : /^[0-9]+(\.[0-9]+)?$/;
+  if (!re.test(text.trim())) {
+    throw new UsageError(`invalid ${label} '${text}': use ${integer ? 'a whole number' : 'a number'}`);
+  }
+  return Number(text);
+}

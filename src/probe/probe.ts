@@ -1,0 +1,342 @@
+/**
+ * Running a probe in-process: ports up, C loops started, live stats, and a
+ * stop() that drains, reports and releases everything it made (threads
+ * joined, connections and listeners closed, memory unmapped, fds closed).
+ */
+import os from 'node:os';
+import { randomInt } from 'node:crypto';
+import { check, native } from '../native/index.js';
+import type { ProbeHandle, ProbeNativeStats } from '../native/probe-native.js';
+import { logger } from '../log.js';
+import { BROADCAST_MAC, formatIpv4, formatMac, parseIpv4, parseMac, randomMac, type Mac } from './addr.js';
+import { checkInteger, checkProbeSocket, checkRingSize, checkTimeoutMs, DEFAULTS, LIMITS } from './options.js';
+import { ProbePort, type PortMode } from './port.js';
+
+export interface ProbeOptions {
+  /** vhost-user socket of the sending port */
+  tx: string;
+  /** vhost-user socket of the receiving port; the same path as tx makes one port that sends and receives */
+  rx: string;
+  /** frames per second, 1..10^7 */
+  rate: number;
+  /** Ethernet frame bytes without FCS, 64..9000 */
+  size: number;
+  /** listen on the socket paths (the back-end connects; survives back-end restarts) instead of connecting */
+  server?: boolean;
+  /** descriptors per ring: a power of two, 64..4096 (default 256) */
+  ringSize?: number;
+  /** deadline for the first connection of every port (default 10 s) */
+  connectTimeoutMs?: number;
+  replyTimeoutMs?: number;
+  /** destination MAC of the frames: the RX port's (default), broadcast, or an address */
+  dstMac?: 'rx' | 'broadcast' | string;
+  /** how long stop() keeps receiving after the last frame was sent (default 100 ms) */
+  drainMs?: number;
+  /** the stream id in every frame (default random): frames of other streams count as foreign */
+  streamId?: number;
+}
+
+/** Live numbers while the probe runs. */
+export interface ProbeStats {
+  sent: number;
+  received: number;
+  /** sequence gaps not filled in (yet): a live lower bound of the final loss */
+  lost: number;
+  duplicated: number;
+  reordered: number;
+  unknown: number;
+  foreign: number;
+  txRingFull: number;
+  /** frames still in our TX ring: the back-end has not taken them */
+  inFlight: number;
+  reconnects: number;
+  connected: boolean;
+  latencyUs: { p50: number; p99: number; max: number };
+  maxGapUs: number;
+  elapsedS: number;
+  cpu: { txMs: number; rxMs: number };
+  native: ProbeNativeStats;
+}
+
+/** The result of a run (the CLI prints it; JSON keys in snake_case). */
+export interface ProbeReport {
+  sent: number;
+  received: number;
+  /** sent - received - inFlight: frames the back-end took and never delivered */
+  lost: number;
+  duplicated: number;
+  reordered: number;
+  unknown: number;
+  latencyUs: { p50: number; p99: number; max: number };
+  /** largest time between two consecutive probe frames */
+  maxGapUs: number;
+  /** when that gap started, ms after the first frame was sent */
+  maxGapAtMs: number;
+  /** back-end reconnections (server mode), the most any port saw: one back-end restart counts once */
+  reconnects: number;
+  txRingFull: number;
+  rate: number;
+  size: number;
+  durationS: number;
+  cores: number;
+  /** frames never taken from our TX ring by the end (not counted as lost) */
+  inFlight: number;
+  foreign: number;
+  cpu: { txMs: number; rxMs: number };
+}
+
+export interface RunningProbe {
+  readonly streamId: number;
+  /** the ports' MACs: frames go from tx to rx */
+  readonly macs: { tx: string; rx: string };
+  stats(): ProbeStats;
+  /** stop sending, drain, stop receiving, release everything; idempotent */
+  stop(): Promise<ProbeReport>;
+}
+
+const nsToUs = (ns: number): number => Math.round(ns / 100) / 10;
+const nowNs = (): number => Number(process.hrtime.bigint());
+
+function latencyUs(s: ProbeNativeStats): ProbeStats['latencyUs'] {
+  return { p50: nsToUs(s.latency.p50Ns), p99: nsToUs(s.latency.p99Ns), max: nsToUs(s.latency.maxNs) };
+}
+
+function cpu(s: ProbeNativeStats): ProbeStats['cpu'] {
+  return { txMs: Math.round(s.txCpuNs / 1e5) / 10, rxMs: Math.round(s.rxCpuNs / 1e5) / 10 };
+}
+
+/**
+ * Ports are opened together; the first failure stops the others waiting (their
+ * own deadline could be long), and everything settles before the error surfaces.
+ */
+async function openPorts(ports: ProbePort[]): Promise<void> {
+  let first: unknown = null;
+  const results = await Promise.allSettled(
+    ports.map((p) =>
+      p.open().catch((err: unknown) => {
+        if (first === null) {
+          first = err;
+          for (const other of ports) if (other !== p) other.closeConnection();
+        }
+        throw err;
+      }),
+    ),
+  );
+  if (results.some((r) => r.status === 'rejected')) throw first;
+}
+
+function release(h: ProbeHandle, ports: ProbePort[]): void {
+  for (const p of ports) p.closeConnection();
+  native.probeDestroy(h);
+  for (const p of ports) p.releaseFds();
+}
+
+function createPorts(h: ProbeHandle, specs: { name: string; path: string; mac: Mac }[], mode: PortMode, ringSize: number, connectTimeoutMs: number, replyTimeoutMs: number): ProbePort[] {
+  const ports: ProbePort[] = [];
+  try {
+    for (const s of specs) ports.push(ProbePort.create(h, ringSize, { ...s, mode, connectTimeoutMs, replyTimeoutMs }));
+  } catch (err) {
+    release(h, ports);
+    throw err;
+  }
+  return ports;
+}
+
+export async function startProbe(opts: ProbeOptions): Promise<RunningProbe> {
+  checkProbeSocket(opts.tx, 'tx');
+  checkProbeSocket(opts.rx, 'rx');
+  const rate = checkInteger(opts.rate, LIMITS.rate.min, LIMITS.rate.max, 'rate', ' frames per second');
+  const size = checkInteger(opts.size, LIMITS.size.min, LIMITS.size.max, 'size', ' bytes');
+  const ringSize = checkRingSize(opts.ringSize ?? DEFAULTS.ringSize);
+  const connectTimeoutMs = checkTimeoutMs(opts.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs, 'connectTimeoutMs');
+  const replyTimeoutMs = checkTimeoutMs(opts.replyTimeoutMs ?? DEFAULTS.replyTimeoutMs, 'replyTimeoutMs');
+  const drainMs = opts.drainMs ?? DEFAULTS.drainMs;
+  if (!Number.isFinite(drainMs) || drainMs < 0) checkTimeoutMs(drainMs, 'drainMs');
+  const streamId = checkInteger(opts.streamId ?? randomInt(1, 2 ** 32 - 1), 0, 2 ** 32 - 1, 'streamId');
+  const dst = opts.dstMac ?? 'rx';
+  const fixedDst = dst === 'rx' ? null : dst === 'broadcast' ? BROADCAST_MAC : parseMac(dst, 'dstMac');
+
+  const single = opts.tx === opts.rx;
+  const specs = single
+    ? [{ name: 'txrx', path: opts.tx, mac: randomMac() }]
+    : [
+        { name: 'tx', path: opts.tx, mac: randomMac() },
+        { name: 'rx', path: opts.rx, mac: randomMac() },
+      ];
+  const h = check(native.probeCreate(ringSize), 'probeCreate');
+  const ports = createPorts(h, specs, opts.server ? 'server' : 'client', ringSize, connectTimeoutMs, replyTimeoutMs);
+  const txPort = ports[0]!;
+  const rxPort = ports[ports.length - 1]!;
+  try {
+    await openPorts(ports);
+    check(native.probeStartRx(h, streamId, 0, rxPort.mac), 'probeStartRx');
+    check(native.probeStartTx(h, txPort.layout.port, rate, size, streamId, txPort.mac, fixedDst ?? rxPort.mac), 'probeStartTx');
+  } catch (err) {
+    release(h, ports);
+    throw err;
+  }
+  const startNs = nowNs();
+  const log = logger('probe');
+  log.info({ tx: opts.tx, rx: opts.rx, rate, size, streamId, single }, 'probe sending');
+
+  // A back-end restart drops every port at once: count it once, not once per port.
+  const reconnects = (): number => Math.max(...ports.map((p) => p.reconnects));
+  const stats = (s: ProbeNativeStats = native.probeStats(h)): ProbeStats => ({
+    sent: s.sent,
+    received: s.received,
+    lost: s.lostGaps,
+    duplicated: s.duplicated,
+    reordered: s.reordered,
+    unknown: s.unknown,
+    foreign: s.foreign,
+    txRingFull: s.txRingFull,
+    inFlight: s.txPending,
+    reconnects: reconnects(),
+    connected: ports.every((p) => p.connected),
+    latencyUs: latencyUs(s),
+    maxGapUs: nsToUs(s.maxGapNs),
+    elapsedS: (s.nowNs - startNs) / 1e9,
+    cpu: cpu(s),
+    native: s,
+  });
+
+  let stopping: Promise<ProbeReport> | null = null;
+  const stop = async (): Promise<ProbeReport> => {
+    native.probeStopTx(h);
+    const durationS = (nowNs() - startNs) / 1e9;
+    // In-flight frames still count: keep receiving for a moment after the last send.
+    await new Promise((r) => setTimeout(r, drainMs));
+    native.probeStopRx(h);
+    const s = native.probeStats(h);
+    const reconnectCount = reconnects();
+    release(h, ports);
+    const report: ProbeReport = {
+      sent: s.sent,
+      received: s.received,
+      lost: Math.max(0, s.sent - s.received - s.txPending),
+      duplicated: s.duplicated,
+      reordered: s.reordered,
+      unknown: s.unknown,
+      latencyUs: latencyUs(s),
+      maxGapUs: nsToUs(s.maxGapNs),
+      maxGapAtMs: s.maxGapNs === 0 ? 0 : Math.round((s.maxGapAtNs - startNs) / 1e4) / 100,
+      reconnects: reconnectCount,
+      txRingFull: s.txRingFull,
+      rate,
+      size,
+      durationS: Math.round(durationS * 1000) / 1000,
+      cores: os.availableParallelism(),
+      inFlight: s.txPending,
+      foreign: s.foreign,
+      cpu: cpu(s),
+    };
+    log.info(report, 'probe stopped');
+    return report;
+  };
+  return {
+    streamId,
+    macs: { tx: formatMac(txPort.mac), rx: formatMac(rxPort.mac) },
+    stats: () => stats(),
+    stop: () => (stopping ??= stop()),
+  };
+}
+
+export interface EchoOptions {
+  socket: string;
+  /** the IPv4 address to answer ARP and ICMP echo for: dotted quad */
+  ip: string;
+  /** our MAC (default: random, locally administered) */
+  mac?: string;
+  server?: boolean;
+  ringSize?: number;
+  connectTimeoutMs?: number;
+  replyTimeoutMs?: number;
+}
+
+export interface EchoStats {
+  arpReplies: number;
+  icmpReplies: number;
+  /** frames that are neither an ARP request nor an ICMP echo request for our IP */
+  unknown: number;
+  /** requests not answered because the TX ring was full */
+  txRingFull: number;
+  reconnects: number;
+  connected: boolean;
+  elapsedS: number;
+  native: ProbeNativeStats;
+}
+
+export interface EchoReport {
+  ip: string;
+  mac: string;
+  arpReplies: number;
+  icmpReplies: number;
+  unknown: number;
+  txRingFull: number;
+  reconnects: number;
+  durationS: number;
+  cpu: { txMs: number; rxMs: number };
+}
+
+export interface RunningEcho {
+  readonly mac: string;
+  stats(): EchoStats;
+  stop(): Promise<EchoReport>;
+}
+
+export async function startEcho(opts: EchoOptions): Promise<RunningEcho> {
+  checkProbeSocket(opts.socket, 'socket');
+  const ip = parseIpv4(opts.ip, 'ip');
+  const mac = opts.mac === undefined ? randomMac() : parseMac(opts.mac, 'mac');
+  const ringSize = checkRingSize(opts.ringSize ?? DEFAULTS.ringSize);
+  const connectTimeoutMs = checkTimeoutMs(opts.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs, 'connectTimeoutMs');
+  const replyTimeoutMs = checkTimeoutMs(opts.replyTimeoutMs ?? DEFAULTS.replyTimeoutMs, 'replyTimeoutMs');
+
+  const h = check(native.probeCreate(ringSize), 'probeCreate');
+  const ports = createPorts(h, [{ name: 'echo', path: opts.socket, mac }], opts.server ? 'server' : 'client', ringSize, connectTimeoutMs, replyTimeoutMs);
+  try {
+    await openPorts(ports);
+    check(native.probeStartRx(h, 0, ip, mac), 'probeStartRx');
+  } catch (err) {
+    release(h, ports);
+    throw err;
+  }
+  const startNs = nowNs();
+  const log = logger('probe');
+  log.info({ socket: opts.socket, ip: formatIpv4(ip), mac: formatMac(mac) }, 'echo answering');
+  const port = ports[0]!;
+  const stats = (): EchoStats => {
+    const s = native.probeStats(h);
+    return {
+      arpReplies: s.arpReplies,
+      icmpReplies: s.icmpReplies,
+      unknown: s.unknown,
+      txRingFull: s.echoRingFull,
+      reconnects: port.reconnects,
+      connected: port.connected,
+      elapsedS: (s.nowNs - startNs) / 1e9,
+      native: s,
+    };
+  };
+  let stopping: Promise<EchoReport> | null = null;
+  const stop = async (): Promise<EchoReport> => {
+    native.probeStopRx(h);
+    const s = native.probeStats(h);
+    const reconnects = port.reconnects;
+    release(h, ports);
+    const report: EchoReport = {
+      ip: formatIpv4(ip),
+      mac: formatMac(mac),
+      arpReplies: s.arpReplies,
+      icmpReplies: s.icmpReplies,
+      unknown: s.unknown,
+      txRingFull: s.echoRingFull,
+      reconnects,
+      durationS: Math.round((nowNs() - startNs) / 1e6) / 1000,
+      cpu: cpu(s),
+    };
+    log.info(report, 'echo stopped');
+    return report;
+  };
+  return { mac: formatMac(mac), stats, stop: () => (stopping ??= Promise.resolve().then(stop)) };
+}
