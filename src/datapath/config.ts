@@ -1,0 +1,112 @@
+import fs from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { UsageError } from '../errors.js';
+import { checkNamePart } from '../memfile/index.js';
+import { checkSocketPath } from '../net/socket.js';
+import type { PortMode } from './vhost-port.js';
+
+export interface VhostUserSpec {
+  name: string;
+  path: string;
+  mode: PortMode;
+}
+
+export interface TapSpec {
+  name: string;
+  ifname: string;
+}
+
+export interface DatapathConfig {
+  instance: string;
+  control: string;
+  memFiles: string[];
+  vhostUser: VhostUserSpec[];
+  taps: TapSpec[];
+  /** MAC table entries, kept in the first mem file */
+  macEntries: number;
+}
+
+const PORT_NAME = /^[A-Za-z0-9._-]{1,32}$/;
+const IFNAME = /^[A-Za-z0-9._-]{1,15}$/;
+
+/** "<name>=<socket path>[,server|client]" (server: we listen; the default). */
+export function parseVhostUser(text: string): VhostUserSpec {
+  const eq = text.indexOf('=');
+  if (eq <= 0) throw new UsageError(`--vhost-user '${text}': use <name>=<socket path>[,server|client]`);
+  const name = text.slice(0, eq);
+  let rest = text.slice(eq + 1);
+  let mode: PortMode = 'server';
+  const m = /,(server|client)$/.exec(rest);
+  if (m) {
+    mode = m[1] as PortMode;
+    rest = rest.slice(0, -m[0].length);
+  }
+  if (!PORT_NAME.test(name)) throw new UsageError(`--vhost-user '${text}': port name '${name}' must be 1-32 of [A-Za-z0-9._-]`);
+  checkSocketPath(rest);
+  return { name, path: rest, mode };
+}
+
+/** "<name>=<ifname>" */
+export function parseTap(text: string): TapSpec {
+  const [name, ifname, extra] = text.split('=');
+  if (!name || !ifname || extra !== undefined || !PORT_NAME.test(name) || !IFNAME.test(ifname)) {
+    throw new UsageError(`--tap '${text}': use <name>=<interface name> (at most 15 characters of [A-Za-z0-9._-])`);
+  }
+  return { name, ifname };
+}
+
+/** Check a whole configuration, from flags or a file; names every problem it finds first. */
+export function checkConfig(c: Partial<DatapathConfig>): DatapathConfig {
+  if (!c.control) throw new UsageError('--control <path> is required: the control socket the orchestrator talks to');
+  checkSocketPath(c.control);
+  if (!c.memFiles || c.memFiles.length === 0) throw new UsageError('at least one --mem-file is required: packet buffers and tables live there');
+  const vhostUser = c.vhostUser ?? [];
+  const taps = c.taps ?? [];
+  if (vhostUser.length + taps.length === 0) throw new UsageError('no ports: give --vhost-user and/or --tap');
+  const names = new Set<string>();
+  for (const p of [...vhostUser, ...taps]) {
+    if (names.has(p.name)) throw new UsageError(`port name '${p.name}' is used twice`);
+    names.add(p.name);
+  }
+  const paths = new Set<string>();
+  for (const p of vhostUser) {
+    if (paths.has(p.path) || p.path === c.control) throw new UsageError(`socket path '${p.path}' is used twice`);
+    paths.add(p.path);
+  }
+  const instance = c.instance ?? `dp-${process.pid}`;
+  checkNamePart('instance', instance);
+  const macEntries = c.macEntries ?? 4096;
+  if (!Number.isInteger(macEntries) || macEntries < 16 || macEntries > 1 << 22) {
+    throw new UsageError(`macEntries ${macEntries}: use 16 to ${1 << 22}`);
+  }
+  return { instance, control: c.control, memFiles: c.memFiles, vhostUser, taps, macEntries };
+}
+
+/** A JSON or YAML file with the same fields as the flags (vhostUser entries as objects or strings). */
+export function readConfigFile(path: string): Partial<DatapathConfig> {
+  let text: string;
+  try {
+    text = fs.readFileSync(path, 'utf8');
+  } catch (cause) {
+    throw new UsageError(`cannot read config file '${path}': ${(cause as Error).message}`, { cause });
+  }
+  let doc: unknown;
+  try {
+    doc = /\.ya?ml$/.test(path) ? parseYaml(text) : JSON.parse(text);
+  } catch (cause) {
+    throw new UsageError(`config file '${path}' is not valid ${/\.ya?ml$/.test(path) ? 'YAML' : 'JSON'}: ${(cause as Error).message}`, { cause });
+  }
+  if (typeof doc !== 'object' || doc === null) throw new UsageError(`config file '${path}' must hold an object`);
+  const d = doc as Record<string, unknown>;
+  const known = new Set(['instance', 'control', 'memFiles', 'vhostUser', 'taps', 'macEntries']);
+  for (const k of Object.keys(d)) if (!known.has(k)) throw new UsageError(`config file '${path}': unknown field '${k}' (known: ${[...known].join(', ')})`);
+  const list = (k: string): unknown[] => (Array.isArray(d[k]) ? (d[k] as unknown[]) : d[k] === undefined ? [] : [d[k]]);
+  return {
+    ...(typeof d['instance'] === 'string' ? { instance: d['instance'] } : {}),
+    ...(typeof d['control'] === 'string' ? { control: d['control'] } : {}),
+    ...(typeof d['macEntries'] === 'number' ? { macEntries: d['macEntries'] } : {}),
+    memFiles: list('memFiles').map(String),
+    vhostUser: list('vhostUser').map((v) => (typeof v === 'string' ? parseVhostUser(v) : parseVhostUser(`${(v as VhostUserSpec).name}=${(v as VhostUserSpec).path},${(v as VhostUserSpec).mode ?? 'server'}`))),
+    taps: list('taps').map((v) => (typeof v === 'string' ? parseTap(v) : parseTap(`${(v as TapSpec).name}=${(v as TapSpec).ifname}`))),
+  };
+}

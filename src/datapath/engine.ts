@@ -1,0 +1,105 @@
+import { check, native } from '../native/index.js';
+import type { DpHandle, DpPortStats, DpRingStatus, DpWorkerStats } from '../native/datapath-native.js';
+
+/** A region of a frontend's memory as the engine maps it. */
+export interface EngineRegion {
+  gpa: bigint;
+  size: bigint;
+  uaddr: bigint;
+  offset: bigint;
+  fd: number;
+}
+
+export interface EngineRing {
+  num: number;
+  desc: bigint;
+  avail: bigint;
+  used: bigint;
+  lastAvail: number;
+}
+
+export type PortKind = 'vhost' | 'tap';
+
+export type PortStats = DpPortStats;
+
+/**
+ * The packet engine (native/dp*.c) seen from the control plane: one C worker
+ * thread forwarding between ports, configured from here. Every call is
+ * synchronous and returns when the worker has seen the change; errors come
+ * back as Node-style errors naming the call and the port.
+ */
+export class Engine {
+  #h: DpHandle | null;
+
+  constructor(memFd: number, memSize: number, opts: { macEntries?: number; maxPorts?: number } = {}) {
+    this.#h = check(
+      native.dpCreate(memFd, memSize, { macEntries: opts.macEntries ?? 4096, maxPorts: opts.maxPorts ?? 64 }),
+      'dpCreate',
+      { fd: memFd },
+    );
+  }
+
+  get #handle(): DpHandle {
+    if (this.#h === null) throw new Error('packet engine already destroyed');
+    return this.#h;
+  }
+
+  addPort(kind: PortKind, tapFd = -1): number {
+    return check(native.dpAddPort(this.#handle, kind === 'vhost' ? 0 : 1, tapFd), 'dpAddPort', tapFd >= 0 ? { fd: tapFd } : {});
+  }
+
+  removePort(port: number): void {
+    check(native.dpRemovePort(this.#handle, port), `dpRemovePort (port ${port})`);
+  }
+
+  setFeatures(port: number, hdrLen: 10 | 12, mrgRxbuf: boolean): void {
+    check(native.dpSetFeatures(this.#handle, port, hdrLen, mrgRxbuf), `dpSetFeatures (port ${port})`);
+  }
+
+  setMemTable(port: number, regions: EngineRegion[]): void {
+    check(native.dpSetMemTable(this.#handle, port, regions), `dpSetMemTable (port ${port})`);
+  }
+
+  setVring(port: number, q: number, ring: EngineRing): void {
+    check(native.dpSetVring(this.#handle, port, q, ring), `dpSetVring (port ${port} ring ${q})`);
+  }
+
+  setKick(port: number, q: number, fd: number): void {
+    check(native.dpSetKick(this.#handle, port, q, fd), `dpSetKick (port ${port} ring ${q})`);
+  }
+
+  setCall(port: number, q: number, fd: number): void {
+    check(native.dpSetCall(this.#handle, port, q, fd), `dpSetCall (port ${port} ring ${q})`);
+  }
+
+  setEnabled(port: number, q: number, enabled: boolean): void {
+    check(native.dpSetEnabled(this.#handle, port, q, enabled), `dpSetEnabled (port ${port} ring ${q})`);
+  }
+
+  start(port: number, q: number): void {
+    check(native.dpStart(this.#handle, port, q), `dpStart (port ${port} ring ${q})`);
+  }
+
+  /** Stop a ring (GET_VRING_BASE): the worker is out of it and every consumed chain is completed. */
+  stop(port: number, q: number): number {
+    return check(native.dpStop(this.#handle, port, q), `dpStop (port ${port} ring ${q})`);
+  }
+
+  stats(): PortStats[] {
+    return check(native.dpStats(this.#handle), 'dpStats');
+  }
+
+  rings(port: number): DpRingStatus[] {
+    return check(native.dpPortRings(this.#handle, port), `dpPortRings (port ${port})`);
+  }
+
+  workerStats(): DpWorkerStats {
+    return check(native.dpWorkerStats(this.#handle), 'dpWorkerStats');
+  }
+
+  destroy(): void {
+    if (this.#h === null) return;
+    native.dpDestroy(this.#h);
+    this.#h = null;
+  }
+}
