@@ -58,7 +58,8 @@ export class Testpmd {
       ...(o.ethPeer ? [`--eth-peer=0,${o.ethPeer}`] : []),
       ...(o.burst ? [`--burst=${o.burst}`] : []),
     ];
-    const proc = execa('dpdk-testpmd', args, { reject: false, stdin: 'pipe', all: false, buffer: false });
+    // line-buffered, so its progress lines reach us as it prints them
+    const proc = execa('stdbuf', ['-oL', '-eL', 'dpdk-testpmd', ...args], { reject: false, stdin: 'pipe', all: false, buffer: false });
     return new Testpmd(prefix, proc);
   }
 
@@ -91,8 +92,10 @@ export class Testpmd {
     return { rxPackets: num(/RX-packets:\s+(\d+)/), txPackets: num(/TX-packets:\s+(\d+)/) };
   }
 
-  kill(): void {
+  /** Kill it (cleanup after a failure) and reap it. */
+  async kill(): Promise<void> {
     if (this.proc.exitCode === null) this.proc.kill('SIGKILL');
+    await this.proc;
     fs.rmSync(`/var/run/dpdk/${this.prefix}`, { recursive: true, force: true });
   }
 }
