@@ -40,7 +40,7 @@ describe('ziu-datapath with the probe as both VMs', () => {
     const probe = await startProbe({ tx: dp.sock['a']!, rx: dp.sock['b']!, rate: 2000, size: 64 });
     const { UnixSocket } = await import('../../src/net/socket.js');
     const s = await UnixSocket.connect(dp.sock['bad']!);
-    const closed = new Promise((r) => s.once('end', r));
+    const closed = new Promise<void>((r) => s.once('end', () => r()));
     s.resume();
     // request 9999, version 1, no payload
     await s.send(Buffer.from([0x0f, 0x27, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]));
