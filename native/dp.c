@@ -406,6 +406,9 @@ static napi_value n_dp_set_mem_table(napi_env env, napi_callback_info info) {
     struct stat st;
     int err = 0;
     if (fstat(fds[i], &st) < 0) err = errno;
+    /* Touching a mapping past the end of its file is SIGBUS, not an error:
+     * a region the fd cannot back is refused here (found by the fuzz test). */
+    else if ((uint64_t)st.st_size < nr[i].size + offs[i]) err = EFAULT;
     uint64_t blk = !err && st.st_blksize > 0 ? (uint64_t)st.st_blksize : 4096;
     size_t len = (size_t)align_up(nr[i].size + offs[i], blk);
     void *m = err ? MAP_FAILED : mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fds[i], 0);
