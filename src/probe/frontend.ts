@@ -83,7 +83,9 @@ export async function negotiate(conn: FrontendConnection, dev: DeviceSetup): Pro
     await send({ type: 'SET_VRING_KICK', needReply: false, index, fd: dev.kickFds[index]! });
   }
   // Without protocol features every ring is enabled at SET_FEATURES and ENABLE does not exist.
-  if (protocol !== null) for (const index of [0, 1]) await send({ type: 'SET_VRING_ENABLE', needReply: false, index, enable: true });
+  // With REPLY_ACK, the acks say the backend has enabled the rings: frames sent
+  // before that could find the receive ring disabled and be dropped.
+  if (protocol !== null) for (const index of [0, 1]) await send({ type: 'SET_VRING_ENABLE', needReply: replyAck, index, enable: true });
 
   return { offeredFeatures: offered, features, offeredProtocolFeatures: offeredProtocol, protocolFeatures: protocol, replyAck, sequence };
 }
