@@ -16,6 +16,24 @@ napi_value ziu_undefined(napi_env env) {
   return out;
 }
 
+napi_value ziu_double(napi_env env, double v) {
+  napi_value out;
+  napi_create_double(env, v, &out);
+  return out;
+}
+
+napi_value ziu_bool(napi_env env, bool v) {
+  napi_value out;
+  napi_get_boolean(env, v, &out);
+  return out;
+}
+
+napi_value ziu_bigint_u64(napi_env env, uint64_t v) {
+  napi_value out;
+  napi_create_bigint_uint64(env, v, &out);
+  return out;
+}
+
 bool ziu_get_i32(napi_env env, napi_value v, int32_t *out) {
   if (napi_get_value_int32(env, v, out) != napi_ok) {
     napi_throw_type_error(env, NULL, "ziu native: expected an integer");

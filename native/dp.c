@@ -147,17 +147,6 @@ static bool get_prop_u64(napi_env env, napi_value obj, const char *name, uint64_
   return true;
 }
 
-static napi_value num(napi_env env, double v) {
-  napi_value out;
-  napi_create_double(env, v, &out);
-  return out;
-}
-
-static napi_value boolean(napi_env env, bool v) {
-  napi_value out;
-  napi_get_boolean(env, v, &out);
-  return out;
-}
 
 /* A port in use, or NULL (-ENOENT). Call with the lock held. */
 static struct dp_port *port_at(struct dp *dp, int32_t port) {
@@ -579,13 +568,13 @@ static napi_value n_dp_stats(napi_env env, napi_callback_info info) {
     napi_create_object(env, &o);
     ziu_set_prop(env, o, "port", ziu_int(env, i));
     ziu_set_prop(env, o, "kind", ziu_int(env, p->kind));
-    ziu_set_prop(env, o, "rxPackets", num(env, (double)p->st.rx_packets));
-    ziu_set_prop(env, o, "rxBytes", num(env, (double)p->st.rx_bytes));
-    ziu_set_prop(env, o, "txPackets", num(env, (double)p->st.tx_packets));
-    ziu_set_prop(env, o, "txBytes", num(env, (double)p->st.tx_bytes));
-    ziu_set_prop(env, o, "dropsNoBuffer", num(env, (double)p->st.drops_no_buffer));
-    ziu_set_prop(env, o, "dropsInvalid", num(env, (double)p->st.drops_invalid));
-    ziu_set_prop(env, o, "floods", num(env, (double)p->st.floods));
+    ziu_set_prop(env, o, "rxPackets", ziu_double(env, (double)p->st.rx_packets));
+    ziu_set_prop(env, o, "rxBytes", ziu_double(env, (double)p->st.rx_bytes));
+    ziu_set_prop(env, o, "txPackets", ziu_double(env, (double)p->st.tx_packets));
+    ziu_set_prop(env, o, "txBytes", ziu_double(env, (double)p->st.tx_bytes));
+    ziu_set_prop(env, o, "dropsNoBuffer", ziu_double(env, (double)p->st.drops_no_buffer));
+    ziu_set_prop(env, o, "dropsInvalid", ziu_double(env, (double)p->st.drops_invalid));
+    ziu_set_prop(env, o, "floods", ziu_double(env, (double)p->st.floods));
     napi_set_element(env, arr, k++, o);
   }
   pthread_mutex_unlock(&dp->lock);
@@ -605,11 +594,11 @@ static napi_value n_dp_worker_stats(napi_env env, napi_callback_info info) {
   pthread_mutex_unlock(&dp->lock);
   napi_value o;
   napi_create_object(env, &o);
-  ziu_set_prop(env, o, "workerCpuMs", num(env, (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6));
-  ziu_set_prop(env, o, "passes", num(env, passes));
-  ziu_set_prop(env, o, "sleeps", num(env, sleeps));
-  ziu_set_prop(env, o, "wakeups", num(env, wakeups));
-  ziu_set_prop(env, o, "macEntries", num(env, macs));
+  ziu_set_prop(env, o, "workerCpuMs", ziu_double(env, (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6));
+  ziu_set_prop(env, o, "passes", ziu_double(env, passes));
+  ziu_set_prop(env, o, "sleeps", ziu_double(env, sleeps));
+  ziu_set_prop(env, o, "wakeups", ziu_double(env, wakeups));
+  ziu_set_prop(env, o, "macEntries", ziu_double(env, macs));
   return o;
 }
 
@@ -633,8 +622,8 @@ static napi_value n_dp_port_rings(napi_env env, napi_callback_info info) {
     napi_create_object(env, &o);
     ziu_set_prop(env, o, "q", ziu_int(env, q));
     ziu_set_prop(env, o, "num", ziu_int(env, vr->num));
-    ziu_set_prop(env, o, "started", boolean(env, vr->started));
-    ziu_set_prop(env, o, "enabled", boolean(env, vr->enabled));
+    ziu_set_prop(env, o, "started", ziu_bool(env, vr->started));
+    ziu_set_prop(env, o, "enabled", ziu_bool(env, vr->enabled));
     ziu_set_prop(env, o, "lastAvail", ziu_int(env, vr->last_avail));
     ziu_set_prop(env, o, "usedIdx",
                  vr->addr_set ? ziu_int(env, __atomic_load_n(&vr->used->idx, __ATOMIC_ACQUIRE)) : null);

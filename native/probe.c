@@ -125,11 +125,6 @@ static napi_value n_probe_create(napi_env env, napi_callback_info info) {
   return ext;
 }
 
-static napi_value bigint_u64(napi_env env, uint64_t v) {
-  napi_value out;
-  napi_create_bigint_uint64(env, v, &out);
-  return out;
-}
 
 /* probeAddPort(h, memFd, memSize, kick0, kick1, call0, call1) -> layout | -errno */
 static napi_value n_probe_add_port(napi_env env, napi_callback_info info) {
@@ -179,7 +174,7 @@ static napi_value n_probe_add_port(napi_env env, napi_callback_info info) {
   napi_value out, rings;
   napi_create_object(env, &out);
   ziu_set_prop(env, out, "port", ziu_int(env, index));
-  ziu_set_prop(env, out, "base", bigint_u64(env, (uint64_t)(uintptr_t)base));
+  ziu_set_prop(env, out, "base", ziu_bigint_u64(env, (uint64_t)(uintptr_t)base));
   ziu_set_prop(env, out, "size", ziu_int(env, size));
   napi_create_array_with_length(env, 2, &rings);
   for (uint32_t r = 0; r < 2; r++) {
@@ -187,9 +182,9 @@ static napi_value n_probe_add_port(napi_env env, napi_callback_info info) {
     napi_value o;
     napi_create_object(env, &o);
     ziu_set_prop(env, o, "num", ziu_int(env, ring->num));
-    ziu_set_prop(env, o, "desc", bigint_u64(env, (uint64_t)(uintptr_t)ring->desc));
-    ziu_set_prop(env, o, "avail", bigint_u64(env, (uint64_t)(uintptr_t)ring->avail));
-    ziu_set_prop(env, o, "used", bigint_u64(env, (uint64_t)(uintptr_t)ring->used));
+    ziu_set_prop(env, o, "desc", ziu_bigint_u64(env, (uint64_t)(uintptr_t)ring->desc));
+    ziu_set_prop(env, o, "avail", ziu_bigint_u64(env, (uint64_t)(uintptr_t)ring->avail));
+    ziu_set_prop(env, o, "used", ziu_bigint_u64(env, (uint64_t)(uintptr_t)ring->used));
     napi_set_element(env, rings, r, o);
   }
   ziu_set_prop(env, out, "rings", rings);

@@ -34,6 +34,9 @@
 napi_value ziu_int(napi_env env, int64_t v);
 napi_value ziu_errno(napi_env env, int err); /* returns -err as a number */
 napi_value ziu_undefined(napi_env env);
+napi_value ziu_double(napi_env env, double v);
+napi_value ziu_bool(napi_env env, bool v);
+napi_value ziu_bigint_u64(napi_env env, uint64_t v);
 bool ziu_get_i32(napi_env env, napi_value v, int32_t *out);
 bool ziu_get_i64(napi_env env, napi_value v, int64_t *out);
 /* copies a JS string into buf (NUL-terminated); false if too long or not a string */

@@ -101,14 +101,10 @@ export function hugepagesCommand(program: Command, run: Run): void {
     .option('--node <n>', 'reserve on this NUMA node only')
     .option('--json', 'print one JSON document')
     .action(async (pagesText: string, opts: SizeOpts) => {
-      const ctx = context();
-      const pageSize = parsePageSize(opts.pageSize);
-      const node = parseNode(opts.node);
-      const total = await parseCount(ctx.host, pagesText, pageSize);
-      requireRoot(ctx, 'hugepages reserve');
-      const r = await reserve(ctx.host, { pageSize, total, ...(node === undefined ? {} : { node }) });
+      const { ctx, target } = await poolTarget(pagesText, opts, 'hugepages reserve');
+      const r = await reserve(ctx.host, target);
       output(!!opts.json).result(r, () => [
-        `${formatBytes(pageSize)} pages${r.node === null ? '' : ` on node ${r.node}`}: ${r.before} -> ${r.after}` +
+        `${formatBytes(r.pageSize)} pages${r.node === null ? '' : ` on node ${r.node}`}: ${r.before} -> ${r.after}` +
           (r.compacted ? ' (after compacting memory)' : ''),
       ]);
     });
@@ -120,17 +116,27 @@ export function hugepagesCommand(program: Command, run: Run): void {
     .option('--node <n>', 'release on this NUMA node only')
     .option('--json', 'print one JSON document')
     .action(async (pagesText: string, opts: SizeOpts) => {
-      const ctx = context();
-      const pageSize = parsePageSize(opts.pageSize);
-      const node = parseNode(opts.node);
-      const total = await parseCount(ctx.host, pagesText, pageSize);
-      requireRoot(ctx, 'hugepages release');
-      const r = await release(ctx.host, { pageSize, total, ...(node === undefined ? {} : { node }) });
+      const { ctx, target } = await poolTarget(pagesText, opts, 'hugepages release');
+      const r = await release(ctx.host, target);
       output(!!opts.json).result(r, () => [
-        `${formatBytes(pageSize)} pages${r.node === null ? '' : ` on node ${r.node}`}: ${r.before} -> ${r.after}` +
+        `${formatBytes(r.pageSize)} pages${r.node === null ? '' : ` on node ${r.node}`}: ${r.before} -> ${r.after}` +
           (r.clamped ? ` (${r.floor} are in use or promised to mappings)` : ''),
       ]);
     });
+}
+
+/** reserve and release: the pool size wanted, checked before anything changes, and root required. */
+async function poolTarget(
+  pagesText: string,
+  opts: SizeOpts,
+  what: string,
+): Promise<{ ctx: ReturnType<typeof context>; target: { pageSize: number; total: number; node?: number } }> {
+  const ctx = context();
+  const pageSize = parsePageSize(opts.pageSize);
+  const node = parseNode(opts.node);
+  const total = await parseCount(ctx.host, pagesText, pageSize);
+  requireRoot(ctx, what);
+  return { ctx, target: { pageSize, total, ...(node === undefined ? {} : { node }) } };
 }
 
 export function parseNode(text: string | undefined): number | undefined {
