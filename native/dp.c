@@ -56,9 +56,23 @@ static void unmap_regions(struct dp_port *p) {
 /* A ring stops: the worker is out of it (we hold the lock) and everything it
  * consumed is completed. Let the guest kick again, so that whoever runs the
  * ring next finds the kick pending instead of a silent ring. */
-static void stop_ring(struct dp_vring *vr, int q) {
-  if (vr->started && vr->addr_set && q == 1) dp_ring_set_no_notify(vr, false);
+static void stop_ring(struct dp *dp, struct dp_vring *vr, int q) {
+  /* Frozen: guest memory is someone else's to write now (or again). */
+  if (vr->started && vr->addr_set && q == 1 && !dp->frozen) dp_ring_set_no_notify(vr, false);
   vr->started = false;
+}
+
+/* Take a ring over from shared memory: used->idx is the truth about what was
+ * completed (a frontend reconnecting in server mode sends BASE 0 even after
+ * traffic; a predecessor process, or a successor that was rolled back, may
+ * have run the ring). Since every consumed chain is completed, last_avail
+ * must equal it too. */
+static void resync_ring(struct dp_vring *vr, int q) {
+  uint16_t u = __atomic_load_n(&vr->used->idx, __ATOMIC_ACQUIRE);
+  vr->used_idx = vr->used_pub = u;
+  vr->last_avail = u;
+  /* RX kicks ("buffers added") are never needed: we don't queue frames. */
+  dp_ring_set_no_notify(vr, q == 0);
 }
 
 static void destroy(struct dp *dp) {
@@ -70,7 +84,7 @@ static void destroy(struct dp *dp) {
   for (uint32_t i = 0; i < dp->max_ports; i++) {
     struct dp_port *p = &dp->ports[i];
     if (p->in_use && p->kind == DP_KIND_VHOST)
-      for (int q = 0; q < 2; q++) stop_ring(&p->rings[q], q);
+      for (int q = 0; q < 2; q++) stop_ring(dp, &p->rings[q], q);
     unmap_regions(p);
   }
   munmap(dp->mem, dp->mem_size);
@@ -318,7 +332,7 @@ static napi_value n_dp_remove_port(napi_env env, napi_callback_info info) {
     return ziu_errno(env, ENOENT);
   }
   if (p->kind == DP_KIND_VHOST)
-    for (int q = 0; q < 2; q++) stop_ring(&p->rings[q], q);
+    for (int q = 0; q < 2; q++) stop_ring(dp, &p->rings[q], q);
   unmap_regions(p);
   dp_mac_forget_port(dp, (uint16_t)port);
   p->in_use = false;
@@ -422,7 +436,7 @@ static napi_value n_dp_set_mem_table(napi_env env, napi_callback_info info) {
   struct dp_region old[DP_MAX_REGIONS];
   uint32_t nold = p->nregions;
   memcpy(old, p->regions, sizeof(old));
-  for (int q = 0; q < 2; q++) stop_ring(&p->rings[q], q);
+  for (int q = 0; q < 2; q++) stop_ring(dp, &p->rings[q], q);
   memcpy(p->regions, nr, sizeof(nr[0]) * n);
   p->nregions = n;
   /* Ring addresses were given as user addresses: keep them if they still
@@ -520,16 +534,10 @@ static napi_value n_dp_start(napi_env env, napi_callback_info info) {
   struct dp_vring *vr = ring_at(dp, port, q, &err);
   if (vr && !vr->addr_set) err = EINVAL;
   if (!err && !vr->started) {
-    /* Resync with shared memory: used->idx is the truth about what was
-     * completed (a frontend reconnecting in server mode sends BASE 0 even
-     * after traffic; a predecessor process may have run the ring). Since
-     * every consumed chain is completed, last_avail must equal it too. */
-    uint16_t u = __atomic_load_n(&vr->used->idx, __ATOMIC_ACQUIRE);
-    vr->used_idx = vr->used_pub = u;
-    vr->last_avail = u;
-    /* RX kicks ("buffers added") are never needed: we don't queue frames. */
-    dp_ring_set_no_notify(vr, q == 0);
     vr->started = true;
+    /* A frozen engine resyncs when it thaws: until then the ring may still be
+     * another process's, and its memory is not ours to read as final. */
+    if (!dp->frozen) resync_ring(vr, q);
   }
   changed_unlock(dp);
   return ziu_int(env, -err);
@@ -545,11 +553,77 @@ static napi_value n_dp_stop(napi_env env, napi_callback_info info) {
   struct dp_vring *vr = ring_at(dp, port, q, &err);
   int64_t res = -err;
   if (vr) {
-    stop_ring(vr, q);
+    stop_ring(dp, vr, q);
     res = vr->last_avail;
   }
   changed_unlock(dp);
   return ziu_int(env, res);
+}
+
+/* ---- handover ---- */
+
+/* Freeze: when this returns the worker is between passes (every chain it
+ * consumed is completed and published) and will run no more passes until
+ * dpThaw. TX rings get NO_NOTIFY cleared so that the guest kicks whoever runs
+ * them next. Returns the CLOCK_MONOTONIC time the engine stopped serving. */
+static napi_value n_dp_freeze(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 1);
+  GET_DP(dp, argv[0]);
+  lock_ctl(dp);
+  if (!dp->frozen) {
+    for (uint32_t i = 0; i < dp->max_ports; i++) {
+      struct dp_port *p = &dp->ports[i];
+      if (p->in_use && p->kind == DP_KIND_VHOST && p->rings[1].started && p->rings[1].addr_set)
+        dp_ring_set_no_notify(&p->rings[1], false);
+    }
+    dp->frozen = true;
+    dp->frozen_ns = dp_now_ns();
+    dp->first_pass_ns = 0;
+    dp->want_first_pass = false;
+  }
+  uint64_t t = dp->frozen_ns;
+  changed_unlock(dp);
+  return ziu_bigint_u64(env, t);
+}
+
+/* Thaw: every started ring is resynced from shared memory (whoever ran it in
+ * between completed what it consumed), then passes resume; the first one is
+ * stamped. Returns the thaw time. */
+static napi_value n_dp_thaw(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 1);
+  GET_DP(dp, argv[0]);
+  lock_ctl(dp);
+  if (dp->frozen) {
+    for (uint32_t i = 0; i < dp->max_ports; i++) {
+      struct dp_port *p = &dp->ports[i];
+      if (!p->in_use || p->kind != DP_KIND_VHOST) continue;
+      for (int q = 0; q < 2; q++)
+        if (p->rings[q].started && p->rings[q].addr_set) resync_ring(&p->rings[q], q);
+    }
+    dp->frozen = false;
+    dp->thawed_ns = dp_now_ns();
+    dp->first_pass_ns = 0;
+    dp->want_first_pass = true;
+  }
+  uint64_t t = dp->thawed_ns;
+  changed_unlock(dp);
+  return ziu_bigint_u64(env, t);
+}
+
+static napi_value n_dp_times(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 1);
+  GET_DP(dp, argv[0]);
+  lock_ctl(dp);
+  bool frozen = dp->frozen;
+  uint64_t f = dp->frozen_ns, t = dp->thawed_ns, p = dp->first_pass_ns;
+  pthread_mutex_unlock(&dp->lock);
+  napi_value o;
+  napi_create_object(env, &o);
+  ziu_set_prop(env, o, "frozen", ziu_bool(env, frozen));
+  ziu_set_prop(env, o, "frozenNs", ziu_bigint_u64(env, f));
+  ziu_set_prop(env, o, "thawedNs", ziu_bigint_u64(env, t));
+  ziu_set_prop(env, o, "firstPassNs", ziu_bigint_u64(env, p));
+  return o;
 }
 
 /* ---- status ---- */
@@ -679,6 +753,9 @@ napi_value ziu_init_dp(napi_env env, napi_value exports) {
   ziu_register(env, exports, "dpSetEnabled", n_dp_set_enabled);
   ziu_register(env, exports, "dpStart", n_dp_start);
   ziu_register(env, exports, "dpStop", n_dp_stop);
+  ziu_register(env, exports, "dpFreeze", n_dp_freeze);
+  ziu_register(env, exports, "dpThaw", n_dp_thaw);
+  ziu_register(env, exports, "dpTimes", n_dp_times);
   ziu_register(env, exports, "dpStats", n_dp_stats);
   ziu_register(env, exports, "dpWorkerStats", n_dp_worker_stats);
   ziu_register(env, exports, "dpPortRings", n_dp_port_rings);

@@ -117,6 +117,12 @@ struct dp {
   struct dp_port *ports;
   uint32_t max_ports;
 
+  /* Frozen (handover): the worker runs no passes and nobody writes to guest
+   * memory; ring state is kept to be thawed or handed on. */
+  bool frozen;
+  bool want_first_pass;
+  uint64_t frozen_ns, thawed_ns, first_pass_ns; /* CLOCK_MONOTONIC; 0 = not yet */
+
   uint64_t t0_ns;
   uint32_t now_s; /* coarse clock for MAC ageing, updated once per pass */
   uint64_t passes, sleeps, wakeups;

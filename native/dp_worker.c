@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <string.h>
+#include <poll.h>
 #include <sched.h>
 #include <sys/epoll.h>
 #include <time.h>
@@ -182,6 +183,7 @@ static void sleep_until_work(struct dp *dp) {
   }
   pthread_mutex_lock(&dp->lock);
   dp->wakeups++;
+  if (dp->frozen) return; /* frozen meanwhile: the rings' flags are not ours now */
   /* The fds in the events are only trustworthy if nothing was reconfigured
    * meanwhile; if it was, the eventfds are drained on the next sleep instead. */
   bool same = dp->ep_gen == dp->gen;
@@ -193,11 +195,29 @@ static void sleep_until_work(struct dp *dp) {
   set_no_notify(dp, true);
 }
 
+/* Frozen: no passes, no epoll on guest fds; only a control change (thaw,
+ * stop) wakes us. Called and returns with dp->lock held. */
+static void frozen_wait(struct dp *dp) {
+  struct pollfd pfd = {.fd = dp->ctl_fd, .events = POLLIN};
+  pthread_mutex_unlock(&dp->lock);
+  if (poll(&pfd, 1, DP_SLEEP_MS) > 0) drain(dp->ctl_fd);
+  pthread_mutex_lock(&dp->lock);
+}
+
 void *dp_worker_main(void *arg) {
   struct dp *dp = arg;
   uint64_t idle_since = 0;
   pthread_mutex_lock(&dp->lock);
   while (!dp->stopping) {
+    if (dp->frozen) {
+      frozen_wait(dp);
+      idle_since = 0;
+      continue;
+    }
+    if (dp->want_first_pass) {
+      dp->want_first_pass = false;
+      dp->first_pass_ns = dp_now_ns();
+    }
     if (pass(dp)) {
       idle_since = 0;
     } else {

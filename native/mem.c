@@ -180,6 +180,26 @@ static napi_value n_munmap(napi_env env, napi_callback_info info) {
   return r < 0 ? ziu_errno(env, err) : ziu_int(env, 0);
 }
 
+/*
+ * Compare-and-swap of the first 32-bit word of a shared file (a memfd both
+ * instances of a handover hold): the baton that decides, once and for all,
+ * whether the old instance thawed or the new one resumed. A sequentially
+ * consistent atomic on a MAP_SHARED page is atomic across processes too.
+ * Returns the word as it was before; the swap happened iff it equals expected.
+ */
+static napi_value n_cas_word(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 3);
+  int32_t fd, expected, desired;
+  if (!ziu_get_i32(env, argv[0], &fd) || !ziu_get_i32(env, argv[1], &expected) || !ziu_get_i32(env, argv[2], &desired))
+    return NULL;
+  void *map = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (map == MAP_FAILED) return ziu_errno(env, errno);
+  uint32_t old = (uint32_t)expected;
+  __atomic_compare_exchange_n((uint32_t *)map, &old, (uint32_t)desired, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+  munmap(map, 4096);
+  return ziu_int(env, (int64_t)old);
+}
+
 static napi_value n_eventfd(napi_env env, napi_callback_info info) {
   ZIU_ARGS(env, info, 2);
   int32_t initval;
@@ -236,6 +256,7 @@ napi_value ziu_init_mem(napi_env env, napi_value exports) {
   ziu_register(env, exports, "fstat", n_fstat);
   ziu_register(env, exports, "mmap", n_mmap);
   ziu_register(env, exports, "munmap", n_munmap);
+  ziu_register(env, exports, "casWord", n_cas_word);
   ziu_register(env, exports, "eventfd", n_eventfd);
   ziu_register(env, exports, "eventfdRead", n_eventfd_read);
   ziu_register(env, exports, "eventfdWrite", n_eventfd_write);

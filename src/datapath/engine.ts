@@ -1,5 +1,5 @@
 import { check, native } from '../native/index.js';
-import type { DpHandle, DpPortStats, DpRingStatus, DpWorkerStats } from '../native/datapath-native.js';
+import type { DpHandle, DpPortStats, DpRingStatus, DpTimes, DpWorkerStats } from '../native/datapath-native.js';
 
 /** A region of a frontend's memory as the engine maps it. */
 export interface EngineRegion {
@@ -83,6 +83,20 @@ export class Engine {
   /** Stop a ring (GET_VRING_BASE): the worker is out of it and every consumed chain is completed. */
   stop(port: number, q: number): number {
     return check(native.dpStop(this.#handle, port, q), `dpStop (port ${port} ring ${q})`);
+  }
+
+  /** Handover: stop serving every ring (see dpFreeze). Returns when it stopped (CLOCK_MONOTONIC ns). */
+  freeze(): bigint {
+    return check(native.dpFreeze(this.#handle), 'dpFreeze');
+  }
+
+  /** Serve again from the rings' state in shared memory. Returns the thaw time (ns). */
+  thaw(): bigint {
+    return check(native.dpThaw(this.#handle), 'dpThaw');
+  }
+
+  times(): DpTimes {
+    return check(native.dpTimes(this.#handle), 'dpTimes');
   }
 
   stats(): PortStats[] {

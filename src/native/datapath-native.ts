@@ -84,6 +84,14 @@ export interface DpWorkerStats {
   macEntries: number;
 }
 
+export interface DpTimes {
+  frozen: boolean;
+  frozenNs: bigint;
+  thawedNs: bigint;
+  /** start of the first pass after the last thaw */
+  firstPassNs: bigint;
+}
+
 export interface DatapathAddon {
   readonly DP_KIND_VHOST: 0;
   readonly DP_KIND_TAP: 1;
@@ -141,6 +149,25 @@ export interface DatapathAddon {
    * equals used->idx. Clears the TX ring's NO_NOTIFY so the guest kicks again.
    */
   dpStop(h: DpHandle, port: number, q: number): number | Errno;
+
+  /**
+   * Handover freeze: returns when the worker is between passes (every chain
+   * it consumed is completed and published) and it runs no more passes until
+   * dpThaw. From then on the engine writes nothing to guest memory (dpStart
+   * only marks a ring, dpStop and dpDestroy leave the flags alone). TX rings
+   * get NO_NOTIFY cleared first, so the guest kicks whoever runs them next.
+   * Returns the CLOCK_MONOTONIC time (ns) the engine stopped serving; freezing
+   * a frozen engine returns the first time.
+   */
+  dpFreeze(h: DpHandle): bigint | Errno;
+  /**
+   * Resync every started ring from shared memory (last_avail = used->idx),
+   * then run passes again; the first pass is stamped (dpTimes().firstPassNs).
+   * Returns the thaw time (ns).
+   */
+  dpThaw(h: DpHandle): bigint | Errno;
+  /** Handover timestamps (CLOCK_MONOTONIC ns, 0n = not yet). */
+  dpTimes(h: DpHandle): DpTimes | Errno;
 
   /** Counters of every port in use, by port id. */
   dpStats(h: DpHandle): DpPortStats[] | Errno;

@@ -75,6 +75,11 @@ export interface NativeAddon extends DatapathAddon, ProbeAddon {
   /** MAP_SHARED mapping as an external ArrayBuffer; munmap detaches it */
   mmap(fd: number, length: number, offset: number, flags: number): ArrayBuffer | Errno;
   munmap(buf: ArrayBuffer): 0 | Errno;
+  /**
+   * Atomic compare-and-swap of the first u32 of a shared file (MAP_SHARED, so
+   * across processes): returns the previous value; swapped iff it === expected.
+   */
+  casWord(fd: number, expected: number, desired: number): number | Errno;
   eventfd(initval: number, semaphore: boolean): number | Errno;
   eventfdRead(fd: number): bigint | Errno;
   eventfdWrite(fd: number, value: bigint): 0 | Errno;
