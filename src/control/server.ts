@@ -37,8 +37,18 @@ export class ControlServer {
     return new ControlServer(l, new Map(Object.entries(handlers)), log.child({ control: path }));
   }
 
+  /** Serve on a listening socket handed over by a predecessor (same path, same clients). */
+  static adopt(fd: number, path: string, handlers: Record<string, Handler>, log: Logger): ControlServer {
+    return new ControlServer(UnixListener.adopt(fd, path, 'stream'), new Map(Object.entries(handlers)), log.child({ control: path }));
+  }
+
   get path(): string {
     return this.#listener.path;
+  }
+
+  /** The listening fd (a handover passes it on; it stays ours). */
+  get listenerFd(): number {
+    return this.#listener.fd;
   }
 
   #accept(sock: UnixSocket): void {
@@ -81,8 +91,14 @@ export class ControlServer {
     await sock.send(encodeControl(reply), out).catch((err) => this.#log.warn({ err }, 'could not send a control reply'));
   }
 
-  close(): void {
+  /** Stop accepting (and remove the path); connections already open are still served. */
+  stopListening(): void {
     this.#listener.close();
+  }
+
+  /** Stop serving; keepPath leaves the socket file to a successor that holds the listener too. */
+  close(options: { keepPath?: boolean } = {}): void {
+    this.#listener.close(options);
     for (const c of this.#conns) c.close();
     this.#conns.clear();
   }

@@ -56,13 +56,14 @@ export function parseTap(text: string): TapSpec {
 }
 
 /** Check a whole configuration, from flags or a file; names every problem it finds first. */
-export function checkConfig(c: Partial<DatapathConfig>): DatapathConfig {
+export function checkConfig(c: Partial<DatapathConfig>, options: { standby?: boolean } = {}): DatapathConfig {
   if (!c.control) throw new UsageError('--control <path> is required: the control socket the orchestrator talks to');
   checkSocketPath(c.control);
   if (!c.memFiles || c.memFiles.length === 0) throw new UsageError('at least one --mem-file is required: packet buffers and tables live there');
   const vhostUser = c.vhostUser ?? [];
   const taps = c.taps ?? [];
-  if (vhostUser.length + taps.length === 0) throw new UsageError('no ports: give --vhost-user and/or --tap');
+  // A standby instance with no ports of its own takes whatever its predecessor hands over.
+  if (vhostUser.length + taps.length === 0 && !options.standby) throw new UsageError('no ports: give --vhost-user and/or --tap');
   const names = new Set<string>();
   for (const p of [...vhostUser, ...taps]) {
     if (names.has(p.name)) throw new UsageError(`port name '${p.name}' is used twice`);

@@ -2,13 +2,15 @@ import fs from 'node:fs';
 import { execa } from 'execa';
 import { ControlServer } from '../control/server.js';
 import { ZiuError } from '../errors.js';
+import { STATE_FORMATS, type StateFormat } from '../handover/state.js';
 import { logger, type Logger } from '../log.js';
 import { check, native } from '../native/index.js';
 import { VERSION } from '../version.js';
 import type { DatapathConfig, TapSpec } from './config.js';
 import { Engine } from './engine.js';
+import { Handover, type Fault, type HandoverHost, type TapPort } from './handover.js';
 import { Notifier } from './notify.js';
-import { VhostPort } from './vhost-port.js';
+import { VhostPort, type VhostPortOptions } from './vhost-port.js';
 
 interface MemFile {
   path: string;
@@ -16,53 +18,87 @@ interface MemFile {
   size: number;
 }
 
-interface TapPort {
-  spec: TapSpec;
-  fd: number;
-  enginePort: number;
+export interface DatapathOptions {
+  /**
+   * Started by an orchestrator as the new instance of a handover: open no
+   * port (the old instance still serves them), wait for import and resume.
+   */
+  standby?: boolean;
+  /** where to listen for control until the handover commits (the old instance holds config.control) */
+  standbyControl?: string;
+  /** state formats to speak (default: all this version knows) */
+  stateFormats?: readonly StateFormat[];
+  faults?: ReadonlySet<Fault>;
 }
 
 /**
  * ziu-datapath: a vhost-user backend with an L2 bridge between its vhost-user
  * ports and tap uplinks. Packets move in a C thread (the engine); this is the
- * control plane: ports, vhost-user messages, the control socket, readiness.
+ * control plane: ports, vhost-user messages, the control socket, readiness,
+ * and its side of a handover (handover.ts).
  */
 export class Datapath {
   readonly config: DatapathConfig;
   readonly log: Logger;
   readonly startedAt = Date.now();
+  #opts: DatapathOptions;
   #memFiles: MemFile[] = [];
   #engine: Engine | null = null;
   #ports: VhostPort[] = [];
   #taps: TapPort[] = [];
   #control: ControlServer | null = null;
+  /** standby: the temporary control server, kept for its open connections after commit */
+  #standbyControl: ControlServer | null = null;
   #notifier = new Notifier();
+  #handover: Handover | null = null;
   #stopping: Promise<void> | null = null;
 
-  constructor(config: DatapathConfig) {
+  constructor(config: DatapathConfig, opts: DatapathOptions = {}) {
     this.config = config;
+    this.#opts = opts;
     this.log = logger('datapath', { instance: config.instance });
   }
 
   /** Map memory, start the engine, open every port and the control socket, then say READY=1. */
   async start(): Promise<void> {
+    const standby = this.#opts.standby === true;
     try {
       for (const p of this.config.memFiles) this.#memFiles.push(openMemFile(p));
       const first = this.#memFiles[0]!;
       this.#engine = new Engine(first.fd, first.size, { macEntries: this.config.macEntries });
-      for (const t of this.config.taps) this.#taps.push(await this.#openTap(t));
-      for (const spec of this.config.vhostUser) {
-        const port = new VhostPort({ ...spec, engine: this.#engine, log: this.log });
-        this.#ports.push(port);
-        await port.open();
+      this.#handover = new Handover(this.#host(), standby ? 'standby' : 'active');
+      if (standby) {
+        // Nothing is ours to poll until resume: the engine writes no guest memory while frozen.
+        this.#engine.freeze();
+      } else {
+        for (const t of this.config.taps) this.#taps.push(await this.#openTap(t));
+        for (const spec of this.config.vhostUser) await this.#openPort(spec);
       }
-      this.#control = await ControlServer.listen(this.config.control, this.#handlers(), this.log);
+      const controlPath = standby ? (this.#opts.standbyControl ?? this.config.control) : this.config.control;
+      this.#control = await ControlServer.listen(controlPath, this.#handlers(), this.log);
+      if (this.#opts.faults?.has('exit-before-ready')) throw new ZiuError('ERR_ZIU_FAULT', 'injected fault: exit before READY (ZIU_FAULT=exit-before-ready)');
     } catch (err) {
       await this.stop();
       throw err;
     }
-    this.log.info({ control: this.config.control, ports: this.#ports.length + this.#taps.length }, 'datapath ready');
-    await this.#notifier.notify({ READY: 1, STATUS: `forwarding between ${this.#ports.length + this.#taps.length} ports`, MAINPID: process.pid });
+    const ports = this.#ports.length + this.#taps.length;
+    this.log.info({ control: this.#control.path, ports, standby }, standby ? 'standby: waiting for a handover' : 'datapath ready');
+    if (this.#opts.faults?.has('never-ready')) return;
+    await this.#notifier.notify({
+      READY: 1,
+      STATUS: standby ? 'standby: waiting for a handover' : `forwarding between ${ports} ports`,
+      MAINPID: process.pid,
+    });
+  }
+
+  async #openPort(spec: { name: string; path: string; mode: 'server' | 'client' }): Promise<void> {
+    const port = new VhostPort(this.#portOptions(spec));
+    this.#ports.push(port);
+    await port.open();
+  }
+
+  #portOptions(spec: { name: string; path: string; mode: 'server' | 'client' }): VhostPortOptions {
+    return { ...spec, engine: this.#engine!, log: this.log };
   }
 
   async #openTap(spec: TapSpec): Promise<TapPort> {
@@ -76,6 +112,40 @@ export class Datapath {
     }
   }
 
+  #host(): HandoverHost {
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const dp = this;
+    return {
+      config: this.config,
+      log: this.log,
+      get engine() {
+        return dp.#engine!;
+      },
+      ports: this.#ports,
+      taps: this.#taps,
+      faults: this.#opts.faults ?? new Set(),
+      stateFormats: this.#opts.stateFormats ?? STATE_FORMATS,
+      portOptions: (spec) => this.#portOptions(spec),
+      control: () => ({ path: this.#control!.path, listenerFd: this.#control!.listenerFd }),
+      takeOverControl: async (fd) => {
+        const standby = this.#control!;
+        if (standby.path === this.config.control && fd === null) return;
+        this.#control =
+          fd !== null
+            ? ControlServer.adopt(fd, this.config.control, this.#handlers(), this.log)
+            : await ControlServer.listen(this.config.control, this.#handlers(), this.log);
+        // The reply to commit still goes out on the standby connection; only stop listening there.
+        standby.stopListening();
+        this.#standbyControl = standby;
+      },
+      openMissingPorts: async () => {
+        for (const t of this.config.taps) if (!this.#taps.some((x) => x.spec.name === t.name)) this.#taps.push(await this.#openTap(t));
+        for (const v of this.config.vhostUser) if (!this.#ports.some((p) => p.name === v.name)) await this.#openPort(v);
+      },
+      notify: (fields) => this.#notifier.notify(fields),
+    };
+  }
+
   #handlers(): Parameters<typeof ControlServer.listen>[1] {
     return {
       status: () => ({ body: { status: this.status() } }),
@@ -83,6 +153,7 @@ export class Datapath {
         setImmediate(() => void this.stop().then(() => process.exit(0)));
         return { body: { stopping: true } };
       },
+      ...this.#handover!.handlers(),
     };
   }
 
@@ -94,6 +165,8 @@ export class Datapath {
       instance: this.config.instance,
       pid: process.pid,
       uptimeMs: Date.now() - this.startedAt,
+      role: this.#handover?.role ?? 'starting',
+      handover: this.#handover?.status() ?? null,
       memFiles: this.#memFiles.map((m) => ({ path: m.path, bytes: m.size })),
       ports: [
         ...this.#ports.map((p) => ({ kind: 'vhost-user', ...p.status(), counters: counters(p.enginePort) })),
@@ -102,11 +175,20 @@ export class Datapath {
     };
   }
 
-  /** Stop forwarding, close every connection and socket, unmap memory. Idempotent. */
+  /**
+   * Stop forwarding, close every connection and socket, unmap memory.
+   * Idempotent. An instance that no longer serves its devices (frozen or
+   * handed over, or a new instance not yet committed) lets go of them without
+   * touching the frontends or removing socket paths: someone else has them.
+   */
   stop(): Promise<void> {
     this.#stopping ??= (async () => {
       await this.#notifier.notify({ STOPPING: 1 });
-      this.#control?.close();
+      const role = this.#handover?.role;
+      const shared = role === 'frozen' || role === 'handed-over' || role === 'exporting';
+      if (shared) for (const p of this.#ports) p.detach();
+      this.#control?.close({ keepPath: shared });
+      this.#standbyControl?.close();
       for (const p of this.#ports) p.close();
       for (const t of this.#taps) {
         this.#engine?.removePort(t.enginePort);
@@ -114,7 +196,7 @@ export class Datapath {
       }
       this.#engine?.destroy();
       for (const m of this.#memFiles) native.close(m.fd);
-      this.log.info('datapath stopped');
+      this.log.info({ role }, 'datapath stopped');
     })();
     return this.#stopping;
   }

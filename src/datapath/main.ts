@@ -1,5 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { UsageError, ZiuError } from '../errors.js';
+import { HANDOVER_PROTOCOL, STATE_FORMATS, isStateFormat, type StateFormat } from '../handover/state.js';
+import type { Fault } from './handover.js';
 import { VERSION } from '../version.js';
 import { checkConfig, parseTap, parseVhostUser, readConfigFile, type DatapathConfig } from './config.js';
 import { Datapath } from './datapath.js';
@@ -17,18 +19,42 @@ function buildCommand(): Command {
     .option('--instance <id>', 'instance id shown in status and logs')
     .option('--mac-entries <n>', 'MAC table entries', (v) => Number(v))
     .option('--config <file>', 'the same settings from a JSON or YAML file (flags override it)')
-    .addHelpText('after', '\nReadiness: READY=1 to $NOTIFY_SOCKET once every port is set up (sd_notify); STOPPING=1 on exit.')
+    .option('--state-formats <list>', `handover state formats to export and import, e.g. 1 or 1,2 (default: ${STATE_FORMATS.join(',')})`, parseFormats)
+    .option('--handover-info', 'print the handover protocol and state formats this binary speaks as JSON, and exit')
+    .addHelpText(
+      'after',
+      [
+        '',
+        'Readiness: READY=1 to $NOTIFY_SOCKET once every port is set up (sd_notify); STOPPING=1 on exit.',
+        'Handover (docs/handover-protocol.md): started with ZIU_HANDOVER=standby, the instance opens no port and',
+        'listens for control on $ZIU_CONTROL_PATH until the handover commits; then it serves --control.',
+      ].join('\n'),
+    )
     .configureOutput({ outputError: (str, write) => write(`ziu-datapath: ${str.replace(/^error: /, '').trimEnd()}\n`) })
     .exitOverride();
+}
+
+function parseFormats(v: string): StateFormat[] {
+  const list = v.split(',').map(Number);
+  if (list.length === 0 || !list.every(isStateFormat)) throw new UsageError(`--state-formats '${v}': use a list of ${STATE_FORMATS.join(', ')}`);
+  return list as StateFormat[];
 }
 
 /** Parse flags, start the datapath, stop it on SIGTERM/SIGINT. Returns an exit code on failure to start. */
 export async function main(argv: string[]): Promise<number | null> {
   const cmd = buildCommand();
   let config: DatapathConfig;
+  let stateFormats: StateFormat[] | undefined;
+  const standby = process.env['ZIU_HANDOVER'] === 'standby';
   try {
     cmd.parse(argv, { from: 'user' });
-    const o = cmd.opts<{ control?: string; memFile?: string[]; vhostUser?: DatapathConfig['vhostUser']; tap?: DatapathConfig['taps']; instance?: string; macEntries?: number; config?: string }>();
+    const o = cmd.opts<{ control?: string; memFile?: string[]; vhostUser?: DatapathConfig['vhostUser']; tap?: DatapathConfig['taps']; instance?: string; macEntries?: number; config?: string; stateFormats?: StateFormat[]; handoverInfo?: boolean }>();
+    if (o.handoverInfo) {
+      const formats = o.stateFormats ?? [...STATE_FORMATS];
+      process.stdout.write(`${JSON.stringify({ protocol: HANDOVER_PROTOCOL, datapath: 'ziu-datapath', version: VERSION, stateFormats: { export: formats, import: formats } })}\n`);
+      return 0;
+    }
+    stateFormats = o.stateFormats;
     const file = o.config ? readConfigFile(o.config) : {};
     config = checkConfig({
       ...file,
@@ -38,13 +64,19 @@ export async function main(argv: string[]): Promise<number | null> {
       ...(o.tap ? { taps: o.tap } : {}),
       ...(o.instance ? { instance: o.instance } : {}),
       ...(o.macEntries !== undefined ? { macEntries: o.macEntries } : {}),
-    });
+    }, { standby });
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
     process.stderr.write(`ziu-datapath: ${(err as Error).message}\n`);
     return err instanceof UsageError ? 2 : 1;
   }
-  const dp = new Datapath(config);
+  const faults = new Set((process.env['ZIU_FAULT'] ?? '').split(',').filter(Boolean) as Fault[]);
+  const dp = new Datapath(config, {
+    standby,
+    ...(process.env['ZIU_CONTROL_PATH'] ? { standbyControl: process.env['ZIU_CONTROL_PATH'] } : {}),
+    ...(stateFormats ? { stateFormats } : {}),
+    faults,
+  });
   try {
     await dp.start();
   } catch (err) {

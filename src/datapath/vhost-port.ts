@@ -2,7 +2,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { hasCode } from '../errors.js';
 import type { Logger } from '../log.js';
 import { native } from '../native/index.js';
-import { readFrames, type Frame } from '../net/framing.js';
+import { ZiuError } from '../errors.js';
+import { fdName, type RingExport, type VhostExport } from '../handover/state.js';
+import { readFrames, type Frame, type Framer } from '../net/framing.js';
 import { UnixListener, UnixSocket } from '../net/socket.js';
 import {
   DecodeError,
@@ -98,9 +100,18 @@ export class VhostPort {
   #conn: UnixSocket | null = null;
   #device: DeviceState = freshDevice();
   #closed = false;
+  #framer: Framer | null = null;
   #connections = 0;
   #disconnects = 0;
   #lastError: string | null = null;
+  /** bumped on every change to the device or connection: tells a handover what changed since export */
+  #generation = 0;
+  /** frozen for a handover: neither the socket nor the listener is read */
+  #frozen = false;
+  /** handed over: the frontend is someone else's; close() must not touch it */
+  #detached = false;
+  /** adopted in a handover, not yet activated: the fds to take over on activate() */
+  #adopted: { listenerFd: number | null; connFd: number | null; pending: { data: Buffer; fds: number[] } | null } | null = null;
 
   constructor(opts: VhostPortOptions) {
     this.name = opts.name;
@@ -171,11 +182,24 @@ export class VhostPort {
     }
     this.#conn = sock;
     this.#connections++;
+    this.#generation++;
     this.#log.info({ connection: this.#connections }, 'vhost-user frontend connected');
-    readFrames(sock, VHOST_USER_FRAME, {
-      onFrame: (frame) => this.#onFrame(sock, frame),
-      onClose: (err) => this.#onDisconnect(sock, err),
-    });
+    this.#read(sock);
+  }
+
+  #read(sock: UnixSocket, initial?: { data: Buffer; fds: number[] }): void {
+    // Any bytes at all change what a handover must carry (a partial message is state too).
+    sock.on('data', () => this.#generation++);
+    this.#framer = readFrames(
+      sock,
+      VHOST_USER_FRAME,
+      {
+        onFrame: (frame) => this.#onFrame(sock, frame),
+        onClose: (err) => this.#onDisconnect(sock, err),
+      },
+      initial ? { initial } : {},
+    );
+    if (this.#frozen) sock.pause();
   }
 
   #onFrame(sock: UnixSocket, frame: Frame): void {
@@ -183,6 +207,7 @@ export class VhostPort {
       for (const fd of frame.fds) native.close(fd);
       return;
     }
+    this.#generation++;
     const req = decodeRequest(frame, { maxQueues: RINGS });
     if (req instanceof DecodeError) {
       for (const fd of req.fds) native.close(fd);
@@ -214,11 +239,13 @@ export class VhostPort {
   #onDisconnect(sock: UnixSocket, err?: Error): void {
     if (this.#conn !== sock) return;
     this.#conn = null;
+    this.#framer = null;
     this.#disconnects++;
+    this.#generation++;
     if (err) this.#lastError = err.message;
     this.#log.info({ err: err?.message }, 'vhost-user frontend disconnected');
     this.#reset();
-    if (this.mode === 'client' && !this.#closed) {
+    if (this.mode === 'client' && !this.#closed && !this.#frozen) {
       void this.#connect(Number.POSITIVE_INFINITY).catch((e) => this.#log.error({ err: e }, 'reconnecting to the frontend failed'));
     }
   }
@@ -252,8 +279,7 @@ export class VhostPort {
         const extra = req.features & ~OFFERED_FEATURES;
         if (extra !== 0n) throw new ProtocolViolation(`features 0x${req.features.toString(16)} include 0x${extra.toString(16)}, never offered`);
         d.features = req.features;
-        const modern = (req.features & (VirtioFeature.VERSION_1 | VirtioFeature.MRG_RXBUF)) !== 0n;
-        this.#engine.setFeatures(this.enginePort, modern ? 12 : 10, (req.features & VirtioFeature.MRG_RXBUF) !== 0n);
+        this.#applyFeatures(req.features);
         // Without protocol features there is no SET_VRING_ENABLE: rings are enabled now.
         if ((req.features & VirtioFeature.F_PROTOCOL_FEATURES) === 0n) {
           for (const [q, r] of d.rings.entries()) {
@@ -343,6 +369,11 @@ export class VhostPort {
     }
   }
 
+  #applyFeatures(features: bigint): void {
+    const modern = (features & (VirtioFeature.VERSION_1 | VirtioFeature.MRG_RXBUF)) !== 0n;
+    this.#engine.setFeatures(this.enginePort, modern ? 12 : 10, (features & VirtioFeature.MRG_RXBUF) !== 0n);
+  }
+
   #setMemTable(req: RequestOf<'SET_MEM_TABLE'>): void {
     const d = this.#device;
     // The engine re-translates ring addresses against the new table: stop the
@@ -401,16 +432,223 @@ export class VhostPort {
     r.started = false;
   }
 
-  /** Close the connection and the listener, stop the rings; the engine port goes too. */
+  // ---- handover (docs/handover-protocol.md) ----
+
+  get generation(): number {
+    return this.#generation;
+  }
+
+  /**
+   * The device as a handover carries it, and its fds by name. The fds stay
+   * ours (sending them duplicates them): this port goes on forwarding.
+   */
+  exportState(): { device: VhostExport; fds: Map<string, number> } {
+    const d = this.#device;
+    const fds = new Map<string, number>();
+    if (this.#listener) fds.set(fdName(this.name, 'listener'), this.#listener.fd);
+    if (this.#conn) fds.set(fdName(this.name, 'socket'), this.#conn.fd);
+    d.regions.forEach((r, i) => fds.set(fdName(this.name, 'region', i), r.fd));
+    const rings = d.rings.map((r, q): RingExport => {
+      if (r.kickFd !== null) fds.set(fdName(this.name, 'kick', q), r.kickFd);
+      if (r.callFd !== null) fds.set(fdName(this.name, 'call', q), r.callFd);
+      if (r.errFd !== null) fds.set(fdName(this.name, 'err', q), r.errFd);
+      return {
+        q: q as 0 | 1,
+        num: r.num,
+        addr: r.addr,
+        base: r.started ? (this.#engine.rings(this.enginePort)[q]?.lastAvail ?? r.base) : r.base,
+        kick: r.kickFd !== null ? 'fd' : r.kickNoFd ? 'poll' : 'none',
+        call: r.callFd !== null,
+        err: r.errFd !== null,
+        enabled: r.enabled,
+        started: r.started,
+      };
+    });
+    let pending: VhostExport['pending'] = null;
+    const p = this.#conn ? this.#framer?.pending() : undefined;
+    if (p && (p.data.length > 0 || p.fds.length > 0)) {
+      p.fds.forEach((fd, i) => fds.set(fdName(this.name, 'pending', i), fd));
+      pending = { data: p.data.toString('base64'), fds: p.fds.length };
+    }
+    return {
+      device: {
+        kind: 'vhost-user',
+        name: this.name,
+        path: this.path,
+        mode: this.mode,
+        listening: this.#listener !== null,
+        connected: this.#conn !== null,
+        generation: this.#generation,
+        owner: d.owner,
+        features: d.features,
+        protocolFeatures: d.protocolFeatures,
+        status: d.status,
+        mtu: d.mtu,
+        regions: d.regions.map(({ gpa, size, uaddr, offset }) => ({ gpa, size, uaddr, offset })),
+        rings,
+        pending,
+      },
+      fds,
+    };
+  }
+
+  /** Stop reading the socket and accepting: messages wait in the kernel for whoever runs the port next. */
+  freeze(): void {
+    this.#frozen = true;
+    this.#conn?.pause();
+    this.#listener?.pause();
+  }
+
+  /** Read and accept again (a handover was undone), or reconnect if the frontend went away meanwhile. */
+  thaw(): void {
+    if (!this.#frozen) return;
+    this.#frozen = false;
+    this.#detached = false;
+    this.#listener?.resume();
+    if (this.#conn) this.#conn.resume();
+    else if (this.mode === 'client' && !this.#closed) {
+      void this.#connect(Number.POSITIVE_INFINITY).catch((e) => this.#log.error({ err: e }, 'reconnecting to the frontend failed'));
+    }
+  }
+
+  /** The port now belongs to a successor: on close, let go of everything without touching the frontend. */
+  detach(): void {
+    this.#detached = true;
+  }
+
+  /** Commit of a handover: the port is ours alone now (closing it removes the socket path again). */
+  claim(): void {
+    this.#detached = false;
+  }
+
+  /**
+   * Build a port from a handover export: the engine gets the memory table,
+   * the rings and their fds (the engine is frozen, so nothing is polled and
+   * guest memory is not written); the sockets are taken on by activate().
+   * Every fd named for the device is taken from `fds` and owned from here on.
+   */
+  static adopt(opts: VhostPortOptions, x: VhostExport, fds: Map<string, number>): VhostPort {
+    const take = (name: string): number | null => {
+      const fd = fds.get(name);
+      if (fd === undefined) return null;
+      fds.delete(name);
+      return fd;
+    };
+    const need = (name: string): number => {
+      const fd = take(name);
+      if (fd === null) throw new ZiuError('ERR_ZIU_IMPORT', `device '${x.name}': fd '${name}' is missing from the handover`);
+      return fd;
+    };
+    const port = new VhostPort(opts);
+    const d = port.#device;
+    try {
+      port.#adopted = {
+        listenerFd: x.listening ? need(fdName(x.name, 'listener')) : null,
+        connFd: x.connected ? need(fdName(x.name, 'socket')) : null,
+        pending: null,
+      };
+      if (x.pending) {
+        const pfds: number[] = [];
+        for (let i = 0; i < x.pending.fds; i++) pfds.push(need(fdName(x.name, 'pending', i)));
+        port.#adopted.pending = { data: Buffer.from(x.pending.data, 'base64'), fds: pfds };
+      }
+      d.owner = x.owner;
+      d.features = x.features;
+      d.protocolFeatures = x.protocolFeatures;
+      d.status = x.status;
+      d.mtu = x.mtu;
+      d.regions = x.regions.map((r, i) => ({ ...r, fd: need(fdName(x.name, 'region', i)) }));
+      x.rings.forEach((rx, q) => {
+        const r = d.rings[q]!;
+        r.num = rx.num;
+        r.addr = rx.addr;
+        r.base = rx.base;
+        r.kickFd = rx.kick === 'fd' ? need(fdName(x.name, 'kick', q)) : null;
+        r.kickNoFd = rx.kick === 'poll';
+        r.callFd = rx.call ? need(fdName(x.name, 'call', q)) : null;
+        r.errFd = rx.err ? need(fdName(x.name, 'err', q)) : null;
+      });
+      port.#frozen = true;
+      // The predecessor still holds the same sockets until commit.
+      port.#detached = true;
+      port.#generation = x.generation;
+      const e = port.#engine;
+      if (d.features !== null) port.#applyFeatures(d.features);
+      if (d.regions.length > 0) e.setMemTable(port.enginePort, d.regions);
+      x.rings.forEach((rx, q) => {
+        const r = d.rings[q]!;
+        if (r.kickFd !== null || r.kickNoFd) e.setKick(port.enginePort, q, r.kickFd ?? -1);
+        if (r.callFd !== null) e.setCall(port.enginePort, q, r.callFd);
+        if (rx.enabled) {
+          r.enabled = true;
+          e.setEnabled(port.enginePort, q, true);
+        }
+        if (rx.started) {
+          if (r.num === null || r.addr === null) throw new ZiuError('ERR_ZIU_IMPORT', `device '${x.name}' ring ${q}: started without size or addresses`);
+          e.setVring(port.enginePort, q, { num: r.num, ...r.addr, lastAvail: r.base });
+          e.start(port.enginePort, q);
+          r.started = true;
+        }
+      });
+    } catch (err) {
+      port.discard();
+      throw err;
+    }
+    return port;
+  }
+
+  /** After the engine thawed: take the socket and the listener and read them (pending bytes first). */
+  activate(): void {
+    const a = this.#adopted;
+    this.#frozen = false;
+    if (!a) return;
+    this.#adopted = null;
+    if (a.listenerFd !== null) {
+      this.#listener = UnixListener.adopt(a.listenerFd, this.path, 'stream');
+      this.#listener.on('connection', (sock) => this.#accept(sock));
+      this.#listener.on('error', (err) => this.#log.error({ err }, 'vhost-user listener error'));
+    }
+    if (a.connFd !== null) {
+      const sock = UnixSocket.adopt(a.connFd);
+      this.#conn = sock;
+      this.#read(sock, a.pending ?? undefined);
+    } else if (this.mode === 'client') {
+      void this.#connect(Number.POSITIVE_INFINITY).catch((e) => this.#log.error({ err: e }, 'reconnecting to the frontend failed'));
+    }
+  }
+
+  /** Signal every call fd once: the guest looks at what was completed across the gap. */
+  signalCalls(): void {
+    for (const r of this.#device.rings) if (r.callFd !== null) native.eventfdWrite(r.callFd, 1n);
+  }
+
+  /** Drop an adopted port without touching the frontend (a handover aborted): close our copies only. */
+  discard(): void {
+    this.#detached = true;
+    const a = this.#adopted;
+    this.#adopted = null;
+    if (a) {
+      for (const fd of [a.listenerFd, a.connFd, ...(a.pending?.fds ?? [])]) if (fd !== null) native.close(fd);
+    }
+    this.close();
+  }
+
+  /**
+   * Close the connection and the listener, stop the rings; the engine port
+   * goes too. A detached port lets go of its fds without a word to the
+   * frontend and leaves the socket path to its successor.
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#listener?.close();
+    this.#listener?.close({ keepPath: this.#detached });
     this.#listener = null;
     if (this.#conn) {
       const c = this.#conn;
       this.#conn = null;
-      c.close();
+      this.#framer?.discard();
+      if (this.#detached) native.close(c.release());
+      else c.close();
     }
     this.#reset();
     this.#engine.removePort(this.enginePort);

@@ -102,6 +102,15 @@ export class Framer {
     throw new ZiuError('ERR_ZIU_PEER_CLOSED_MID_MESSAGE', `${this.format.name}: the peer closed in the middle of a message (${detail})`);
   }
 
+  /**
+   * The incomplete message buffered so far and the fds that came with it,
+   * still owned by the framer: a handover sends copies of them on (SCM_RIGHTS
+   * duplicates the fds), and this side keeps going if the handover is undone.
+   */
+  pending(): { data: Buffer; fds: number[] } {
+    return { data: Buffer.from(this.#buf), fds: this.#marks.flatMap((m) => m.fds) };
+  }
+
   /** Drop buffered bytes and close their fds. */
   discard(): void {
     for (const m of this.#marks) for (const fd of m.fds) native.close(fd);
@@ -118,8 +127,12 @@ export interface FramedEvents {
 }
 
 /** Wire a socket to a framer: frames out, one close notification, nothing leaked. */
-export function readFrames(socket: UnixSocket, format: FrameFormat, events: FramedEvents): Framer {
+export function readFrames(socket: UnixSocket, format: FrameFormat, events: FramedEvents, options: { initial?: Chunk } = {}): Framer {
   const framer = new Framer(format);
+  // Bytes (and fds) of an incomplete message read by a previous owner of the socket: they come first.
+  if (options.initial && (options.initial.data.length > 0 || options.initial.fds.length > 0)) {
+    for (const f of framer.push(options.initial)) events.onFrame(f);
+  }
   let done = false;
   const finish = (err?: Error): void => {
     if (done) return;

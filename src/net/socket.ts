@@ -377,6 +377,24 @@ export class UnixListener extends EventEmitter<UnixListenerEvents> {
     return this.#fd;
   }
 
+  /** Stop accepting: new connections wait in the kernel's backlog (a handover freeze). */
+  pause(): this {
+    if (this.#poll) native.pollClose(this.#poll);
+    this.#poll = null;
+    return this;
+  }
+
+  /** Accept again after pause(). */
+  resume(): this {
+    if (this.#closed || this.#poll) return this;
+    this.#poll = check(
+      native.pollStart(this.#fd, native.POLL_READABLE, (status) => this.#onReadable(status)),
+      'uv_poll_start',
+      { fd: this.#fd, path: this.path },
+    );
+    return this;
+  }
+
   #onReadable(status: number): void {
     if (this.#closed) return;
     if (status < 0) {
