@@ -4,6 +4,7 @@ import { EXIT } from './exit.js';
 import { hugepagesCommand } from './hugepages.js';
 import { memfileCommand } from './memfile.js';
 import { probeCommand } from './probe.js';
+import { upgradeCommands } from './upgrade.js';
 import { snakeCase } from './output.js';
 
 
@@ -16,6 +17,9 @@ const REFUSALS = new Set([
   'ERR_ZIU_NO_MEMFILE',
   'ERR_ZIU_NO_HUGEPAGES',
   'ERR_ZIU_SOCKET_PATH',
+  'ERR_ZIU_NO_CONTROL',
+  'ERR_ZIU_NOT_A_DATAPATH',
+  'ERR_ZIU_LOCKED',
 ]);
 
 /** Per-run state an action can set: an exit code other than 0 that is not an error (plan: "does not fit"). */
@@ -34,6 +38,7 @@ export function buildProgram(run: Run): Command {
   hugepagesCommand(program, run);
   memfileCommand(program);
   probeCommand(program);
+  upgradeCommands(program, run);
   exitOverrideAll(program);
   return program;
 }

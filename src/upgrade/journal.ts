@@ -177,6 +177,12 @@ export class Journal {
     return j;
   }
 
+  /** Take over the journal of an unfinished upgrade (ziu recover); null if there is none. */
+  static open(journalPath: string): Journal | null {
+    const doc = Journal.read(journalPath);
+    return doc === null ? null : new Journal(journalPath, doc);
+  }
+
   /** The journal at this path, or null if there is none. */
   static read(journalPath: string): JournalDoc | null {
     let text: string;

@@ -15,6 +15,8 @@ export interface DatapathOptions {
   memBytes?: number;
   /** socket paths for some ports (default: <dir>/<name>.sock), e.g. where a frontend listens */
   socketPaths?: Record<string, string>;
+  /** more ziu-datapath flags (e.g. --state-formats 1) */
+  extraArgs?: string[];
 }
 
 export interface RunningDatapath {
@@ -65,6 +67,7 @@ export async function startDatapath(o: DatapathOptions = {}): Promise<RunningDat
     args.push('--vhost-user', `${name}=${sock[name]},${mode}`);
   }
   for (const [name, ifname] of Object.entries(o.taps ?? {})) args.push('--tap', `${name}=${ifname}`);
+  args.push(...(o.extraArgs ?? []));
   const proc = execa('node', [bin, ...args], { reject: false, env: { NOTIFY_SOCKET: notifyPath, ZIU_LOG_LEVEL: process.env['ZIU_TEST_DP_LOG'] ?? 'warn' }, stdout: 'inherit', stderr: 'inherit' });
 
   const cleanup = (): void => {

@@ -1,0 +1,166 @@
+import fs from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { logger, type Logger } from '../log.js';
+import type { MemFileStore } from '../memfile/index.js';
+import { acquireLock, Journal, readLastUpgrade, readLock, upgradePaths } from './journal.js';
+import { processAlive, stopProcess } from './launch.js';
+import { Peer, type Hello, type Status } from './peer.js';
+
+export interface RecoverReport {
+  result: 'nothing_to_do' | 'committed' | 'rolled_back' | 'failed';
+  upgradeId: string | null;
+  /** the journal's last phase when the orchestrator stopped */
+  phase: string | null;
+  /** what recover found and did, in order */
+  actions: string[];
+  /** the instance serving the datapath afterwards */
+  serving: { pid: number; role: string } | null;
+  message?: string;
+}
+
+export const RECOVER_EXIT: Record<RecoverReport['result'], number> = { nothing_to_do: 0, committed: 0, rolled_back: 1, failed: 3 };
+
+/**
+ * Finish or undo an upgrade whose orchestrator died, from its journal and
+ * from what the two instances say. The instances are the truth about the
+ * rings (the baton): if the new one resumed, the upgrade is finished; if it
+ * did not, it is undone. Either way exactly one instance is left serving.
+ */
+export async function recover(o: { control: string; stateDir?: string; store: MemFileStore; log?: Logger }): Promise<RecoverReport> {
+  const log = o.log ?? logger('recover');
+  const paths = upgradePaths(o.control, o.stateDir);
+  const journal = Journal.open(paths.journal);
+  if (journal === null) {
+    const lock = readLock(paths.lock);
+    if (lock !== null && !processAlive(lock.pid)) fs.rmSync(paths.lock, { force: true });
+    return { result: 'nothing_to_do', upgradeId: null, phase: null, actions: lock ? [`removed the stale lock of pid ${lock.pid}`] : [], serving: null };
+  }
+  const doc = journal.doc;
+  const unlock = acquireLock(paths.lock, { pid: process.pid, upgradeId: `recover-${randomUUID().slice(0, 8)}`, since: new Date().toISOString(), control: o.control }, log);
+  const actions: string[] = [];
+  const report: RecoverReport = { result: 'failed', upgradeId: doc.upgradeId, phase: doc.phase, actions, serving: null };
+  try {
+    const oldPid = (doc['old'] as { pid?: number } | undefined)?.pid ?? null;
+    const newPid = typeof doc['newPid'] === 'number' ? doc['newPid'] : null;
+    const newControl = typeof doc['newControl'] === 'string' ? doc['newControl'] : null;
+    const oldPeer = oldPid !== null && processAlive(oldPid) ? await peerWithPid('old', o.control, oldPid) : null;
+    let newPeer: { peer: Peer; hello: Hello } | null = null;
+    if (newPid !== null && processAlive(newPid)) {
+      // Before commit the new instance listens on its standby socket; after it, on the datapath's.
+      newPeer = (newControl ? await peerWithPid('new', newControl, newPid) : null) ?? (await peerWithPid('new', o.control, newPid));
+    }
+    actions.push(`old instance: ${oldPeer ? `pid ${oldPid}, ${oldPeer.hello.role}` : 'gone'}; new instance: ${newPeer ? `pid ${newPid}, ${newPeer.hello.role}` : newPid === null ? 'never started' : 'gone'}`);
+
+    if (newPeer && (newPeer.hello.role === 'resumed' || newPeer.hello.role === 'active')) {
+      // The new instance holds the rings: finish the upgrade.
+      if (newPeer.hello.role === 'resumed') {
+        await newPeer.peer.call('commit');
+        actions.push('committed the new instance');
+      }
+      let memFiles: string[] = [];
+      if (oldPeer) {
+        memFiles = (await oldPeer.peer.status()).memFiles.map((m) => m.path);
+        await oldPeer.peer.call('commit').catch(() => undefined);
+        await oldPeer.peer.call('shutdown').catch(() => undefined);
+        oldPeer.peer.close();
+        await waitGone(oldPid!, 3000);
+        if (processAlive(oldPid!)) await stopProcess(oldPid!, 1000);
+        actions.push(`stopped the old instance (pid ${oldPid})`);
+      }
+      await removeInstancesOf(o.store, memFiles, actions);
+      report.result = 'committed';
+      report.serving = { pid: newPid!, role: 'active' };
+    } else if (oldPeer) {
+      // The new instance never took the rings (or died): undo.
+      if (newPid !== null && processAlive(newPid)) {
+        await stopProcess(newPid, 2000);
+        actions.push(`stopped the new instance (pid ${newPid})`);
+      }
+      newPeer?.peer.close();
+      const r = await oldPeer.peer.call<{ thawed: boolean }>('thaw', { force: true });
+      actions.push(r.body.thawed ? 'thawed the old instance' : `the old instance was already ${oldPeer.hello.role === 'active' ? 'forwarding' : 'thawed'}`);
+      if (typeof doc['newMem'] === 'string') {
+        await o.store.remove(doc['newMem']).then(
+          () => actions.push(`removed the new instance's memory (${String(doc['newMem'])})`),
+          () => undefined,
+        );
+      }
+      report.result = 'rolled_back';
+      report.serving = { pid: oldPid!, role: 'active' };
+      oldPeer.peer.close();
+    } else {
+      report.message = `neither instance can serve the datapath: the old one (pid ${oldPid ?? '?'}) is gone and the new one ${newPeer ? `is ${newPeer.hello.role}` : 'is gone'}; start a datapath on ${o.control} by hand`;
+      newPeer?.peer.close();
+    }
+  } catch (err) {
+    report.message = `recover stopped: ${(err as Error).message}`;
+  } finally {
+    if (report.result !== 'failed') journal.finish({ ...doc, recovered: report });
+    unlock();
+  }
+  log.info({ result: report.result, actions }, 'recover finished');
+  return report;
+}
+
+/** A peer at path whose hello names pid, or null (gone, or someone else there). */
+async function peerWithPid(label: string, path: string, pid: number): Promise<{ peer: Peer; hello: Hello } | null> {
+  let peer: Peer;
+  try {
+    peer = await Peer.connect(label, path);
+  } catch {
+    return null;
+  }
+  try {
+    const hello = await peer.hello();
+    if (hello.pid === pid) return { peer, hello };
+  } catch {
+    // not answering: treat as unusable
+  }
+  peer.close();
+  return null;
+}
+
+async function removeInstancesOf(store: MemFileStore, paths: string[], actions: string[]): Promise<void> {
+  if (paths.length === 0) return;
+  const ours = (await store.list()).filter((f) => f.path !== null && paths.includes(f.path));
+  for (const inst of new Set(ours.map((f) => f.instance))) {
+    await store.remove(inst);
+    actions.push(`removed the old instance's memory (${inst})`);
+  }
+}
+
+async function waitGone(pid: number, ms: number): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (processAlive(pid) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+}
+
+export interface DatapathOverview {
+  control: string;
+  hello: Hello;
+  status: Status;
+  lastUpgrade: Record<string, unknown> | null;
+  /** an upgrade in progress or unfinished: its id and phase */
+  pending: { upgradeId: string; phase: string; orchestratorAlive: boolean } | null;
+}
+
+/** What `ziu status` shows: the instance on a control socket, its ports, the last and any unfinished upgrade. */
+export async function overview(control: string, stateDir?: string): Promise<DatapathOverview> {
+  const peer = await Peer.connect('running', control);
+  try {
+    const hello = await peer.hello();
+    const status = await peer.status();
+    const paths = upgradePaths(control, stateDir);
+    const j = Journal.read(paths.journal);
+    const lock = readLock(paths.lock);
+    return {
+      control,
+      hello,
+      status,
+      lastUpgrade: readLastUpgrade(control, stateDir),
+      pending: j ? { upgradeId: j.upgradeId, phase: j.phase, orchestratorAlive: lock !== null && processAlive(lock.pid) } : null,
+    };
+  } finally {
+    peer.close();
+  }
+}
+

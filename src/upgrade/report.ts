@@ -1,0 +1,46 @@
+/** What `ziu upgrade` (and `ziu recover`) report: one document, also the journal's final word. */
+
+export type UpgradeResult = 'committed' | 'rolled_back' | 'refused' | 'failed';
+
+export const PHASES = ['preflight', 'reserve', 'start', 'ready', 'transfer', 'freeze', 'resume', 'verify', 'commit'] as const;
+export type Phase = (typeof PHASES)[number] | 'rollback';
+
+export interface InstanceInfo {
+  pid: number;
+  version: string;
+  instance: string;
+  control: string;
+}
+
+export interface PortReport {
+  name: string;
+  kind: string;
+  connected: boolean | null;
+  /** frames were moving through it on the old instance just before the freeze */
+  moving: boolean;
+  /** frames counted on the new instance during verify (rx + tx) */
+  verifyPackets: number | null;
+}
+
+export interface UpgradeReport {
+  result: UpgradeResult;
+  upgradeId: string;
+  /** old instance's freeze to the new instance's first pass, CLOCK_MONOTONIC in both datapaths */
+  switchoverUs: number | null;
+  /** where the switchover went: the control-plane hop (old froze -> new thawed) and the new worker's wake-up */
+  switchoverParts?: { freezeToThawUs: number; thawToFirstPassUs: number };
+  phases: Record<string, number>;
+  ports: PortReport[];
+  old: InstanceInfo | null;
+  new: InstanceInfo | null;
+  stateFormat: number | null;
+  deadManMs: number;
+  memory: { path: string; bytes: number; pageSize: number; backing: string; prepopulateMs: number; notes: string[] } | null;
+  rollback?: { phase: Phase; reason: string; code: string };
+  /** only with result 'failed' or 'refused': what to do */
+  message?: string;
+  warnings: string[];
+  totalMs: number;
+}
+
+export const EXIT_FOR: Record<UpgradeResult, number> = { committed: 0, rolled_back: 1, refused: 2, failed: 3 };

@@ -1,0 +1,457 @@
+import { randomUUID } from 'node:crypto';
+import path from 'node:path';
+import { execa } from 'execa';
+import { hasCode, ZiuError } from '../errors.js';
+import { isStateFormat } from '../handover/state.js';
+import { plan, readStatus, formatBytes, PAGE_2M } from '../hugepages/index.js';
+import { logger, type Logger } from '../log.js';
+import type { MemFileStore } from '../memfile/index.js';
+import { native } from '../native/index.js';
+import { acquireLock, Journal, upgradePaths } from './journal.js';
+import { launchDetached, processAlive, stopProcess } from './launch.js';
+import { Peer, type Hello, type Status } from './peer.js';
+import { EXIT_FOR, type InstanceInfo, type Phase, type UpgradeReport } from './report.js';
+import { checkHealth, movingPorts, verifyNew } from './verify.js';
+
+export interface UpgradeOptions {
+  /** the running (old) instance's control socket */
+  control: string;
+  /** argv of the new datapath; the orchestrator adds --mem-file when it creates the memory */
+  newCommand: string[];
+  /** create and prepopulate this many bytes of memory for the new instance */
+  mem?: number;
+  pageSize?: number;
+  verifyMs?: number;
+  readyTimeoutMs?: number;
+  deadManMs?: number;
+  healthUrl?: string;
+  stateDir?: string;
+  store: MemFileStore;
+  log?: Logger;
+  upgradeId?: string;
+}
+
+export const DEFAULTS = { verifyMs: 300, readyTimeoutMs: 10_000, deadManMs: 200 };
+
+/** Thrown by preflight: nothing was changed. */
+class Refusal extends ZiuError {}
+
+/**
+ * Test-only: ZIU_TEST_KILL_ORCHESTRATOR=<point> kills this process with
+ * SIGKILL at that point, to show that the datapaths and `ziu recover` cope.
+ */
+function crashPoint(point: 'transfer' | 'freeze' | 'resume'): void {
+  if (process.env['ZIU_TEST_KILL_ORCHESTRATOR'] === point) process.kill(process.pid, 'SIGKILL');
+}
+
+/**
+ * One upgrade, phase by phase (DESIGN.md): every phase timed and journaled;
+ * any failure before commit rolls back to the old instance.
+ */
+export class Upgrade {
+  readonly id: string;
+  readonly o: UpgradeOptions & typeof DEFAULTS;
+  readonly log: Logger;
+  #report: UpgradeReport;
+  #t0 = performance.now();
+  #phase: Phase = 'preflight';
+  #journal: Journal | null = null;
+  #unlock: (() => void) | null = null;
+  #old: Peer | null = null;
+  #new: Peer | null = null;
+  #oldHello: Hello | null = null;
+  #newPid: number | null = null;
+  #memInstance: string | null = null;
+  #exported = false;
+  #resumeSent = false;
+  #format = 1;
+  #paths: ReturnType<typeof upgradePaths>;
+
+  constructor(o: UpgradeOptions) {
+    this.o = { ...DEFAULTS, ...o };
+    this.id = o.upgradeId ?? randomUUID().slice(0, 8);
+    this.log = (o.log ?? logger('upgrade')).child({ upgradeId: this.id });
+    this.#paths = upgradePaths(o.control, o.stateDir);
+    this.#report = {
+      result: 'failed',
+      upgradeId: this.id,
+      switchoverUs: null,
+      phases: {},
+      ports: [],
+      old: null,
+      new: null,
+      stateFormat: null,
+      deadManMs: this.o.deadManMs,
+      memory: null,
+      warnings: [],
+      totalMs: 0,
+    };
+  }
+
+  async run(): Promise<UpgradeReport> {
+    try {
+      await this.#step('preflight', () => this.#preflight());
+    } catch (err) {
+      return this.#refused(err);
+    }
+    let newArgv = this.o.newCommand;
+    let oldStatus: Status;
+    try {
+      newArgv = await this.#step('reserve', () => this.#reserve());
+      await this.#step('start', () => this.#start(newArgv));
+      await this.#step('ready', () => this.#ready());
+      oldStatus = await this.#step('transfer', () => this.#transfer());
+      const atFreeze = await this.#old!.status();
+      const moving = movingPorts(oldStatus, atFreeze);
+      await this.#switchover();
+      await this.#step('verify', async () => {
+        this.#report.ports = await verifyNew(this.#new!, atFreeze, moving, this.o.verifyMs);
+        if (this.o.healthUrl) await checkHealth(this.o.healthUrl);
+      });
+      await this.#step('commit', () => this.#commitNew());
+    } catch (err) {
+      return this.#rollback(err);
+    }
+    await this.#retireOld();
+    return this.#finish('committed');
+  }
+
+  /** Run a phase: journaled before it starts, timed, and named in any error. */
+  async #step<T>(name: Phase, fn: () => Promise<T>, opts: { journal?: boolean } = {}): Promise<T> {
+    this.#phase = name;
+    if (opts.journal !== false) {
+      this.#journal?.update({ phase: name, phases: [...this.#journal.doc.phases, { name, startedAt: new Date().toISOString() }] });
+    }
+    const t = performance.now();
+    try {
+      return await fn();
+    } finally {
+      this.#report.phases[name] = round(performance.now() - t, 3);
+    }
+  }
+
+  // ---- preflight: nothing changes until every check passed ----
+
+  async #preflight(): Promise<void> {
+    const o = this.o;
+    if (o.newCommand.length === 0) throw new Refusal('ERR_ZIU_USAGE', '--new: the new datapath command line is empty');
+    try {
+      this.#old = await Peer.connect('old', o.control);
+      this.#oldHello = await this.#old.hello();
+    } catch (err) {
+      throw refusal(err);
+    }
+    const h = this.#oldHello;
+    this.#report.old = { pid: h.pid, version: h.version, instance: h.instance, control: o.control };
+    if (h.role !== 'active') {
+      throw new Refusal('ERR_ZIU_HANDOVER_STATE', `the old instance (pid ${h.pid}) is ${h.role}, not active: another upgrade is under way or unfinished (see 'ziu status', 'ziu recover')`);
+    }
+    const info = await newCommandInfo(o.newCommand);
+    const formats = h.stateFormats.export.filter((f) => info.stateFormats.import.includes(f) && isStateFormat(f));
+    if (formats.length === 0) {
+      throw new Refusal(
+        'ERR_ZIU_STATE_FORMAT',
+        `incompatible state formats: the old instance (${h.version}) exports ${h.stateFormats.export.join(', ')}, the new datapath (${info.version}) imports ${info.stateFormats.import.join(', ')}`,
+      );
+    }
+    if (info.protocol !== h.protocol) {
+      throw new Refusal('ERR_ZIU_PROTOCOL', `handover protocol ${h.protocol} on the old instance, ${info.protocol} on the new datapath`);
+    }
+    this.#format = Math.max(...formats);
+    this.#report.stateFormat = this.#format;
+    if (o.mem !== undefined) await this.#checkMemory(o.mem, o.pageSize ?? PAGE_2M);
+    try {
+      this.#unlock = acquireLock(this.#paths.lock, { pid: process.pid, upgradeId: this.id, since: new Date().toISOString(), control: o.control }, this.log);
+      this.#journal = Journal.create(this.#paths.journal, {
+        version: 1,
+        upgradeId: this.id,
+        control: o.control,
+        phase: 'preflight',
+        phases: [],
+        old: this.#report.old,
+        deadManMs: o.deadManMs,
+      });
+    } catch (err) {
+      this.#unlock?.();
+      this.#unlock = null;
+      throw refusal(err);
+    }
+  }
+
+  async #checkMemory(bytes: number, pageSize: number): Promise<void> {
+    const store = this.o.store;
+    const { backing } = await store.chooseBacking(pageSize);
+    if (backing !== 'hugetlbfs') return;
+    const p = plan(await readStatus(store.host), [{ pageSize, bytes }]);
+    if (p.verdict === 'does-not-fit') {
+      const row = p.rows.find((r) => r.verdict === 'does-not-fit');
+      throw new Refusal('ERR_ZIU_HUGEPAGES_SHORT', `--mem ${formatBytes(bytes)} does not fit beside the old instance: ${row?.reason ?? 'not enough hugepages'}`);
+    }
+  }
+
+  // ---- reserve, start, ready: the new instance comes up beside the old ----
+
+  async #reserve(): Promise<string[]> {
+    const o = this.o;
+    if (o.mem === undefined) return o.newCommand;
+    this.#memInstance = `upgrade-${this.id}`;
+    this.#journal!.update({ newMem: this.#memInstance });
+    const m = await o.store.create({ instance: this.#memInstance, role: 'packets', size: o.mem, pageSize: o.pageSize ?? PAGE_2M, backing: 'auto' });
+    this.#report.memory = { path: m.path!, bytes: m.bytes, pageSize: m.pageSize, backing: m.backing, prepopulateMs: round(m.prepopulateMs, 3), notes: m.notes };
+    return [...o.newCommand, '--mem-file', m.path!];
+  }
+
+  get #standbyControl(): string {
+    return path.join(this.#paths.dir, `${this.id}.control.sock`);
+  }
+
+  async #start(argv: string[]): Promise<void> {
+    const dir = this.#paths.dir;
+    const launched = await launchDetached({
+      argv,
+      env: { ZIU_HANDOVER: 'standby', ZIU_CONTROL_PATH: this.#standbyControl, ZIU_UPGRADE_ID: this.id },
+      readyTimeoutMs: this.o.readyTimeoutMs,
+      logFile: path.join(dir, `${this.id}.new.log`),
+      notifyPath: path.join(dir, `${this.id}.notify.sock`),
+      log: this.log,
+      // The pid goes in the journal as soon as it is known: recover must find it even if we die now.
+      onSpawn: (pid: number) => {
+        this.#newPid = pid;
+        this.#journal!.update({ newPid: pid, newControl: this.#standbyControl });
+      },
+    });
+    this.#newPid = launched.pid;
+  }
+
+  async #ready(): Promise<void> {
+    this.#new = await Peer.connect('new', this.#standbyControl);
+    const h = await this.#new.hello();
+    this.#report.new = { pid: h.pid, version: h.version, instance: h.instance, control: h.control };
+    if (h.role !== 'standby') throw new ZiuError('ERR_ZIU_HANDOVER_STATE', `the new instance (pid ${h.pid}) is ${h.role}, not standby`);
+    if (!h.stateFormats.import.includes(this.#format)) {
+      throw new ZiuError('ERR_ZIU_STATE_FORMAT', `the new instance imports ${h.stateFormats.import.join(', ')}, not state format ${this.#format} as --handover-info said`);
+    }
+  }
+
+  // ---- transfer, freeze, resume: the handover ----
+
+  async #transfer(): Promise<Status> {
+    const before = await this.#old!.status();
+    const x = await this.#old!.call<{ state: unknown; fds: string[] }>('export', { format: this.#format, upgradeId: this.id });
+    this.#exported = true;
+    try {
+      await this.#new!.call('import', { format: this.#format, state: x.body.state, fds: x.body.fds, upgradeId: this.id }, x.fds);
+    } finally {
+      for (const fd of x.fds) native.close(fd);
+    }
+    crashPoint('transfer');
+    return before;
+  }
+
+  /** freeze -> resume, back to back: the only part on the traffic path. */
+  async #switchover(): Promise<void> {
+    const frozen = await this.#step('freeze', () =>
+      this.#old!.call<{ frozenNs: string; changed: { fds: string[] } | null }>('freeze', { deadManMs: this.o.deadManMs }),
+    );
+    crashPoint('freeze');
+    let resumed;
+    try {
+      resumed = await this.#step('resume', () => {
+        this.#resumeSent = true;
+        const changed = frozen.body.changed;
+        return this.#new!.call<{ firstPassNs: string; thawedNs: string }>('resume', { changed, fds: changed?.fds ?? [] }, frozen.fds);
+        // Not journaled before: an fsync here would sit in the traffic gap. The
+        // journal says 'freeze', and recover asks the instances which side holds the rings.
+      }, { journal: false });
+    } finally {
+      for (const fd of frozen.fds) native.close(fd);
+    }
+    const first = BigInt(resumed.body.firstPassNs);
+    const froze = BigInt(frozen.body.frozenNs);
+    this.#report.switchoverUs = first > 0n ? round(Number(first - froze) / 1000, 1) : null;
+    const thawed = BigInt(resumed.body.thawedNs);
+    if (first > 0n) {
+      this.#report.switchoverParts = {
+        freezeToThawUs: round(Number(thawed - froze) / 1000, 1),
+        thawToFirstPassUs: round(Number(first - thawed) / 1000, 1),
+      };
+    }
+    this.#journal!.update({ phase: 'resume', switchoverUs: this.#report.switchoverUs });
+    crashPoint('resume');
+  }
+
+  // ---- commit ----
+
+  async #commitNew(): Promise<void> {
+    const r = await this.#new!.call<{ control: string }>('commit');
+    if (this.#report.new) this.#report.new.control = r.body.control;
+    this.#journal!.update({ committed: true });
+  }
+
+  /** The new instance serves and owns the devices: the old one lets go and exits, its memory goes back. */
+  async #retireOld(): Promise<void> {
+    const t = performance.now();
+    const warn = (msg: string): void => {
+      this.#report.warnings.push(msg);
+      this.log.warn(msg);
+    };
+    const old = this.#old!;
+    const pid = this.#oldHello!.pid;
+    let memFiles: string[] = [];
+    try {
+      memFiles = (await old.status()).memFiles.map((m) => m.path);
+      await old.call('commit');
+      await old.call('shutdown');
+    } catch (err) {
+      warn(`the old instance (pid ${pid}) did not shut down cleanly: ${(err as Error).message}`);
+    }
+    old.close();
+    if (!(await waitGone(pid, 3000))) {
+      const how = await stopProcess(pid, 1000);
+      warn(`the old instance (pid ${pid}) had to be stopped with a signal (${how})`);
+    }
+    await this.#removeMemory(memFiles, warn);
+    this.#report.phases['commit'] = round((this.#report.phases['commit'] ?? 0) + performance.now() - t, 3);
+  }
+
+  /** Remove the old instance's mem files if ziu created them (giving back their hugepages). */
+  async #removeMemory(paths: string[], warn: (m: string) => void): Promise<void> {
+    if (paths.length === 0) return;
+    const store = this.o.store;
+    const ours = (await store.list()).filter((f) => f.path !== null && paths.includes(f.path));
+    for (const inst of new Set(ours.map((f) => f.instance))) {
+      try {
+        await store.remove(inst);
+      } catch (err) {
+        warn(`could not remove the old instance's mem files (${inst}): ${(err as Error).message}`);
+      }
+    }
+  }
+
+  // ---- rollback ----
+
+  async #rollback(err: unknown): Promise<UpgradeReport> {
+    const phase = this.#phase;
+    const e = err as { code?: string; message?: string };
+    this.#report.rollback = { phase, reason: e.message ?? String(err), code: e.code ?? 'ERR_ZIU_INTERNAL' };
+    this.log.warn({ phase, err: e.message }, 'rolling back');
+    const t = performance.now();
+    this.#journal?.update({ phase: 'rollback', rollback: this.#report.rollback });
+    let thawError: Error | null = null;
+    // Once resume was sent the new instance may hold the rings: it must be gone before the old one takes them back.
+    if (this.#resumeSent && this.#newPid !== null) await stopProcess(this.#newPid, 2000);
+    if (this.#exported) {
+      try {
+        await this.#thawOld();
+      } catch (te) {
+        thawError = te as Error;
+      }
+    }
+    this.#new?.close();
+    if (this.#newPid !== null) await stopProcess(this.#newPid, 2000);
+    if (this.#memInstance !== null) {
+      try {
+        await this.o.store.remove(this.#memInstance);
+      } catch (re) {
+        if (!hasCode(re, 'ERR_ZIU_NO_MEMFILE')) this.#report.warnings.push(`could not remove the new instance's memory: ${(re as Error).message}`);
+      }
+    }
+    this.#report.phases['rollback'] = round(performance.now() - t, 3);
+    if (thawError) {
+      this.#report.message = `rollback failed: the old instance did not take its devices back (${thawError.message}). Traffic may be stopped. Run: ziu recover --control ${this.o.control}`;
+      // The journal stays for `ziu recover`.
+      return this.#finish('failed', { keepJournal: true });
+    }
+    return this.#finish('rolled_back');
+  }
+
+  async #thawOld(): Promise<void> {
+    let old = this.#old!;
+    try {
+      await old.call('thaw', { force: this.#resumeSent });
+    } catch (err) {
+      if ((err as { code?: string }).code === 'ERR_ZIU_HANDOVER_STATE') throw err;
+      // The connection may have broken with the failure: one fresh attempt.
+      old.close();
+      old = await Peer.connect('old', this.o.control);
+      this.#old = old;
+      await old.call('thaw', { force: this.#resumeSent });
+    }
+  }
+
+  // ---- endings ----
+
+  #refused(err: unknown): UpgradeReport {
+    const e = err as { code?: string; message?: string };
+    this.#report.message = e.message ?? String(err);
+    this.#report.rollback = undefined;
+    (this.#report as UpgradeReport & { code?: string }).code = e.code ?? 'ERR_ZIU_INTERNAL';
+    this.#old?.close();
+    this.#unlock?.();
+    return this.#finish('refused');
+  }
+
+  #finish(result: UpgradeReport['result'], opts: { keepJournal?: boolean } = {}): UpgradeReport {
+    this.#report.result = result;
+    this.#report.totalMs = round(performance.now() - this.#t0, 3);
+    this.#old?.close();
+    this.#new?.close();
+    if (this.#journal && !opts.keepJournal) this.#journal.finish(this.#report as unknown as Record<string, unknown>);
+    else this.#journal?.update({ result });
+    this.#unlock?.();
+    this.#unlock = null;
+    this.log.info({ result, switchoverUs: this.#report.switchoverUs, totalMs: this.#report.totalMs }, 'upgrade finished');
+    return this.#report;
+  }
+}
+
+export async function upgrade(o: UpgradeOptions): Promise<UpgradeReport> {
+  return new Upgrade(o).run();
+}
+
+export { EXIT_FOR };
+
+/** What the new datapath binary says it speaks (`<command> --handover-info`); a refusal if it cannot say. */
+export async function newCommandInfo(argv: string[]): Promise<{ protocol: number; version: string; stateFormats: { export: number[]; import: number[] } }> {
+  const [file, ...args] = argv;
+  let stdout: string;
+  try {
+    const r = await execa(file!, [...args, '--handover-info'], { timeout: 10_000, env: { ZIU_LOG_LEVEL: 'silent' } });
+    stdout = r.stdout;
+  } catch (cause) {
+    const c = cause as { code?: string; exitCode?: number; stderr?: string; originalMessage?: string };
+    if (c.code === 'ENOENT') throw new Refusal('ERR_ZIU_NEW_COMMAND', `new datapath command '${file}' not found`, { cause });
+    if (c.code === 'EACCES') throw new Refusal('ERR_ZIU_NEW_COMMAND', `new datapath command '${file}' is not executable`, { cause });
+    const why = c.stderr?.trim().split('\n').at(-1) ?? c.originalMessage ?? String(cause);
+    throw new Refusal('ERR_ZIU_NEW_COMMAND', `'${argv.join(' ')} --handover-info' failed (exit ${c.exitCode ?? '?'}): ${why}`, { cause });
+  }
+  try {
+    const info = JSON.parse(stdout.trim().split('\n').at(-1) ?? '') as { protocol: number; version: string; stateFormats: { export: number[]; import: number[] } };
+    if (typeof info.protocol === 'number' && Array.isArray(info.stateFormats?.import)) return info;
+  } catch {
+    // fall through
+  }
+  throw new Refusal('ERR_ZIU_NEW_COMMAND', `'${file} --handover-info' did not print the handover protocol and state formats as JSON: is it a datapath that speaks the ziu handover protocol?`);
+}
+
+function refusal(err: unknown): Refusal {
+  if (err instanceof Refusal) return err;
+  const e = err as { code?: string; message?: string };
+  return new Refusal(e.code ?? 'ERR_ZIU_INTERNAL', e.message ?? String(err), { cause: err });
+}
+
+async function waitGone(pid: number, ms: number): Promise<boolean> {
+  const deadline = performance.now() + ms;
+  while (processAlive(pid)) {
+    if (performance.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return true;
+}
+
+function round(v: number, digits: number): number {
+  const f = 10 ** digits;
+  return Math.round(v * f) / f;
+}
+
+export type { InstanceInfo };

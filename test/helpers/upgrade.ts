@@ -1,0 +1,74 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startProbe, type ProbeReport } from '../../src/probe/index.js';
+import { processAlive } from '../../src/upgrade/launch.js';
+import { ziu, type CliResult } from '../cli/helpers.js';
+import { startDatapath, type DatapathOptions, type RunningDatapath } from './datapath.js';
+
+export const DATAPATH_BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'ziu-datapath.js');
+
+export interface Rig {
+  dp: RunningDatapath;
+  /** ZIU_STATE_DIR for the orchestrator: journal, lock, ledger, the new instance's log */
+  stateDir: string;
+  probe: { stop(): Promise<ProbeReport> } | null;
+  /** the new datapath's command line, as --new takes it */
+  newCommand(extra?: string): string;
+  /** `ziu upgrade --control <old> --new <cmd> --json ...`, with the rig's state dir */
+  upgrade(args?: string[], env?: Record<string, string>): Promise<CliResult & { report: Record<string, unknown> }>;
+  cli(args: string[], env?: Record<string, string>): Promise<CliResult>;
+  /** pids of every process started, to make sure none is left */
+  pids: Set<number>;
+  cleanup(): Promise<void>;
+}
+
+/** A datapath with ports a and b, the probe sending a -> b through it, and an orchestrator state dir. */
+export async function startRig(o: { rate?: number; dp?: DatapathOptions; datapathArgs?: string[]; probe?: boolean } = {}): Promise<Rig> {
+  const dp = await startDatapath({ ...o.dp, ...(o.datapathArgs ? { extraArgs: o.datapathArgs } : {}) });
+  const stateDir = fs.mkdtempSync('/tmp/ziu-state-');
+  const pids = new Set<number>([dp.proc.pid!]);
+  let n = 0;
+  const probe = o.probe === false ? null : await startProbe({ tx: dp.sock['a']!, rx: dp.sock['b']!, rate: o.rate ?? 2000, size: 128 });
+  const env = (extra: Record<string, string> = {}) => ({ ZIU_STATE_DIR: stateDir, ZIU_TMPFS_DIR: path.join(stateDir, 'tmpfs'), ZIU_LOG_LEVEL: 'warn', ...extra });
+  const rig: Rig = {
+    dp,
+    stateDir,
+    probe,
+    pids,
+    newCommand: (extra = '') => `${process.execPath} ${DATAPATH_BIN} --control ${dp.control} --instance new${++n} ${extra}`.trim(),
+    cli: (args, extra) => ziu(args, { env: env(extra) }),
+    async upgrade(args = [], extra = {}) {
+      const r = await ziu(['upgrade', '--control', dp.control, '--new', rig.newCommand(), '--mem', '32M', '--json', ...args], { env: env(extra) });
+      let report: Record<string, unknown> = {};
+      try {
+        report = JSON.parse(r.stdout) as Record<string, unknown>;
+      } catch {
+        // a crashed orchestrator prints nothing
+      }
+      const pid = (report['new'] as { pid?: number } | null | undefined)?.pid;
+      if (pid) pids.add(pid);
+      return { ...r, report };
+    },
+    async cleanup() {
+      await probe?.stop().catch(() => undefined);
+      await dp.stop().catch(() => undefined);
+      for (const pid of pids) if (processAlive(pid)) process.kill(pid, 'SIGKILL');
+      for (const f of fs.existsSync(path.join(stateDir, 'upgrade')) ? fs.readdirSync(path.join(stateDir, 'upgrade')) : []) {
+        // the new instance's log helps when a test failed
+        if (f.endsWith('.log') && process.env['ZIU_TEST_SHOW_LOGS']) process.stderr.write(fs.readFileSync(path.join(stateDir, 'upgrade', f), 'utf8'));
+      }
+      await ziu(['memfile', 'list', '--json'], { env: env() }).then(async (r) => {
+        for (const f of (JSON.parse(r.stdout || '[]') as Array<{ instance: string }>) ?? []) {
+          await ziu(['memfile', 'remove', f.instance], { env: env() });
+        }
+      }).catch(() => undefined);
+      fs.rmSync(stateDir, { recursive: true, force: true });
+    },
+  };
+  return rig;
+}
+
+export function fdCount(pid: number): number {
+  return fs.readdirSync(`/proc/${pid}/fd`).length;
+}
