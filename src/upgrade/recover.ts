@@ -38,16 +38,17 @@ export async function recover(o: { control: string; stateDir?: string; store: Me
   const doc = journal.doc;
   const unlock = acquireLock(paths.lock, { pid: process.pid, upgradeId: `recover-${randomUUID().slice(0, 8)}`, since: new Date().toISOString(), control: o.control }, log);
   const actions: string[] = [];
+  const peers: Peer[] = [];
   const report: RecoverReport = { result: 'failed', upgradeId: doc.upgradeId, phase: doc.phase, actions, serving: null };
   try {
     const oldPid = (doc['old'] as { pid?: number } | undefined)?.pid ?? null;
     const newPid = typeof doc['newPid'] === 'number' ? doc['newPid'] : null;
     const newControl = typeof doc['newControl'] === 'string' ? doc['newControl'] : null;
-    const oldPeer = oldPid !== null && processAlive(oldPid) ? await peerWithPid('old', o.control, oldPid) : null;
+    const oldPeer = oldPid !== null && processAlive(oldPid) ? await peerWithPid('old', o.control, oldPid, peers) : null;
     let newPeer: { peer: Peer; hello: Hello } | null = null;
     if (newPid !== null && processAlive(newPid)) {
       // Before commit the new instance listens on its standby socket; after it, on the datapath's.
-      newPeer = (newControl ? await peerWithPid('new', newControl, newPid) : null) ?? (await peerWithPid('new', o.control, newPid));
+      newPeer = (newControl ? await peerWithPid('new', newControl, newPid, peers) : null) ?? (await peerWithPid('new', o.control, newPid, peers));
     }
     actions.push(`old instance: ${oldPeer ? `pid ${oldPid}, ${oldPeer.hello.role}` : 'gone'}; new instance: ${newPeer ? `pid ${newPid}, ${newPeer.hello.role}` : newPid === null ? 'never started' : 'gone'}`);
 
@@ -95,6 +96,7 @@ export async function recover(o: { control: string; stateDir?: string; store: Me
   } catch (err) {
     report.message = `recover stopped: ${(err as Error).message}`;
   } finally {
+    for (const p of peers) p.close();
     if (report.result !== 'failed') journal.finish({ ...doc, recovered: report });
     unlock();
   }
@@ -103,7 +105,7 @@ export async function recover(o: { control: string; stateDir?: string; store: Me
 }
 
 /** A peer at path whose hello names pid, or null (gone, or someone else there). */
-async function peerWithPid(label: string, path: string, pid: number): Promise<{ peer: Peer; hello: Hello } | null> {
+async function peerWithPid(label: string, path: string, pid: number, opened?: Peer[]): Promise<{ peer: Peer; hello: Hello } | null> {
   let peer: Peer;
   try {
     peer = await Peer.connect(label, path);
@@ -112,7 +114,10 @@ async function peerWithPid(label: string, path: string, pid: number): Promise<{ 
   }
   try {
     const hello = await peer.hello();
-    if (hello.pid === pid) return { peer, hello };
+    if (hello.pid === pid) {
+      opened?.push(peer);
+      return { peer, hello };
+    }
   } catch {
     // not answering: treat as unusable
   }

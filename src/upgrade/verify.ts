@@ -31,9 +31,16 @@ export async function verifyNew(
   moving: Set<string>,
   ms: number,
 ): Promise<PortReport[]> {
-  const first = await peer.status();
+  const ask = async (): Promise<Status> => {
+    try {
+      return await peer.status();
+    } catch (cause) {
+      throw new ZiuError('ERR_ZIU_VERIFY', `the new instance stopped answering during verify: ${(cause as Error).message}`, { cause });
+    }
+  };
+  const first = await ask();
   await sleep(ms);
-  const last = await peer.status();
+  const last = await ask();
   const problems: string[] = [];
   const ports: PortReport[] = oldStatus.ports.map((o) => {
     const n = last.ports.find((x) => x.name === o.name);

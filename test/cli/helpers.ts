@@ -14,6 +14,7 @@ export interface CliResult {
 export async function ziu(args: string[], options: Options & { asUser?: number } = {}): Promise<CliResult> {
   const { asUser, ...opts } = options;
   const cmd = asUser === undefined ? ['node', ZIU] : ['setpriv', `--reuid=${asUser}`, `--regid=${asUser}`, '--clear-groups', 'node', ZIU];
-  const r = await execa(cmd[0]!, [...cmd.slice(1), ...args], { reject: false, env: { ZIU_LOG_LEVEL: 'warn' }, ...opts });
+  // A bound on every run: a CLI that fails to exit must fail its test, not hang the suite.
+  const r = await execa(cmd[0]!, [...cmd.slice(1), ...args], { reject: false, timeout: 120_000, env: { ZIU_LOG_LEVEL: 'warn' }, ...opts });
   return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
 }
