@@ -5,6 +5,7 @@ import { hugepagesCommand } from './hugepages.js';
 import { memfileCommand } from './memfile.js';
 import { probeCommand } from './probe.js';
 import { upgradeCommands } from './upgrade.js';
+import { demoCommand } from './demo.js';
 import { snakeCase } from './output.js';
 
 
@@ -39,6 +40,7 @@ export function buildProgram(run: Run): Command {
   memfileCommand(program);
   probeCommand(program);
   upgradeCommands(program, run);
+  demoCommand(program, run);
   exitOverrideAll(program);
   return program;
 }
