@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import { hasCode, ZiuError } from '../errors.js';
@@ -181,6 +182,17 @@ export class Upgrade {
   async #checkMemory(bytes: number, pageSize: number): Promise<void> {
     const store = this.o.store;
     const { backing } = await store.chooseBacking(pageSize);
+    if (backing === 'tmpfs') {
+      // tmpfs memory is the host's page cache: it must fit in what the mount has left.
+      let dir = store.tmpfsDir;
+      while (!fs.existsSync(dir)) dir = path.dirname(dir);
+      const st = fs.statfsSync(dir);
+      const avail = st.bavail * st.bsize;
+      if (bytes > avail) {
+        throw new Refusal('ERR_ZIU_MEM_SHORT', `--mem ${formatBytes(bytes)} does not fit: ${dir} (tmpfs) has ${formatBytes(avail)} free`);
+      }
+      return;
+    }
     if (backing !== 'hugetlbfs') return;
     const p = plan(await readStatus(store.host), [{ pageSize, bytes }]);
     if (p.verdict === 'does-not-fit') {
