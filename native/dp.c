@@ -75,12 +75,19 @@ static void resync_ring(struct dp_vring *vr, int q) {
   dp_ring_set_no_notify(vr, q == 0);
 }
 
+static void disarm(struct dp *dp) {
+  if (dp->baton) munmap(dp->baton, 4096);
+  dp->baton = NULL;
+  dp->go_fd = dp->done_fd = -1;
+}
+
 static void destroy(struct dp *dp) {
   lock_ctl(dp);
   dp->stopping = true;
   pthread_mutex_unlock(&dp->lock);
   dp_kick_worker(dp);
   pthread_join(dp->worker, NULL);
+  disarm(dp);
   for (uint32_t i = 0; i < dp->max_ports; i++) {
     struct dp_port *p = &dp->ports[i];
     if (p->in_use && p->kind == DP_KIND_VHOST)
@@ -232,6 +239,7 @@ static napi_value n_dp_create(napi_env env, napi_callback_info info) {
   dp->mem_size = (size_t)size;
   dp->ctl_fd = ctl;
   dp->ep_fd = -1;
+  dp->go_fd = dp->done_fd = -1;
   dp->gen = 1;
   dp->ports = ports;
   dp->max_ports = (uint32_t)max_ports;
@@ -567,8 +575,10 @@ static napi_value n_dp_stop(napi_env env, napi_callback_info info) {
  * dpThaw. TX rings get NO_NOTIFY cleared so that the guest kicks whoever runs
  * them next. Returns the CLOCK_MONOTONIC time the engine stopped serving. */
 static napi_value n_dp_freeze(napi_env env, napi_callback_info info) {
-  ZIU_ARGS(env, info, 1);
+  ZIU_ARGS(env, info, 2);
   GET_DP(dp, argv[0]);
+  int32_t signal_fd;
+  if (!ziu_get_i32(env, argv[1], &signal_fd)) return NULL;
   lock_ctl(dp);
   if (!dp->frozen) {
     for (uint32_t i = 0; i < dp->max_ports; i++) {
@@ -580,6 +590,14 @@ static napi_value n_dp_freeze(napi_env env, napi_callback_info info) {
     dp->frozen_ns = dp_now_ns();
     dp->first_pass_ns = 0;
     dp->want_first_pass = false;
+    /* Straight to the successor's worker: nothing else sits in the gap. */
+    if (signal_fd >= 0) {
+      uint64_t one = 1;
+      ssize_t r;
+      do {
+        r = write(signal_fd, &one, sizeof(one));
+      } while (r < 0 && errno == EINTR);
+    }
   }
   uint64_t t = dp->frozen_ns;
   changed_unlock(dp);
@@ -589,22 +607,54 @@ static napi_value n_dp_freeze(napi_env env, napi_callback_info info) {
 /* Thaw: every started ring is resynced from shared memory (whoever ran it in
  * between completed what it consumed), then passes resume; the first one is
  * stamped. Returns the thaw time. */
+void dp_thaw_locked(struct dp *dp) {
+  if (!dp->frozen) return;
+  for (uint32_t i = 0; i < dp->max_ports; i++) {
+    struct dp_port *p = &dp->ports[i];
+    if (!p->in_use || p->kind != DP_KIND_VHOST) continue;
+    for (int q = 0; q < 2; q++)
+      if (p->rings[q].started && p->rings[q].addr_set) resync_ring(&p->rings[q], q);
+  }
+  dp->frozen = false;
+  dp->thawed_ns = dp_now_ns();
+  dp->first_pass_ns = 0;
+  dp->want_first_pass = true;
+}
+
+/* Arm (or with goFd -1, disarm) the direct takeover of a frozen engine. The
+ * fds stay owned by JavaScript; the baton page is mapped here until disarmed. */
+static napi_value n_dp_arm_takeover(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 4);
+  GET_DP(dp, argv[0]);
+  int32_t go, baton, done;
+  if (!ziu_get_i32(env, argv[1], &go) || !ziu_get_i32(env, argv[2], &baton) || !ziu_get_i32(env, argv[3], &done)) return NULL;
+  void *map = NULL;
+  if (go >= 0) {
+    map = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, baton, 0);
+    if (map == MAP_FAILED) return ziu_errno(env, errno);
+  }
+  lock_ctl(dp);
+  if (go >= 0 && !dp->frozen) {
+    pthread_mutex_unlock(&dp->lock);
+    munmap(map, 4096);
+    return ziu_errno(env, EBUSY);
+  }
+  disarm(dp);
+  if (go >= 0) {
+    dp->go_fd = go;
+    dp->done_fd = done;
+    dp->baton = map;
+    dp->taken_over = false;
+  }
+  changed_unlock(dp);
+  return ziu_int(env, 0);
+}
+
 static napi_value n_dp_thaw(napi_env env, napi_callback_info info) {
   ZIU_ARGS(env, info, 1);
   GET_DP(dp, argv[0]);
   lock_ctl(dp);
-  if (dp->frozen) {
-    for (uint32_t i = 0; i < dp->max_ports; i++) {
-      struct dp_port *p = &dp->ports[i];
-      if (!p->in_use || p->kind != DP_KIND_VHOST) continue;
-      for (int q = 0; q < 2; q++)
-        if (p->rings[q].started && p->rings[q].addr_set) resync_ring(&p->rings[q], q);
-    }
-    dp->frozen = false;
-    dp->thawed_ns = dp_now_ns();
-    dp->first_pass_ns = 0;
-    dp->want_first_pass = true;
-  }
+  dp_thaw_locked(dp);
   uint64_t t = dp->thawed_ns;
   changed_unlock(dp);
   return ziu_bigint_u64(env, t);
@@ -614,7 +664,7 @@ static napi_value n_dp_times(napi_env env, napi_callback_info info) {
   ZIU_ARGS(env, info, 1);
   GET_DP(dp, argv[0]);
   lock_ctl(dp);
-  bool frozen = dp->frozen;
+  bool frozen = dp->frozen, taken = dp->taken_over;
   uint64_t f = dp->frozen_ns, t = dp->thawed_ns, p = dp->first_pass_ns;
   pthread_mutex_unlock(&dp->lock);
   napi_value o;
@@ -623,6 +673,7 @@ static napi_value n_dp_times(napi_env env, napi_callback_info info) {
   ziu_set_prop(env, o, "frozenNs", ziu_bigint_u64(env, f));
   ziu_set_prop(env, o, "thawedNs", ziu_bigint_u64(env, t));
   ziu_set_prop(env, o, "firstPassNs", ziu_bigint_u64(env, p));
+  ziu_set_prop(env, o, "takenOver", ziu_bool(env, taken));
   return o;
 }
 
@@ -755,6 +806,7 @@ napi_value ziu_init_dp(napi_env env, napi_value exports) {
   ziu_register(env, exports, "dpStop", n_dp_stop);
   ziu_register(env, exports, "dpFreeze", n_dp_freeze);
   ziu_register(env, exports, "dpThaw", n_dp_thaw);
+  ziu_register(env, exports, "dpArmTakeover", n_dp_arm_takeover);
   ziu_register(env, exports, "dpTimes", n_dp_times);
   ziu_register(env, exports, "dpStats", n_dp_stats);
   ziu_register(env, exports, "dpWorkerStats", n_dp_worker_stats);

@@ -122,6 +122,14 @@ struct dp {
   bool frozen;
   bool want_first_pass;
   uint64_t frozen_ns, thawed_ns, first_pass_ns; /* CLOCK_MONOTONIC; 0 = not yet */
+  /* Direct takeover (new side of a handover): while frozen the worker also
+   * waits on go_fd; when the old side signals it, the worker wins the baton
+   * (a shared u32: 0 frozen -> 1 new) or leaves everything as it is, then
+   * tells JavaScript through done_fd. No process in between: the gap is one
+   * eventfd wake-up. */
+  int go_fd, done_fd;
+  uint32_t *baton; /* MAP_SHARED page, or NULL when not armed */
+  bool taken_over;
 
   uint64_t t0_ns;
   uint32_t now_s; /* coarse clock for MAC ageing, updated once per pass */
@@ -149,6 +157,9 @@ void dp_ring_set_no_notify(struct dp_vring *vr, bool no_notify);
 static inline bool dp_ring_running(const struct dp_vring *vr) {
   return vr->started && vr->enabled && vr->addr_set;
 }
+
+/* dp.c: called with dp->lock held */
+void dp_thaw_locked(struct dp *dp);
 
 /* dp_worker.c */
 void *dp_worker_main(void *arg);

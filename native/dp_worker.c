@@ -198,10 +198,28 @@ static void sleep_until_work(struct dp *dp) {
 /* Frozen: no passes, no epoll on guest fds; only a control change (thaw,
  * stop) wakes us. Called and returns with dp->lock held. */
 static void frozen_wait(struct dp *dp) {
-  struct pollfd pfd = {.fd = dp->ctl_fd, .events = POLLIN};
+  struct pollfd pfd[2] = {{.fd = dp->ctl_fd, .events = POLLIN}, {.fd = dp->go_fd, .events = POLLIN}};
+  nfds_t n = dp->go_fd >= 0 && dp->baton ? 2 : 1;
   pthread_mutex_unlock(&dp->lock);
-  if (poll(&pfd, 1, DP_SLEEP_MS) > 0) drain(dp->ctl_fd);
+  int r = poll(pfd, n, DP_SLEEP_MS);
   pthread_mutex_lock(&dp->lock);
+  if (r <= 0) return;
+  if (pfd[0].revents) drain(dp->ctl_fd);
+  /* Armed (checked again: JS may have disarmed meanwhile) and signalled. */
+  if (n == 2 && pfd[1].revents && dp->go_fd == pfd[1].fd && dp->baton && dp->frozen) {
+    drain(dp->go_fd);
+    uint32_t expected = 0; /* BATON_FROZEN */
+    if (__atomic_compare_exchange_n(dp->baton, &expected, 1u /* BATON_NEW */, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+      dp_thaw_locked(dp);
+      dp->taken_over = true;
+    }
+    /* Either way JavaScript looks: it took over, or the old side kept the rings. */
+    uint64_t one = 1;
+    ssize_t w;
+    do {
+      w = write(dp->done_fd, &one, sizeof(one));
+    } while (w < 0 && errno == EINTR);
+  }
 }
 
 void *dp_worker_main(void *arg) {

@@ -86,8 +86,17 @@ export class Engine {
   }
 
   /** Handover: stop serving every ring (see dpFreeze). Returns when it stopped (CLOCK_MONOTONIC ns). */
-  freeze(): bigint {
-    return check(native.dpFreeze(this.#handle), 'dpFreeze');
+  freeze(signalFd = -1): bigint {
+    return check(native.dpFreeze(this.#handle, signalFd), 'dpFreeze');
+  }
+
+  /** New side of a handover: take over by itself when goFd is signalled (see dpArmTakeover); disarm(). */
+  armTakeover(goFd: number, batonFd: number, doneFd: number): void {
+    check(native.dpArmTakeover(this.#handle, goFd, batonFd, doneFd), 'dpArmTakeover', { fd: goFd });
+  }
+
+  disarmTakeover(): void {
+    if (this.#h !== null) check(native.dpArmTakeover(this.#h, -1, -1, -1), 'dpArmTakeover');
   }
 
   /** Serve again from the rings' state in shared memory. Returns the thaw time (ns). */

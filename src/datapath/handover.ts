@@ -1,10 +1,11 @@
 import { ZiuError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Handler } from '../control/server.js';
-import { check, native } from '../native/index.js';
+import { check, native, type PollHandle } from '../native/index.js';
 import {
   BATON_FD,
   CONTROL_LISTENER_FD,
+  GO_FD,
   decodeState,
   encodeState,
   fdName,
@@ -82,6 +83,10 @@ export class Handover {
   #host: HandoverHost;
   #log: Logger;
   #baton: number | null = null;
+  /** the go eventfd: written by the old side's engine as it freezes, waited on by the new side's */
+  #go: number | null = null;
+  /** new side: the eventfd our worker writes after it acted on go, and its poll handle */
+  #done: { fd: number; poll: PollHandle } | null = null;
   #exported: Exported | null = null;
   #deadMan: NodeJS.Timeout | null = null;
   /** new side: the predecessor's control listener, taken at commit */
@@ -156,9 +161,11 @@ export class Handover {
       check(native.ftruncate(fd, 4096), 'ftruncate', { fd });
       check(native.casWord(fd, 0, BATON_ACTIVE), 'baton compare-and-swap', { fd });
       this.#baton = fd;
+      this.#go = check(native.eventfd(0, false), 'eventfd', {});
     }
     const { state, fds } = this.#collect(() => true);
     fds.set(BATON_FD, this.#baton);
+    fds.set(GO_FD, this.#go!);
     this.#exported = {
       format,
       upgradeId,
@@ -197,22 +204,27 @@ export class Handover {
     const deadManMs = typeof dm === 'number' && Number.isInteger(dm) && dm > 0 ? Math.min(dm, MAX_DEAD_MAN_MS) : DEFAULT_DEAD_MAN_MS;
     // Sockets first: a message read after the engine froze could not be applied to it.
     for (const p of this.#host.ports) p.freeze();
+    // Devices whose state changed since export must be re-sent: the new side
+    // must not take over on its own with what it imported, so no go signal then.
+    const changed = this.#host.ports.filter((p) => ex.generations.get(p.name) !== p.generation).map((p) => p.name);
+    // FROZEN a few microseconds before the engine is: only our own go signal
+    // (sent once frozen) or a resume the orchestrator sends after our reply
+    // can act on it, so nobody takes the rings while we still poll them.
+    check(native.casWord(this.#baton!, BATON_ACTIVE, BATON_FROZEN), 'baton compare-and-swap', { fd: this.#baton! });
     let frozenNs: bigint;
     try {
-      frozenNs = this.#host.engine.freeze();
+      frozenNs = this.#host.engine.freeze(changed.length === 0 ? this.#go! : -1);
     } catch (err) {
+      native.casWord(this.#baton!, BATON_FROZEN, BATON_ACTIVE);
       for (const p of this.#host.ports) p.thaw();
       throw err;
     }
-    // From now on a resume may take the rings.
-    check(native.casWord(this.#baton!, BATON_ACTIVE, BATON_FROZEN), 'baton compare-and-swap', { fd: this.#baton! });
     this.role = 'frozen';
     this.#deadMan = setTimeout(() => this.#deadManFired(deadManMs), deadManMs);
     const rings: Record<string, unknown> = {};
     for (const p of this.#host.ports) {
       rings[p.name] = this.#host.engine.rings(p.enginePort).map((r) => ({ q: r.q, lastAvail: r.lastAvail, usedIdx: r.usedIdx, started: r.started }));
     }
-    const changed = this.#host.ports.filter((p) => ex.generations.get(p.name) !== p.generation).map((p) => p.name);
     let fds: number[] = [];
     let changes: Record<string, unknown> | null = null;
     if (changed.length > 0) {
@@ -223,7 +235,7 @@ export class Handover {
     }
     this.#last = { frozenNs };
     this.#log.info({ frozenNs, changed, deadManMs }, 'frozen for handover');
-    return { body: { frozenNs, rings, changed: changes }, fds };
+    return { body: { frozenNs, rings, changed: changes, signalled: changed.length === 0 }, fds };
   }
 
   #deadManFired(ms: number): void {
@@ -283,6 +295,8 @@ export class Handover {
     if (this.#baton !== null) native.casWord(this.#baton, BATON_ACTIVE, BATON_OLD);
     if (this.#baton !== null) native.close(this.#baton);
     this.#baton = null;
+    if (this.#go !== null) native.close(this.#go);
+    this.#go = null;
   }
 
   // ---- new side ----
@@ -309,6 +323,9 @@ export class Handover {
       this.#baton = byName.get(BATON_FD) ?? null;
       byName.delete(BATON_FD);
       if (this.#baton === null) throw new ZiuError('ERR_ZIU_IMPORT', `fd '${BATON_FD}' is missing from the handover`);
+      this.#go = byName.get(GO_FD) ?? null;
+      byName.delete(GO_FD);
+      if (this.#go !== null && !this.#host.faults.has('no-forward')) this.#arm(this.#go);
       this.#upgradeId = typeof req['upgradeId'] === 'string' ? req['upgradeId'] : null;
       this.role = 'imported';
       this.#log.info({ devices: state.devices.map((d) => d.name), format }, 'imported device state');
@@ -373,31 +390,87 @@ export class Handover {
     }
     if (this.#controlFd !== null) native.close(this.#controlFd);
     this.#controlFd = null;
+    this.#disarm();
     if (this.#baton !== null) native.close(this.#baton);
     this.#baton = null;
+    if (this.#go !== null) native.close(this.#go);
+    this.#go = null;
   }
 
-  async #resume(req: Record<string, unknown>, fds: number[]): Promise<{ body: Record<string, unknown> }> {
-    const byName = takeNamed(req, fds);
+  /** Let our worker take the rings the moment the old side freezes (docs/handover-protocol.md, direct takeover). */
+  #arm(go: number): void {
+    const done = check(native.eventfd(0, false), 'eventfd', {});
     try {
-      this.#expectRole('resume', ['imported']);
-      const changed = req['changed'];
-      if (changed !== null && changed !== undefined) this.#reimport(changed as Record<string, unknown>, byName);
-    } finally {
-      for (const fd of byName.values()) native.close(fd);
+      this.#host.engine.armTakeover(go, this.#baton!, done);
+      const poll = check(native.pollStart(done, native.POLL_READABLE, () => this.#onTakeover()), 'uv_poll_start', { fd: done });
+      this.#done = { fd: done, poll };
+    } catch (err) {
+      this.#host.engine.disarmTakeover();
+      native.close(done);
+      throw err;
     }
-    const prev = check(native.casWord(this.#baton!, BATON_FROZEN, BATON_NEW), 'baton compare-and-swap', { fd: this.#baton! });
-    if (prev !== BATON_FROZEN) {
-      throw new ZiuError('ERR_ZIU_BATON', 'the old instance has taken the rings back (dead-man switch or thaw); not resuming');
+  }
+
+  #disarm(): void {
+    if (this.#done === null) return;
+    this.#host.engine.disarmTakeover();
+    native.pollClose(this.#done.poll);
+    native.close(this.#done.fd);
+    this.#done = null;
+  }
+
+  /** Our worker acted on the go signal: if it won the baton, the devices are ours to serve now. */
+  #onTakeover(): void {
+    if (this.#done) native.eventfdRead(this.#done.fd);
+    if (this.role !== 'imported') return;
+    const t = this.#host.engine.times();
+    if (t.takenOver) {
+      this.#activate();
+      this.#log.info({ thawedNs: t.thawedNs }, 'took over directly on the old instance\'s freeze');
+    } else {
+      this.#log.warn('the old instance signalled its freeze but kept the rings (baton lost)');
     }
-    const faults = this.#host.faults;
-    let thawedNs = 0n;
-    if (!faults.has('no-forward')) thawedNs = this.#host.engine.thaw();
+  }
+
+  /** The rings are ours (resume or direct takeover): read the sockets, wake the guests. */
+  #activate(): void {
+    this.#disarm();
     this.role = 'resumed';
     for (const p of this.#host.ports) {
       p.activate();
       p.signalCalls();
     }
+    if (this.#host.faults.has('crash-after-resume')) setTimeout(() => process.kill(process.pid, 'SIGKILL'), 5);
+    void this.#host.notify({ STATUS: 'forwarding (handover not yet committed)' });
+  }
+
+  async #resume(req: Record<string, unknown>, fds: number[]): Promise<{ body: Record<string, unknown> }> {
+    const byName = takeNamed(req, fds);
+    try {
+      this.#expectRole('resume', ['imported', 'resumed']);
+      const changed = req['changed'];
+      if (changed !== null && changed !== undefined) {
+        // Our worker was never signalled (the old side saw changes); make sure it cannot act on stale state.
+        this.#disarm();
+        this.#reimport(changed as Record<string, unknown>, byName);
+      }
+    } finally {
+      for (const fd of byName.values()) native.close(fd);
+    }
+    const faults = this.#host.faults;
+    let thawedNs = 0n;
+    if (this.role === 'imported') {
+      const prev = check(native.casWord(this.#baton!, BATON_FROZEN, BATON_NEW), 'baton compare-and-swap', { fd: this.#baton! });
+      if (prev === BATON_FROZEN) {
+        this.#disarm();
+        if (!faults.has('no-forward')) this.#host.engine.thaw();
+      } else if (!(prev === BATON_NEW && this.#host.engine.times().takenOver)) {
+        throw new ZiuError('ERR_ZIU_BATON', 'the old instance has taken the rings back (dead-man switch or thaw); not resuming');
+      }
+      // (prev NEW and taken over: our worker won on the go signal; its event is still queued.)
+      this.#activate();
+    }
+    thawedNs = this.#host.engine.times().thawedNs;
     // The first pass is stamped by the worker; it is due within microseconds.
     let firstPassNs = 0n;
     const deadline = performance.now() + 200;
@@ -408,10 +481,9 @@ export class Handover {
       await new Promise((r) => (performance.now() + 190 < deadline ? setImmediate(r) : setTimeout(r, 1)));
     }
     this.#last = { thawedNs, firstPassNs };
-    if (faults.has('crash-after-resume')) setTimeout(() => process.kill(process.pid, 'SIGKILL'), 5);
-    this.#log.info({ thawedNs, firstPassNs }, 'resumed: forwarding');
-    void this.#host.notify({ STATUS: 'forwarding (handover not yet committed)' });
-    return { body: { thawedNs, firstPassNs } };
+    const takenOver = this.#host.engine.times().takenOver;
+    this.#log.info({ thawedNs, firstPassNs, takenOver }, 'resumed: forwarding');
+    return { body: { thawedNs, firstPassNs, takenOver } };
   }
 
   /** Devices that changed between export and freeze: replace what was imported for them. */
@@ -452,6 +524,8 @@ export class Handover {
     for (const p of this.#host.ports) p.claim();
     if (this.#baton !== null) native.close(this.#baton);
     this.#baton = null;
+    if (this.#go !== null) native.close(this.#go);
+    this.#go = null;
     this.role = 'active';
     this.#log.info({ control: this.#host.config.control }, 'handover committed: this instance is the datapath now');
     void this.#host.notify({ STATUS: `forwarding between ${this.#host.ports.length + this.#host.taps.length} ports` });

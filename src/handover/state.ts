@@ -74,6 +74,8 @@ export function fdName(device: string, role: string, n?: number): string {
 
 export const CONTROL_LISTENER_FD = 'control/listener';
 export const BATON_FD = 'handover/baton';
+/** an eventfd the old side writes when frozen: the new side's worker takes over on it */
+export const GO_FD = 'handover/go';
 
 /** Formats this code can write and read. */
 export const STATE_FORMATS = [1, 2] as const;

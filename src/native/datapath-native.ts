@@ -90,6 +90,8 @@ export interface DpTimes {
   thawedNs: bigint;
   /** start of the first pass after the last thaw */
   firstPassNs: bigint;
+  /** the worker took over by itself (dpArmTakeover) */
+  takenOver: boolean;
 }
 
 export interface DatapathAddon {
@@ -157,9 +159,19 @@ export interface DatapathAddon {
    * only marks a ring, dpStop and dpDestroy leave the flags alone). TX rings
    * get NO_NOTIFY cleared first, so the guest kicks whoever runs them next.
    * Returns the CLOCK_MONOTONIC time (ns) the engine stopped serving; freezing
-   * a frozen engine returns the first time.
+   * a frozen engine returns the first time. signalFd >= 0: an eventfd written
+   * once frozen (a successor's dpArmTakeover go fd), from this thread, with
+   * nothing else in between.
    */
-  dpFreeze(h: DpHandle): bigint | Errno;
+  dpFreeze(h: DpHandle, signalFd: number): bigint | Errno;
+  /**
+   * New side of a handover: while frozen, the worker also waits on goFd; when
+   * it is signalled the worker compare-and-swaps the baton (first u32 of
+   * batonFd's page) from 0 to 1 and, if it won, thaws the engine itself (as
+   * dpThaw); either way it then writes doneFd. goFd -1 disarms. -EBUSY if
+   * not frozen. The fds stay the caller's; keep them open while armed.
+   */
+  dpArmTakeover(h: DpHandle, goFd: number, batonFd: number, doneFd: number): 0 | Errno;
   /**
    * Resync every started ring from shared memory (last_avail = used->idx),
    * then run passes again; the first pass is stamped (dpTimes().firstPassNs).

@@ -27,8 +27,12 @@ export interface UpgradeReport {
   upgradeId: string;
   /** old instance's freeze to the new instance's first pass, CLOCK_MONOTONIC in both datapaths */
   switchoverUs: number | null;
-  /** where the switchover went: the control-plane hop (old froze -> new thawed) and the new worker's wake-up */
-  switchoverParts?: { freezeToThawUs: number; thawToFirstPassUs: number };
+  /**
+   * Where the switchover went: old froze -> new thawed (with a direct takeover
+   * one eventfd wake-up; else the control-plane round trip through us) and the
+   * new worker's first pass.
+   */
+  switchoverParts?: { freezeToThawUs: number; thawToFirstPassUs: number; directTakeover: boolean };
   phases: Record<string, number>;
   ports: PortReport[];
   old: InstanceInfo | null;

@@ -262,6 +262,9 @@ export class Upgrade {
 
   /** freeze -> resume, back to back: the only part on the traffic path. */
   async #switchover(): Promise<void> {
+    // The new instance's worker may take the rings the moment the old one
+    // freezes (direct takeover): from here on a rollback must stop it first.
+    this.#resumeSent = true;
     const frozen = await this.#step('freeze', () =>
       this.#old!.call<{ frozenNs: string; changed: { fds: string[] } | null }>('freeze', { deadManMs: this.o.deadManMs }),
     );
@@ -269,9 +272,8 @@ export class Upgrade {
     let resumed;
     try {
       resumed = await this.#step('resume', () => {
-        this.#resumeSent = true;
         const changed = frozen.body.changed;
-        return this.#new!.call<{ firstPassNs: string; thawedNs: string }>('resume', { changed, fds: changed?.fds ?? [] }, frozen.fds);
+        return this.#new!.call<{ firstPassNs: string; thawedNs: string; takenOver: boolean }>('resume', { changed, fds: changed?.fds ?? [] }, frozen.fds);
         // Not journaled before: an fsync here would sit in the traffic gap. The
         // journal says 'freeze', and recover asks the instances which side holds the rings.
       }, { journal: false });
@@ -286,6 +288,7 @@ export class Upgrade {
       this.#report.switchoverParts = {
         freezeToThawUs: round(Number(thawed - froze) / 1000, 1),
         thawToFirstPassUs: round(Number(first - thawed) / 1000, 1),
+        directTakeover: resumed.body.takenOver === true,
       };
     }
     this.#journal!.update({ phase: 'resume', switchoverUs: this.#report.switchoverUs });

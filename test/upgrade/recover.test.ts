@@ -27,14 +27,16 @@ describe('the orchestrator killed with SIGKILL mid-upgrade; ziu recover', () => 
   });
 
   const cases = [
-    { point: 'transfer', oldRole: 'exporting', result: 'rolled_back', exit: 1, serving: 'old' },
-    { point: 'freeze', oldRole: 'active', result: 'rolled_back', exit: 1, serving: 'old' },
-    { point: 'resume', oldRole: 'handed-over', result: 'committed', exit: 0, serving: 'new' },
+    { point: 'transfer', fault: '', oldRole: 'exporting', result: 'rolled_back', exit: 1, serving: 'old', why: 'the old instance never froze' },
+    { point: 'freeze', fault: '', oldRole: 'handed-over', result: 'committed', exit: 0, serving: 'new', why: 'the new instance took over directly on the freeze' },
+    // A new instance that cannot take over by itself: nobody resumes it, so the old one's dead-man switch thaws it.
+    { point: 'freeze', fault: 'no-forward', oldRole: 'active', result: 'rolled_back', exit: 1, serving: 'old', why: 'the dead-man switch thawed the old instance' },
+    { point: 'resume', fault: '', oldRole: 'handed-over', result: 'committed', exit: 0, serving: 'new', why: 'the new instance resumed' },
   ] as const;
   for (const c of cases) {
-    it(`killed in ${c.point}: traffic never stops for long, and recover leaves exactly one instance forwarding (${c.serving})`, async () => {
+    it(`killed in ${c.point}${c.fault ? ` (new instance: ${c.fault})` : ''}: ${c.why}; recover leaves exactly one instance forwarding (${c.serving})`, async () => {
       rig = await startRig({ rate: 1000 });
-      const r = await rig.upgrade([], { ZIU_TEST_KILL_ORCHESTRATOR: c.point });
+      const r = await rig.upgrade([], { ZIU_TEST_KILL_ORCHESTRATOR: c.point, ...(c.fault ? { ZIU_FAULT: c.fault } : {}) });
       expect(r.exitCode).toBe(-1); // killed by a signal: no exit code, no report
       const journal = JSON.parse(fs.readFileSync(upgradePaths(rig.dp.control, rig.stateDir).journal, 'utf8')) as { newPid: number; phase: string };
       const newPid = journal.newPid;

@@ -1,0 +1,105 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { logger } from '../../src/log.js';
+import { native } from '../../src/native/index.js';
+import { UnixSocket } from '../../src/net/socket.js';
+import { startProbe } from '../../src/probe/index.js';
+import { launchDetached, stopProcess } from '../../src/upgrade/launch.js';
+import { Peer } from '../../src/upgrade/peer.js';
+import { startDatapath, type RunningDatapath } from '../helpers/datapath.js';
+import { DATAPATH_BIN } from '../helpers/upgrade.js';
+
+/** The handover protocol driven op by op, without the orchestrator. */
+describe('handover protocol on ziu-datapath', () => {
+  let dp: RunningDatapath | null = null;
+  let newPid: number | null = null;
+  const peers: Peer[] = [];
+  afterEach(async () => {
+    for (const p of peers.splice(0)) p.close();
+    if (newPid) await stopProcess(newPid, 1000);
+    newPid = null;
+    await dp?.stop();
+    dp = null;
+  });
+
+  async function standby(dir: string): Promise<Peer> {
+    const mem = path.join(dir, 'mem-new');
+    fs.writeFileSync(mem, Buffer.alloc(16 << 20));
+    const control = path.join(dir, 'standby.sock');
+    const l = await launchDetached({
+      argv: [process.execPath, DATAPATH_BIN, '--control', dp!.control, '--mem-file', mem, '--instance', 'next'],
+      env: { ZIU_HANDOVER: 'standby', ZIU_CONTROL_PATH: control, ZIU_LOG_LEVEL: 'warn' },
+      readyTimeoutMs: 10_000,
+      logFile: path.join(dir, 'next.log'),
+      notifyPath: path.join(dir, 'next.notify'),
+      log: logger('test', {}),
+    });
+    newPid = l.pid;
+    const p = await Peer.connect('new', control);
+    peers.push(p);
+    return p;
+  }
+
+  it('a device that changes between export and freeze is re-sent with the freeze and re-imported at resume (no direct takeover)', async () => {
+    dp = await startDatapath({ ports: { a: 'server', b: 'server', c: 'server' } });
+    const probe = await startProbe({ tx: dp.sock['a']!, rx: dp.sock['b']!, rate: 2000, size: 128 });
+    const oldPeer = await Peer.connect('old', dp.control);
+    peers.push(oldPeer);
+    const newPeer = await standby(dp.dir);
+    expect(await newPeer.hello()).toMatchObject({ protocol: 1, role: 'standby', stateFormats: { import: [1, 2] } });
+
+    const x = await oldPeer.call<{ state: unknown; fds: string[] }>('export', { format: 1, upgradeId: 'test' });
+    // Named fds: listener, socket, regions and ring eventfds of a and b, c's listener, the control listener, baton, go.
+    expect(x.body.fds).toEqual(expect.arrayContaining(['a/listener', 'a/socket', 'a/region/0', 'a/ring/0/kick', 'a/ring/1/call', 'c/listener', 'control/listener', 'handover/baton', 'handover/go']));
+    expect(x.body.fds).not.toContain('c/socket');
+    await newPeer.call('import', { format: 1, state: x.body.state, fds: x.body.fds }, x.fds);
+    for (const fd of x.fds) native.close(fd);
+    expect((await newPeer.hello()).role).toBe('imported');
+
+    // A frontend connects to c after the export: c's state changed.
+    const vm = await UnixSocket.connect(dp.sock['c']!);
+    await new Promise((r) => setTimeout(r, 100));
+    const f = await oldPeer.call<{ frozenNs: string; changed: { fds: string[]; state: { devices: Array<{ name: string; connected: boolean }> } } | null; signalled: boolean }>('freeze', { deadManMs: 2000 });
+    expect(f.body.signalled).toBe(false);
+    expect(f.body.changed!.state.devices.map((d) => [d.name, d.connected])).toEqual([['c', true]]);
+    expect(f.body.changed!.fds).toEqual(['c/listener', 'c/socket']);
+    const r = await newPeer.call<{ takenOver: boolean; firstPassNs: string }>('resume', { changed: f.body.changed, fds: f.body.changed!.fds }, f.fds);
+    for (const fd of f.fds) native.close(fd);
+    expect(r.body.takenOver).toBe(false);
+    expect(BigInt(r.body.firstPassNs)).toBeGreaterThan(BigInt(f.body.frozenNs));
+
+    // A thaw now is refused: the new instance holds the rings.
+    await expect(oldPeer.call('thaw')).rejects.toMatchObject({ code: 'ERR_ZIU_BATON' });
+    await newPeer.call('commit');
+    await oldPeer.call('commit');
+    await oldPeer.call('shutdown');
+    await new Promise((r2) => setTimeout(r2, 300));
+    const after = await Peer.connect('committed', dp.control);
+    peers.push(after);
+    const st = await after.status();
+    expect(st).toMatchObject({ pid: newPid, role: 'active' });
+    expect(st.ports.map((p) => [p.name, p.connected, p.disconnects])).toEqual([['a', true, 0], ['b', true, 0], ['c', true, 0]]);
+    vm.close();
+    const rep = await probe.stop();
+    expect(rep).toMatchObject({ lost: 0, duplicated: 0, reordered: 0, reconnects: 0 });
+  });
+
+  it('refuses ops out of order and formats it does not speak, without changing anything', async () => {
+    dp = await startDatapath({ extraArgs: ['--state-formats', '1'] });
+    const oldPeer = await Peer.connect('old', dp.control);
+    peers.push(oldPeer);
+    await expect(oldPeer.call('freeze')).rejects.toThrow('freeze: this instance is active; freeze needs exporting');
+    await expect(oldPeer.call('export', { format: 2 })).rejects.toThrow('this instance exports state formats 1, not 2');
+    await expect(oldPeer.call('import', { format: 1, state: {}, fds: [] })).rejects.toThrow('import: this instance is active; import needs standby');
+    const fds = [native.eventfd(0, false) as number];
+    await expect(oldPeer.call('import', { format: 1, state: {}, fds: [] }, fds)).rejects.toMatchObject({ code: 'ERR_ZIU_FD_NAMES' });
+    native.close(fds[0]!);
+    const x = await oldPeer.call<{ fds: string[] }>('export', { format: 1 });
+    for (const fd of x.fds) native.close(fd);
+    expect((await oldPeer.hello()).role).toBe('exporting');
+    await oldPeer.call('abort');
+    expect((await oldPeer.hello()).role).toBe('active');
+    expect((await oldPeer.status()).ports.every((p) => p.kind === 'vhost-user')).toBe(true);
+  });
+});
