@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { hasCode, ZiuError } from '../errors.js';
@@ -229,6 +230,8 @@ export class Upgrade {
       // The pid goes in the journal as soon as it is known: recover must find it even if we die now.
       onSpawn: (pid: number) => {
         this.#newPid = pid;
+        // Starting a runtime is CPU-heavy; on a small host it must not starve the instance that forwards.
+        setNice(pid, BACKGROUND_NICE);
         this.#journal!.update({ newPid: pid, newControl: this.#standbyControl });
       },
     });
@@ -292,6 +295,8 @@ export class Upgrade {
       };
     }
     this.#journal!.update({ phase: 'resume', switchoverUs: this.#report.switchoverUs });
+    // It forwards now: the priority the old instance had.
+    if (this.#newPid !== null) setNice(this.#newPid, getNice(this.#oldHello!.pid) ?? 0);
     crashPoint('resume');
   }
 
@@ -431,7 +436,9 @@ export async function newCommandInfo(argv: string[]): Promise<{ protocol: number
   const [file, ...args] = argv;
   let stdout: string;
   try {
-    const r = await execa(file!, [...args, '--handover-info'], { timeout: 10_000, env: { ZIU_LOG_LEVEL: 'silent' } });
+    const p = execa(file!, [...args, '--handover-info'], { timeout: 10_000, env: { ZIU_LOG_LEVEL: 'silent' } });
+    if (p.pid !== undefined) setNice(p.pid, BACKGROUND_NICE);
+    const r = await p;
     stdout = r.stdout;
   } catch (cause) {
     const c = cause as { code?: string; exitCode?: number; stderr?: string; originalMessage?: string };
@@ -447,6 +454,26 @@ export async function newCommandInfo(argv: string[]): Promise<{ protocol: number
     // fall through
   }
   throw new Refusal('ERR_ZIU_NEW_COMMAND', `'${file} --handover-info' did not print the handover protocol and state formats as JSON: is it a datapath that speaks the ziu handover protocol?`);
+}
+
+/** Niceness for what the orchestrator starts before it serves traffic (the new instance, --handover-info). */
+const BACKGROUND_NICE = 10;
+
+/** Best effort: without CAP_SYS_NICE a priority cannot be raised back, which only costs speed. */
+function setNice(pid: number, nice: number): void {
+  try {
+    os.setPriority(pid, nice);
+  } catch {
+    // not permitted or already gone
+  }
+}
+
+function getNice(pid: number): number | null {
+  try {
+    return os.getPriority(pid);
+  } catch {
+    return null;
+  }
 }
 
 function refusal(err: unknown): Refusal {
