@@ -32,8 +32,9 @@ export type Role = 'active' | 'exporting' | 'frozen' | 'handed-over' | 'standby'
 /**
  * The baton word in a shared page: who serves the rings. Created ACTIVE at
  * export (the old instance serves; a resume now must fail), set FROZEN by
- * freeze; then exactly one compare-and-swap wins: the new instance's resume
- * (NEW) or the old instance's thaw or dead-man switch (OLD).
+ * freeze; then exactly one compare-and-swap wins: the new instance's worker
+ * on the go signal or its resume (NEW), or the old instance's thaw or
+ * dead-man switch (OLD).
  */
 const BATON_FROZEN = 0;
 const BATON_NEW = 1;
@@ -449,6 +450,9 @@ export class Handover {
     try {
       this.#expectRole('resume', ['imported', 'resumed']);
       const changed = req['changed'];
+      if (changed !== null && changed !== undefined && this.role === 'resumed') {
+        throw new ZiuError('ERR_ZIU_HANDOVER_STATE', 'resume: changed devices can only be re-imported before this instance serves');
+      }
       if (changed !== null && changed !== undefined) {
         // Our worker was never signalled (the old side saw changes); make sure it cannot act on stale state.
         this.#disarm();
@@ -465,7 +469,10 @@ export class Handover {
         this.#disarm();
         if (!faults.has('no-forward')) this.#host.engine.thaw();
       } else if (!(prev === BATON_NEW && this.#host.engine.times().takenOver)) {
-        throw new ZiuError('ERR_ZIU_BATON', 'the old instance has taken the rings back (dead-man switch or thaw); not resuming');
+        throw new ZiuError(
+          'ERR_ZIU_BATON',
+          prev === BATON_ACTIVE ? 'the old instance has not frozen; not resuming' : 'the old instance has taken the rings back (dead-man switch or thaw); not resuming',
+        );
       }
       // (prev NEW and taken over: our worker won on the go signal; its event is still queued.)
       this.#activate();
@@ -534,6 +541,10 @@ export class Handover {
 
   #abort(): { body: Record<string, unknown> } {
     if (this.role === 'standby' || this.role === 'active') return { body: { role: this.role } };
+    if (this.role === 'imported' && this.#host.engine.times().takenOver) {
+      // Our worker already serves (its event is still queued): too late to drop anything.
+      throw new ZiuError('ERR_ZIU_HANDOVER_STATE', 'abort: this instance has taken over the rings; stop it instead');
+    }
     if (this.role === 'imported') {
       this.#dropImported();
       this.role = 'standby';
