@@ -54,6 +54,8 @@ export async function startRig(o: { rate?: number; dp?: DatapathOptions; datapat
       await probe?.stop().catch(() => undefined);
       await dp.stop().catch(() => undefined);
       for (const pid of pids) if (processAlive(pid)) process.kill(pid, 'SIGKILL');
+      // Whatever an orchestrator of this rig started and a test did not learn of: it carries our state dir.
+      for (const pid of processesWithEnv(`ZIU_STATE_DIR=${stateDir}`)) process.kill(pid, 'SIGKILL');
       for (const f of fs.existsSync(path.join(stateDir, 'upgrade')) ? fs.readdirSync(path.join(stateDir, 'upgrade')) : []) {
         // the new instance's log helps when a test failed
         if (f.endsWith('.log') && process.env['ZIU_TEST_SHOW_LOGS']) process.stderr.write(fs.readFileSync(path.join(stateDir, 'upgrade', f), 'utf8'));
@@ -71,4 +73,18 @@ export async function startRig(o: { rate?: number; dp?: DatapathOptions; datapat
 
 export function fdCount(pid: number): number {
   return fs.readdirSync(`/proc/${pid}/fd`).length;
+}
+
+/** Pids of the processes whose environment has this exact KEY=value. */
+function processesWithEnv(entry: string): number[] {
+  const out: number[] = [];
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d) || Number(d) === process.pid) continue;
+    try {
+      if (fs.readFileSync(`/proc/${d}/environ`, 'utf8').split('\0').includes(entry)) out.push(Number(d));
+    } catch {
+      // gone, or not ours to read
+    }
+  }
+  return out;
 }

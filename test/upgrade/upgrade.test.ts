@@ -68,7 +68,8 @@ describe('ziu upgrade: a handover under traffic', () => {
     expect(r.exitCode, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^upgrade [0-9a-f]{8}: committed in \d+ ms\n  switchover: [\d.]+ us/);
     expect(r.stdout).toContain('  ports: a (traffic), b (traffic)');
-    const saved = JSON.parse(fs.readFileSync(`${rig.stateDir}/report.json`, 'utf8')) as { result: string };
+    const saved = JSON.parse(fs.readFileSync(`${rig.stateDir}/report.json`, 'utf8')) as { result: string; new: { pid: number } };
+    rig.pids.add(saved.new.pid);
     expect(saved.result).toBe('committed');
   });
 
