@@ -6,6 +6,7 @@ import { memfileCommand } from './memfile.js';
 import { probeCommand } from './probe.js';
 import { upgradeCommands } from './upgrade.js';
 import { demoCommand } from './demo.js';
+import { benchCommand } from './bench.js';
 import { snakeCase } from './output.js';
 
 
@@ -41,6 +42,7 @@ export function buildProgram(run: Run): Command {
   probeCommand(program);
   upgradeCommands(program, run);
   demoCommand(program, run);
+  benchCommand(program, run);
   exitOverrideAll(program);
   return program;
 }

@@ -1,0 +1,140 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Command } from 'commander';
+import { UsageError, ZiuError } from '../errors.js';
+import { formatBytes, parseSize } from '../hugepages/index.js';
+import { checkMem, checkPorts, checkRate, checkSize, checkUpgrades, DEFAULTS, describeRun, FILES, formatUs, LIMITS, parseModes, runBench, type BenchResult } from '../bench/index.js';
+import { parseNumber } from '../probe/options.js';
+import { context } from './context.js';
+import { EXIT } from './exit.js';
+import type { Run } from './main.js';
+import { output, table } from './output.js';
+
+interface BenchCliOpts {
+  mode?: string;
+  upgrades?: string;
+  ports?: string;
+  rate?: string;
+  size?: string;
+  mem?: string;
+  out?: string;
+  json?: boolean;
+}
+
+export function benchCommand(program: Command, run: Run): void {
+  program
+    .command('bench')
+    .description(
+      'timed upgrades under traffic on this host: ziu handover against stopping and restarting the datapath, ' +
+        'measured by the VM side (ziu probe); writes results.json, summary.md and SVG plots, and removes everything it started',
+    )
+    .option('--mode <mode>', 'handover, restart, restart-cold, or all of them interleaved (default all)')
+    .option('--upgrades <n>', `upgrades per mode, ${LIMITS.upgrades.min}..${LIMITS.upgrades.max} (default ${DEFAULTS.upgrades})`)
+    .option('--ports <n>', `vhost-user port pairs, one probe each, ${LIMITS.ports.min}..${LIMITS.ports.max} (default ${DEFAULTS.ports})`)
+    .option('--rate <pps>', `probe frames per second per pair (default ${DEFAULTS.rate})`)
+    .option('--size <bytes>', `probe frame bytes, ${LIMITS.size.min}..${LIMITS.size.max} (default ${DEFAULTS.size})`)
+    .option('--mem <size>', `memory per datapath instance, e.g. 1G (default ${formatBytes(DEFAULTS.mem)})`)
+    .option('--out <dir>', 'where the results go (default ./ziu-bench-<date>-<time>)')
+    .option('--json', 'print the summary as one JSON document')
+    .addHelpText(
+      'after',
+      [
+        '',
+        'Modes: handover is ziu upgrade as built. restart prepopulates the new instance\'s memory, stops the old',
+        'instance, starts the new one on the same paths, and every VM reconnects. restart-cold makes the memory',
+        'after the stop, inside the outage, as a datapath that allocates its memory at start pays.',
+        'Outage per upgrade: the largest gap between two frames the VM side received. With --mode all, the',
+        'ratios restart/handover are taken over upgrades run back to back in this one session.',
+        `As root: ${formatBytes(DEFAULTS.mem)} (--mem) of 2 MiB hugepages per instance, pages added to the pool as needed and given back; otherwise tmpfs.`,
+        'Progress goes to stderr (none with --json). Exit codes: 0 done, 1 an upgrade failed or something could not',
+        'be cleaned up, 2 bad arguments.',
+      ].join('\n'),
+    )
+    .action(async (flags: BenchCliOpts) => {
+      const modes = parseModes(flags.mode ?? 'all', '--mode');
+      const upgrades = flags.upgrades === undefined ? DEFAULTS.upgrades : checkUpgrades(parseNumber(flags.upgrades, '--upgrades', true), '--upgrades');
+      const ports = flags.ports === undefined ? DEFAULTS.ports : checkPorts(parseNumber(flags.ports, '--ports', true), '--ports');
+      const rate = flags.rate === undefined ? DEFAULTS.rate : checkRate(parseNumber(flags.rate, '--rate', true), '--rate');
+      const size = flags.size === undefined ? DEFAULTS.size : checkSize(parseNumber(flags.size, '--size', true), '--size');
+      const mem = checkMem(flags.mem === undefined ? DEFAULTS.mem : parseMem(flags.mem), '--mem');
+      const out = outDir(flags.out);
+      const json = flags.json === true;
+      const ctx = context();
+      // The datapaths run detached in their own sessions: a Ctrl-C reaches only us, and we stop them.
+      const ac = new AbortController();
+      const onSignal = (sig: NodeJS.Signals): void => {
+        if (ac.signal.aborted) return;
+        process.stderr.write(`ziu bench: ${sig}: stopping and cleaning up\n`);
+        ac.abort(new ZiuError('ERR_ZIU_ABORTED', `interrupted by ${sig}`));
+      };
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+      let result: BenchResult;
+      try {
+        result = await runBench({
+          host: ctx.host,
+          privileged: ctx.privileged,
+          modes,
+          upgrades,
+          ports,
+          rate,
+          size,
+          mem,
+          out,
+          signal: ac.signal,
+          ...(json ? {} : { progress: (line: string) => process.stderr.write(`${line}\n`) }),
+        });
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
+      output(json).result(result.doc, () => humanBench(result, out));
+      if (result.cleanup.problems.length > 0) {
+        process.stderr.write(`ziu: not cleaned up: ${result.cleanup.problems.join('; ')}\n`);
+        run.exitCode = EXIT.failed;
+      }
+    });
+}
+
+function parseMem(text: string): number {
+  try {
+    return parseSize(text);
+  } catch (err) {
+    throw new UsageError(`invalid --mem '${text}': use a size such as 64M or 1G`, { cause: err });
+  }
+}
+
+/** The output directory, created now so that a bad path is refused before anything starts. */
+function outDir(flag: string | undefined): string {
+  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+  const dir = path.resolve(flag ?? `ziu-bench-${stamp}`);
+  if (flag !== undefined && flag.trim() === '') throw new UsageError('--out: the directory name is empty');
+  try {
+    fs.mkdirSync(dir, { recursive: true });
+    fs.accessSync(dir, fs.constants.W_OK);
+  } catch (err) {
+    const why = (err as NodeJS.ErrnoException).code === 'EEXIST' || (err as NodeJS.ErrnoException).code === 'ENOTDIR' ? 'it is not a directory' : (err as Error).message;
+    throw new UsageError(`--out '${flag ?? dir}': cannot write results there (${why})`, { cause: err });
+  }
+  return dir;
+}
+
+/** The summary for a person: one row per mode, the ratios, where the files are. */
+export function humanBench(r: BenchResult, out: string): string[] {
+  const rows = Object.entries(r.doc.modes).map(([mode, x]) => [
+    mode,
+    x.upgrades,
+    x.outageUs ? formatUs(x.outageUs.p50) : '-',
+    x.outageUs ? formatUs(x.outageUs.p99) : '-',
+    x.outageUs ? formatUs(x.outageUs.max) : '-',
+    x.lost,
+    x.switchoverUs ? formatUs(x.switchoverUs.p50) : '-',
+    x.wallMs ? `${Math.round(x.wallMs.p50)} ms` : '-',
+  ]);
+  return [
+    `ziu bench: ${describeRun(r.machine, r.setup)}; ${r.setup.upgrades} upgrade${r.setup.upgrades === 1 ? '' : 's'} per mode`,
+    ...table(['MODE', 'UPGRADES', 'OUTAGE P50', 'P99', 'MAX', 'LOST', 'SWITCHOVER P50', 'WALL P50'], rows),
+    ...Object.entries(r.ratios).map(([k, v]) => `${k}: outage p50 ${v.p50}x, p99 ${v.p99}x (${v.pairs} pair${v.pairs === 1 ? "" : "s"}, same run)`),
+    `results: ${out} (${Object.values(FILES).join(', ')})`,
+  ];
+}
