@@ -17,6 +17,7 @@ import {
   type TapExport,
   type VhostExport,
 } from '../handover/state.js';
+import { MAX_FDS_PER_MESSAGE } from '../net/socket.js';
 import { VERSION } from '../version.js';
 import type { DatapathConfig, TapSpec } from './config.js';
 import type { Engine } from './engine.js';
@@ -167,6 +168,14 @@ export class Handover {
     const { state, fds } = this.#collect(() => true);
     fds.set(BATON_FD, this.#baton);
     fds.set(GO_FD, this.#go!);
+    if (fds.size > MAX_FDS_PER_MESSAGE) {
+      // One message carries them all (SCM_RIGHTS: at most 253); splitting the export is not done yet.
+      this.#forgetExport();
+      throw new ZiuError(
+        'ERR_ZIU_TOO_MANY_FDS',
+        `export needs ${fds.size} fds (${state.devices.length} devices) but one message carries at most ${MAX_FDS_PER_MESSAGE}; this version hands over about 40 vhost-user ports per instance`,
+      );
+    }
     this.#exported = {
       format,
       upgradeId,
