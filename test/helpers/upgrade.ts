@@ -5,6 +5,7 @@ import { startProbe, type ProbeReport } from '../../src/probe/index.js';
 import { processAlive } from '../../src/upgrade/launch.js';
 import { ziu, type CliResult } from '../cli/helpers.js';
 import { startDatapath, type DatapathOptions, type RunningDatapath } from './datapath.js';
+import { hostSnapshot, realHugepagesUnavailable } from './hugepages.js';
 
 export const DATAPATH_BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'ziu-datapath.js');
 
@@ -25,6 +26,8 @@ export interface Rig {
 
 /** A datapath with ports a and b, the probe sending a -> b through it, and an orchestrator state dir. */
 export async function startRig(o: { rate?: number; dp?: DatapathOptions; datapathArgs?: string[]; probe?: boolean } = {}): Promise<Rig> {
+  // As root the orchestrator reserves hugepages and mounts hugetlbfs: both go back as they were.
+  const snapshot = realHugepagesUnavailable() === null ? hostSnapshot() : null;
   const dp = await startDatapath({ ...o.dp, ...(o.datapathArgs ? { extraArgs: o.datapathArgs } : {}) });
   const stateDir = fs.mkdtempSync('/tmp/ziu-state-');
   const pids = new Set<number>([dp.proc.pid!]);
@@ -66,6 +69,7 @@ export async function startRig(o: { rate?: number; dp?: DatapathOptions; datapat
         }
       }).catch(() => undefined);
       fs.rmSync(stateDir, { recursive: true, force: true });
+      snapshot?.restore();
     },
   };
   return rig;
