@@ -4,6 +4,7 @@
  * serving instance as it is (maybe none) for teardown to stop.
  */
 import { ZiuError } from '../errors.js';
+import { round } from './stats.js';
 import { upgrade } from '../upgrade/upgrade.js';
 import type { Mode } from './options.js';
 import { PAGE_SIZE } from './options.js';
@@ -72,14 +73,14 @@ async function restart(rig: Rig, o: { cold: boolean }): Promise<Replacement> {
     try {
       return await fn();
     } finally {
-      phases[name] = round3(performance.now() - t);
+      phases[name] = round(performance.now() - t, 3);
     }
   };
   const instance = rig.nextInstance();
   let prepopulateMs = 0;
   const reserve = async (): Promise<string> => {
     const m = await rig.createMem(instance);
-    prepopulateMs = round3(m.prepopulateMs);
+    prepopulateMs = round(m.prepopulateMs, 3);
     return m.path!;
   };
   const memPath = o.cold ? null : await step('reserve', reserve);
@@ -88,9 +89,5 @@ async function restart(rig: Rig, o: { cold: boolean }): Promise<Replacement> {
   const newPid = await step('start', () => rig.launch(instance, path));
   rig.serving = { pid: newPid, instance, mem: instance };
   await step('release', () => rig.removeMem(old.mem));
-  return { oldPid: old.pid, newPid, switchoverUs: null, wallMs: round3(performance.now() - t0), phases, prepopulateMs };
-}
-
-function round3(x: number): number {
-  return Math.round(x * 1000) / 1000;
+  return { oldPid: old.pid, newPid, switchoverUs: null, wallMs: round(performance.now() - t0, 3), phases, prepopulateMs };
 }

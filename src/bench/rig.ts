@@ -12,22 +12,17 @@
  * listening probes, as QEMU's `server=on` chardevs and DPDK's virtio-user
  * `server=1` let a restarted vswitch do.
  */
-import fs from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { hasCode } from '../errors.js';
-import { pageSizeInfo, PAGE_SIZES, unmount, type HugepageHost } from '../hugepages/index.js';
+import { datapathArgv } from '../datapath/bin.js';
+import type { HugepageHost } from '../hugepages/index.js';
 import type { Logger } from '../log.js';
-import { MemFileStore, type Backing, type CreateResult } from '../memfile/index.js';
-import { launchDetached, processAlive, stopProcess } from '../upgrade/launch.js';
+import type { Backing, CreateResult, MemFileStore } from '../memfile/index.js';
+import { stopProcess } from '../upgrade/launch.js';
+import { Workspace, type WorkspaceCleanup } from '../workspace/workspace.js';
 import { PAGE_SIZE } from './options.js';
 import { startTraffic, type PortPair, type Traffic } from './traffic.js';
 
-// dist/bench/rig.js and src/bench/rig.ts sit at the same depth below the package root.
-const DATAPATH_BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'ziu-datapath.js');
-
 const READY_TIMEOUT_MS = 15_000;
-// A datapath stopped at teardown gets this long to close its ports on SIGTERM.
+// A datapath stopped by a restart gets this long to close its ports on SIGTERM.
 const STOP_GRACE_MS = 3000;
 
 export interface RigOptions {
@@ -53,49 +48,56 @@ export interface Serving {
   mem: string;
 }
 
-/** What was made and is verifiably gone at the end; problems name what is not. */
-export interface RigCleanup {
-  processes: number;
-  memFiles: number;
-  tempDir: boolean;
-  problems: string[];
-}
+export type RigCleanup = WorkspaceCleanup;
 
 export class Rig {
   readonly o: RigOptions;
-  readonly dir: string;
-  readonly store: MemFileStore;
+  readonly ws: Workspace;
   readonly control: string;
   readonly pairs: PortPair[];
   /** the backing the instances' memory gets, and why not hugepages if not */
   backing: Backing = 'tmpfs';
   backingNote: string | null = null;
-  serving: Serving | null = null;
-  /** every datapath pid started, for teardown */
-  readonly pids = new Set<number>();
-  /** every mem file instance created in the rig's store */
-  readonly memInstances = new Set<string>();
+  #serving: Serving | null = null;
   /** the window's probes, stopped by teardown if a window failed */
   #traffic: Traffic | null = null;
   #instances = 0;
 
-  private constructor(o: RigOptions, dir: string) {
+  private constructor(o: RigOptions) {
     this.o = o;
-    this.dir = dir;
-    this.store = new MemFileStore({
-      host: o.host,
-      privileged: o.privileged,
-      stateDir: dir,
-      tmpfsDir: path.join(dir, 'shm'),
-      hugetlbfsDir: (p) => path.join(dir, `hugepages-${pageSizeInfo(p).name}`),
-    });
-    this.control = path.join(dir, 'dp.sock');
-    this.pairs = Array.from({ length: o.ports }, (_, i) => ({ tx: path.join(dir, `a${i}.sock`), rx: path.join(dir, `b${i}.sock`) }));
+    this.ws = new Workspace({ host: o.host, privileged: o.privileged, prefix: 'ziu-bench-', log: o.log, ...(o.baseDir ? { baseDir: o.baseDir } : {}) });
+    this.control = this.ws.path('dp.sock');
+    this.pairs = Array.from({ length: o.ports }, (_, i) => ({ tx: this.ws.path(`a${i}.sock`), rx: this.ws.path(`b${i}.sock`) }));
+  }
+
+  get dir(): string {
+    return this.ws.dir;
+  }
+
+  get store(): MemFileStore {
+    return this.ws.store;
+  }
+
+  get pids(): Set<number> {
+    return this.ws.pids;
+  }
+
+  get memInstances(): Set<string> {
+    return this.ws.memInstances;
+  }
+
+  get serving(): Serving | null {
+    return this.#serving;
+  }
+
+  set serving(s: Serving | null) {
+    this.#serving = s;
+    this.ws.servingPid = s?.pid ?? null;
   }
 
   /** A fresh directory and its own mem file store (hugepages as root, else tmpfs). */
   static async create(o: RigOptions): Promise<Rig> {
-    const rig = new Rig(o, fs.mkdtempSync(path.join(o.baseDir ?? '/dev/shm', 'ziu-bench-')));
+    const rig = new Rig(o);
     try {
       const chosen = await rig.store.chooseBacking(PAGE_SIZE);
       rig.backing = chosen.backing;
@@ -110,7 +112,7 @@ export class Rig {
   /** The datapath's command line without memory: its ports connect to the probes. */
   datapathArgv(instance: string): string[] {
     const ports = this.pairs.flatMap((p, i) => ['--vhost-user', `a${i}=${p.tx},client`, '--vhost-user', `b${i}=${p.rx},client`]);
-    return [process.execPath, DATAPATH_BIN, '--control', this.control, ...ports, '--instance', instance];
+    return [...datapathArgv(), '--control', this.control, ...ports, '--instance', instance];
   }
 
   /** bench-1, bench-2, ...: the datapath instance id and its mem file instance. */
@@ -118,32 +120,22 @@ export class Rig {
     return `bench-${++this.#instances}`;
   }
 
-  async createMem(instance: string): Promise<CreateResult> {
-    this.memInstances.add(instance);
-    return this.store.create({ instance, role: 'packets', size: this.o.mem, pageSize: PAGE_SIZE, backing: 'auto' });
+  createMem(instance: string): Promise<CreateResult> {
+    return this.ws.createMem(instance, this.o.mem, PAGE_SIZE);
   }
 
-  /** Remove an instance's mem files; gone already (an upgrade removes the old one's on commit) is fine. */
-  async removeMem(instance: string): Promise<void> {
-    try {
-      await this.store.remove(instance);
-    } catch (err) {
-      if (!hasCode(err, 'ERR_ZIU_NO_MEMFILE')) throw err;
-    }
+  removeMem(instance: string): Promise<void> {
+    return this.ws.removeMem(instance);
   }
 
   /** Start a datapath instance on the rig's paths; resolves at READY=1 (every port connected to its probe). */
-  async launch(instance: string, memPath: string): Promise<number> {
-    const launched = await launchDetached({
+  launch(instance: string, memPath: string): Promise<number> {
+    return this.ws.launch({
+      name: instance,
       argv: [...this.datapathArgv(instance), '--mem-file', memPath],
       readyTimeoutMs: READY_TIMEOUT_MS,
-      logFile: path.join(this.dir, `${instance}.log`),
-      notifyPath: path.join(this.dir, `${instance}.notify.sock`),
-      log: this.o.log,
       ...(this.o.signal ? { signal: this.o.signal } : {}),
-      onSpawn: (pid) => this.pids.add(pid),
     });
-    return launched.pid;
   }
 
   /** SIGTERM to the serving instance, and wait until it is gone (SIGKILL after graceMs). */
@@ -174,46 +166,10 @@ export class Rig {
     this.serving = { pid, instance, mem: instance };
   }
 
-  /**
-   * Undo exactly what the rig made: probes, every datapath it started (the
-   * serving one gently), mem files (and the hugepages added for them), the
-   * hugetlbfs mount, the temp dir. Never throws; what could not be undone is
-   * in problems.
-   */
+  /** Undo exactly what the rig made (the workspace's teardown, the window's probes first). Never throws. */
   async teardown(): Promise<RigCleanup> {
-    const problems: string[] = [];
-    const attempt = async (what: string, fn: () => Promise<unknown>): Promise<void> => {
-      try {
-        await fn();
-      } catch (err) {
-        problems.push(`${what}: ${(err as Error).message}`);
-      }
-    };
     const traffic = this.#traffic;
-    if (traffic) await attempt('stopping the probes', () => traffic.stop());
-    for (const pid of this.pids) await attempt(`stopping pid ${pid}`, () => stopProcess(pid, pid === this.serving?.pid ? STOP_GRACE_MS : 0));
-    const alive = [...this.pids].filter((pid) => processAlive(pid));
-    for (const pid of alive) problems.push(`process ${pid} is still running`);
-
-    // Only now: a file still mapped by a datapath would keep its pages. The store gives back
-    // the hugepages it added to the pool for each file as it removes it.
-    let left: string[] = [];
-    await attempt('listing mem files', async () => {
-      for (const f of await this.store.list()) await this.removeMem(f.instance);
-      left = (await this.store.list()).map((f) => f.instance);
-    });
-    for (const inst of new Set(left)) problems.push(`mem files of ${inst} remain`);
-    for (const { bytes } of PAGE_SIZES) {
-      const mount = this.store.hugetlbfsDir(bytes);
-      if (fs.existsSync(mount)) await attempt(`unmounting ${mount}`, () => unmount(this.o.host, mount));
-    }
-    await attempt(`removing ${this.dir}`, async () => fs.rmSync(this.dir, { recursive: true, force: true }));
-    const cleanup: RigCleanup = {
-      processes: this.pids.size - alive.length,
-      memFiles: [...this.memInstances].filter((m) => !left.includes(m)).length,
-      tempDir: !fs.existsSync(this.dir),
-      problems,
-    };
+    const cleanup = await this.ws.teardown(traffic ? [['stopping the probes', () => traffic.stop()]] : []);
     this.o.log.info(cleanup, 'bench: rig torn down');
     return cleanup;
   }

@@ -4,6 +4,7 @@
  * makes the largest gap that window's own: the outage the VMs saw.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { round } from './stats.js';
 import { ZiuError } from '../errors.js';
 import type { Sample } from './results.js';
 import { formatUs } from './svg.js';
@@ -143,9 +144,4 @@ export async function pause(ms: number, signal: AbortSignal | undefined): Promis
     if (signal?.aborted) throw aborted(signal);
     throw err;
   }
-}
-
-function round(x: number, digits: number): number {
-  const f = 10 ** digits;
-  return Math.round(x * f) / f;
 }

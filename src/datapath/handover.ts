@@ -567,11 +567,6 @@ export class Handover {
     throw new ZiuError('ERR_ZIU_HANDOVER_STATE', `abort: not possible while ${this.role}; use thaw (old side) or stop the instance (new side)`);
   }
 
-  /** The old side is being stopped: if it is no longer the one serving, let go without touching anything. */
-  get serving(): boolean {
-    return this.role === 'active' || this.role === 'exporting' || this.role === 'resumed';
-  }
-
   #expectRole(op: string, roles: Role[]): void {
     if (!roles.includes(this.role)) {
       throw new ZiuError('ERR_ZIU_HANDOVER_STATE', `${op}: this instance is ${this.role}; ${op} needs ${roles.join(' or ')}`);

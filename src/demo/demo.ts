@@ -1,20 +1,16 @@
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
-import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
-import { hasCode, ZiuError } from '../errors.js';
-import { PAGE_2M, PAGE_SIZES, pageSizeInfo, unmount, type HugepageHost } from '../hugepages/index.js';
+import { datapathArgv } from '../datapath/bin.js';
+import { ZiuError } from '../errors.js';
+import { PAGE_2M, type HugepageHost } from '../hugepages/index.js';
 import { logger, type Logger } from '../log.js';
-import { MemFileStore, type Backing } from '../memfile/index.js';
+import type { Backing } from '../memfile/index.js';
 import { startProbe, type RunningProbe } from '../probe/index.js';
 import { checkInteger, LIMITS } from '../probe/options.js';
-import { launchDetached, processAlive, stopProcess } from '../upgrade/launch.js';
 import type { UpgradeReport } from '../upgrade/report.js';
 import { upgrade } from '../upgrade/upgrade.js';
-
-// dist/demo/demo.js and src/demo/demo.ts sit at the same depth below the package root.
-const DATAPATH_BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'ziu-datapath.js');
+import { Workspace, type WorkspaceCleanup } from '../workspace/workspace.js';
 
 /** The tap uplink the demo creates as root; non-persistent, so it goes with the last fd to it. */
 export const DEMO_TAP = 'ziudemo0';
@@ -24,8 +20,6 @@ export const DEMO_DEFAULTS = { rate: 10_000, size: 64, trafficMs: 1000 } as cons
 
 const OLD_MEM = 'demo-old';
 const READY_TIMEOUT_MS = 10_000;
-// The instance serving at the end gets this long to close its ports and exit on SIGTERM.
-const STOP_GRACE_MS = 3000;
 // A non-persistent tap is unregistered when its fd closes; give the kernel a moment.
 const TAP_GONE_MS = 2000;
 
@@ -64,13 +58,7 @@ export interface DemoMode {
 }
 
 /** What was made and is verifiably gone at the end; problems name what is not. */
-export interface DemoCleanup {
-  processes: number;
-  memFiles: number;
-  tap: boolean;
-  tempDir: boolean;
-  problems: string[];
-}
+export type DemoCleanup = WorkspaceCleanup & { tap: boolean };
 
 export type DemoReport = UpgradeReport & { traffic: DemoTraffic; mode: DemoMode; dir: string; cleanup: DemoCleanup };
 
@@ -96,16 +84,10 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
   // The issue asks for memfd memory without root, but a memfd lives only in the
   // process that holds it, and the datapath is another process that takes a
   // path (--mem-file): so tmpfs files, in the demo's dir on /dev/shm.
-  const dir = fs.mkdtempSync(path.join(o.baseDir ?? '/dev/shm', 'ziu-demo-'));
-  const store = new MemFileStore({
-    host: o.host,
-    privileged: o.privileged,
-    stateDir: dir,
-    tmpfsDir: path.join(dir, 'shm'),
-    hugetlbfsDir: (p) => path.join(dir, `hugepages-${pageSizeInfo(p).name}`),
-  });
+  const ws = new Workspace({ host: o.host, privileged: o.privileged, prefix: 'ziu-demo-', log, ...(o.baseDir ? { baseDir: o.baseDir } : {}) });
+  const dir = ws.dir;
   const upgradeId = randomUUID().slice(0, 8);
-  const s: Started = { pids: [], serving: null, probe: null, memFiles: [], tap: false };
+  let probe: RunningProbe | null = null;
   let outcome: Omit<DemoReport, 'cleanup'> | undefined;
   let failure: unknown;
   try {
@@ -114,7 +96,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
     failure = err;
   }
   say('cleaning up');
-  const cleanup = await cleanUp(s, { store, dir, host: o.host, log, upgradeId });
+  const cleanup = await cleanUp(ws, probe, tap);
   for (const p of cleanup.problems) log.error(`demo cleanup: ${p}`);
   if (failure !== undefined || outcome === undefined) {
     say(cleanup.problems.length === 0 ? 'everything the demo started is stopped and removed' : `not cleaned up: ${cleanup.problems.join('; ')}`);
@@ -124,48 +106,43 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
 
   async function demo(): Promise<Omit<DemoReport, 'cleanup'>> {
     say(`ziu demo: working in ${dir}`);
-    const mem = await store.create({ instance: OLD_MEM, role: 'packets', size: DEMO_MEM, pageSize: PAGE_2M, backing: 'auto' });
-    s.memFiles.push(OLD_MEM);
+    const mem = await ws.createMem(OLD_MEM, DEMO_MEM, PAGE_2M);
     const note = !o.privileged ? 'not root: tmpfs memory instead of hugepages, no tap' : mem.backing !== 'hugetlbfs' ? (mem.notes[0] ?? 'no 2M hugepages: tmpfs memory') : null;
     if (note) say(note);
     say(`memory: ${DEMO_MEM / 2 ** 20} MiB ${mem.backing} for the old instance${mem.notes.length > 0 ? ` (${mem.notes.join('; ')})` : ''}`);
 
-    const control = path.join(dir, 'dp.sock');
-    const ports = ['--vhost-user', `vm1=${path.join(dir, 'vm1.sock')}`, '--vhost-user', `vm2=${path.join(dir, 'vm2.sock')}`, ...(tap ? ['--tap', `uplink=${DEMO_TAP}`] : [])];
-    const datapath = [process.execPath, DATAPATH_BIN, '--control', control];
-    const old = await launchDetached({
-      argv: [...datapath, '--mem-file', mem.path!, ...ports, '--instance', 'demo-old'],
-      readyTimeoutMs: READY_TIMEOUT_MS,
-      logFile: path.join(dir, 'old.log'),
-      notifyPath: path.join(dir, 'old.notify.sock'),
-      log,
-      ...(o.signal ? { signal: o.signal } : {}),
-      onSpawn: (pid) => {
-        s.pids.push(pid);
-        s.serving = pid;
-        s.tap = tap;
-      },
-    });
+    const control = ws.path('dp.sock');
+    const ports = ['--vhost-user', `vm1=${ws.path('vm1.sock')}`, '--vhost-user', `vm2=${ws.path('vm2.sock')}`, ...(tap ? ['--tap', `uplink=${DEMO_TAP}`] : [])];
+    const datapath = [...datapathArgv(), '--control', control];
+    const old = {
+      pid: await ws.launch({
+        name: 'old',
+        argv: [...datapath, '--mem-file', mem.path!, ...ports, '--instance', 'demo-old'],
+        readyTimeoutMs: READY_TIMEOUT_MS,
+        ...(o.signal ? { signal: o.signal } : {}),
+      }),
+    };
+    ws.servingPid = old.pid;
     say(`old datapath: pid ${old.pid}, vhost-user ports vm1 and vm2${tap ? `, tap uplink ${DEMO_TAP}` : ''}`);
 
     // 1024 descriptors: at 10 kpps they ride out 100 ms of a descheduled datapath while the
     // new instance starts beside it on a small host (the switchover itself is far shorter).
-    s.probe = await startProbe({ tx: path.join(dir, 'vm1.sock'), rx: path.join(dir, 'vm2.sock'), rate, size, ringSize: 1024 });
+    probe = await startProbe({ tx: ws.path('vm1.sock'), rx: ws.path('vm2.sock'), rate, size, ringSize: 1024 });
     say(`traffic: ${rate} frames/s of ${size} bytes, vm1 -> vm2, for ${trafficMs} ms before the upgrade`);
     await pause(trafficMs, o.signal);
 
     say(`upgrade ${upgradeId}: starting a new instance beside the old one and handing it every connection`);
-    const report = await upgrade({ control, newCommand: [...datapath, ...ports, '--instance', 'demo-new'], mem: DEMO_MEM, pageSize: PAGE_2M, stateDir: dir, store, upgradeId });
-    if (report.new) s.pids.push(report.new.pid);
-    if (report.memory) s.memFiles.push(`upgrade-${upgradeId}`);
+    const report = await upgrade({ control, newCommand: [...datapath, ...ports, '--instance', 'demo-new'], mem: DEMO_MEM, pageSize: PAGE_2M, stateDir: dir, store: ws.store, upgradeId });
+    if (report.new) ws.pids.add(report.new.pid);
+    if (report.memory) ws.memInstances.add(`upgrade-${upgradeId}`);
     // After a commit the new instance serves; otherwise the old one still does (or, after a failed rollback, maybe neither).
-    s.serving = report.result === 'committed' ? (report.new?.pid ?? null) : report.result === 'failed' ? null : old.pid;
-    say(`upgrade ${upgradeId}: ${report.result.replace('_', ' ')}${s.serving !== null ? `; traffic goes on through pid ${s.serving} for ${trafficMs} ms` : ''}`);
+    ws.servingPid = report.result === 'committed' ? (report.new?.pid ?? null) : report.result === 'failed' ? null : old.pid;
+    say(`upgrade ${upgradeId}: ${report.result.replace('_', ' ')}${ws.servingPid !== null ? `; traffic goes on through pid ${ws.servingPid} for ${trafficMs} ms` : ''}`);
     await pause(trafficMs, o.signal);
 
-    const probe = s.probe;
-    s.probe = null;
-    const p = await probe.stop();
+    const running = probe;
+    probe = null;
+    const p = await running.stop();
     return {
       ...report,
       traffic: { sent: p.sent, received: p.received, lost: p.lost, maxGapUs: p.maxGapUs },
@@ -175,76 +152,18 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
   }
 }
 
-/** What the demo started so far: the finally block undoes exactly this. */
-interface Started {
-  pids: number[];
-  /** the instance that forwards now: stopped gently, the others killed */
-  serving: number | null;
-  probe: RunningProbe | null;
-  /** mem file instances created in the demo's store */
-  memFiles: string[];
-  tap: boolean;
-}
-
-async function cleanUp(
-  s: Started,
-  c: { store: MemFileStore; dir: string; host: HugepageHost; log: Logger; upgradeId: string },
-): Promise<DemoCleanup> {
-  const problems: string[] = [];
-  const attempt = async (what: string, fn: () => Promise<unknown>): Promise<void> => {
-    try {
-      await fn();
-    } catch (err) {
-      problems.push(`${what}: ${(err as Error).message}`);
-    }
-  };
-  if (s.probe) {
-    const probe = s.probe;
-    await attempt('stopping the probe', () => probe.stop());
-  }
-  // SIGTERM lets the serving datapath close its ports and exit; any other is only in the way.
-  for (const pid of s.pids) await attempt(`stopping pid ${pid}`, () => stopProcess(pid, pid === s.serving ? STOP_GRACE_MS : 0));
-  const alive = s.pids.filter((pid) => processAlive(pid));
-  for (const pid of alive) problems.push(`process ${pid} is still running`);
-
-  // Only now: a file still mapped by a datapath would keep its hugepages.
-  // The upgrade removes the old instance's memory itself on commit, and the new one's on rollback.
-  for (const instance of [OLD_MEM, `upgrade-${c.upgradeId}`]) {
-    await attempt(`removing mem files of ${instance}`, async () => {
-      try {
-        await c.store.remove(instance);
-      } catch (err) {
-        if (!hasCode(err, 'ERR_ZIU_NO_MEMFILE')) throw err;
-      }
-    });
-  }
-  let left: string[] = [];
-  await attempt('listing mem files', async () => {
-    left = (await c.store.list()).map((f) => f.instance);
-  });
-  for (const inst of new Set(left)) problems.push(`mem files of ${inst} remain`);
-
-  for (const { bytes } of PAGE_SIZES) {
-    const mount = c.store.hugetlbfsDir(bytes);
-    if (fs.existsSync(mount)) await attempt(`unmounting ${mount}`, () => unmount(c.host, mount));
-  }
-  await attempt(`removing ${c.dir}`, async () => fs.rmSync(c.dir, { recursive: true, force: true }));
-
+/** The workspace's teardown (the probe first), then the tap: it goes with the last fd to it. */
+async function cleanUp(ws: Workspace, probe: RunningProbe | null, tap: boolean): Promise<DemoCleanup> {
+  const cleanup = await ws.teardown(probe ? [['stopping the probe', () => probe.stop()]] : []);
   let tapGone = true;
-  if (s.tap) {
+  if (tap) {
     const deadline = Date.now() + TAP_GONE_MS;
     while (tapExists() && Date.now() < deadline) await sleep(20);
     tapGone = !tapExists();
-    if (!tapGone) problems.push(`tap ${DEMO_TAP} still exists`);
+    if (!tapGone) cleanup.problems.push(`tap ${DEMO_TAP} still exists`);
   }
-  c.log.info({ pids: s.pids, memFiles: s.memFiles, problems }, 'demo cleaned up');
-  return {
-    processes: s.pids.length - alive.length,
-    memFiles: s.memFiles.filter((m) => !left.includes(m)).length,
-    tap: s.tap && tapGone,
-    tempDir: !fs.existsSync(c.dir),
-    problems,
-  };
+  ws.log.info({ pids: [...ws.pids], memFiles: [...ws.memInstances], problems: cleanup.problems }, 'demo cleaned up');
+  return { ...cleanup, tap: tap && tapGone };
 }
 
 function tapExists(): boolean {

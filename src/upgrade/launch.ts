@@ -176,10 +176,10 @@ function checkPid(pid: number): void {
 async function terminate(target: number, pid: number, graceMs: number): Promise<'exited' | 'killed' | 'not-running'> {
   if (!processAlive(pid)) return 'not-running';
   if (!signal(target, 'SIGTERM')) return 'exited';
-  if (await gone(pid, graceMs)) return 'exited';
+  if (await waitGone(pid, graceMs)) return 'exited';
   signal(target, 'SIGKILL');
   // SIGKILL cannot be ignored, but a process in uninterruptible sleep (D) dies only when the syscall returns.
-  if (await gone(pid, Math.max(graceMs, KILL_GRACE_MS))) return 'killed';
+  if (await waitGone(pid, Math.max(graceMs, KILL_GRACE_MS))) return 'killed';
   throw new ZiuError('ERR_ZIU_STOP', `process ${pid} is still there after SIGKILL; it is probably stuck in the kernel (see /proc/${pid}/stack), stop it by hand`);
 }
 
@@ -202,7 +202,8 @@ function killQuietly(target: number, sig: NodeJS.Signals): void {
   }
 }
 
-async function gone(pid: number, ms: number): Promise<boolean> {
+/** Wait up to ms for pid to be gone (exited, or a zombie); true if it is. */
+export async function waitGone(pid: number, ms: number): Promise<boolean> {
   const deadline = Date.now() + ms;
   for (;;) {
     if (!processAlive(pid)) return true;

@@ -4,6 +4,7 @@ import { logger, type Logger } from '../log.js';
 import type { MemFileStore } from '../memfile/index.js';
 import { acquireLock, Journal, readLastUpgrade, readLock, upgradePaths } from './journal.js';
 import { processAlive, stopProcess } from './launch.js';
+import { retireOld } from './retire.js';
 import { Peer, type Hello, type Status } from './peer.js';
 
 export interface RecoverReport {
@@ -58,17 +59,12 @@ export async function recover(o: { control: string; stateDir?: string; store: Me
         await newPeer.peer.call('commit');
         actions.push('committed the new instance');
       }
-      let memFiles: string[] = [];
       if (oldPeer) {
-        memFiles = (await oldPeer.peer.status()).memFiles.map((m) => m.path);
-        await oldPeer.peer.call('commit').catch(() => undefined);
-        await oldPeer.peer.call('shutdown').catch(() => undefined);
-        oldPeer.peer.close();
-        await waitGone(oldPid!, 3000);
-        if (processAlive(oldPid!)) await stopProcess(oldPid!, 1000);
-        actions.push(`stopped the old instance (pid ${oldPid})`);
+        await retireOld(oldPeer.peer, oldPid!, o.store, {
+          note: (problem) => actions.push(`warning: ${problem}`),
+          done: (action) => actions.push(action),
+        });
       }
-      await removeInstancesOf(o.store, memFiles, actions);
       report.result = 'committed';
       report.serving = { pid: newPid!, role: 'active' };
     } else if (oldPeer) {
@@ -123,20 +119,6 @@ async function peerWithPid(label: string, path: string, pid: number, opened?: Pe
   }
   peer.close();
   return null;
-}
-
-async function removeInstancesOf(store: MemFileStore, paths: string[], actions: string[]): Promise<void> {
-  if (paths.length === 0) return;
-  const ours = (await store.list()).filter((f) => f.path !== null && paths.includes(f.path));
-  for (const inst of new Set(ours.map((f) => f.instance))) {
-    await store.remove(inst);
-    actions.push(`removed the old instance's memory (${inst})`);
-  }
-}
-
-async function waitGone(pid: number, ms: number): Promise<void> {
-  const deadline = performance.now() + ms;
-  while (processAlive(pid) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 10));
 }
 
 export interface DatapathOverview {

@@ -10,9 +10,10 @@ import { logger, type Logger } from '../log.js';
 import type { MemFileStore } from '../memfile/index.js';
 import { native } from '../native/index.js';
 import { acquireLock, Journal, upgradePaths } from './journal.js';
-import { launchDetached, processAlive, stopProcess } from './launch.js';
+import { launchDetached, stopProcess } from './launch.js';
 import { Peer, type Hello, type Status } from './peer.js';
-import { EXIT_FOR, type InstanceInfo, type Phase, type UpgradeReport } from './report.js';
+import { retireOld } from './retire.js';
+import type { Phase, UpgradeReport } from './report.js';
 import { checkHealth, movingPorts, verifyNew } from './verify.js';
 
 export interface UpgradeOptions {
@@ -311,41 +312,14 @@ export class Upgrade {
   /** The new instance serves and owns the devices: the old one lets go and exits, its memory goes back. */
   async #retireOld(): Promise<void> {
     const t = performance.now();
-    const warn = (msg: string): void => {
-      this.#report.warnings.push(msg);
-      this.log.warn(msg);
-    };
-    const old = this.#old!;
-    const pid = this.#oldHello!.pid;
-    let memFiles: string[] = [];
-    try {
-      memFiles = (await old.status()).memFiles.map((m) => m.path);
-      await old.call('commit');
-      await old.call('shutdown');
-    } catch (err) {
-      warn(`the old instance (pid ${pid}) did not shut down cleanly: ${(err as Error).message}`);
-    }
-    old.close();
-    if (!(await waitGone(pid, 3000))) {
-      const how = await stopProcess(pid, 1000);
-      warn(`the old instance (pid ${pid}) had to be stopped with a signal (${how})`);
-    }
-    await this.#removeMemory(memFiles, warn);
+    await retireOld(this.#old!, this.#oldHello!.pid, this.o.store, {
+      note: (msg) => {
+        this.#report.warnings.push(msg);
+        this.log.warn(msg);
+      },
+      done: () => undefined,
+    });
     this.#report.phases['commit'] = round((this.#report.phases['commit'] ?? 0) + performance.now() - t, 3);
-  }
-
-  /** Remove the old instance's mem files if ziu created them (giving back their hugepages). */
-  async #removeMemory(paths: string[], warn: (m: string) => void): Promise<void> {
-    if (paths.length === 0) return;
-    const store = this.o.store;
-    const ours = (await store.list()).filter((f) => f.path !== null && paths.includes(f.path));
-    for (const inst of new Set(ours.map((f) => f.instance))) {
-      try {
-        await store.remove(inst);
-      } catch (err) {
-        warn(`could not remove the old instance's mem files (${inst}): ${(err as Error).message}`);
-      }
-    }
   }
 
   // ---- rollback ----
@@ -429,7 +403,6 @@ export async function upgrade(o: UpgradeOptions): Promise<UpgradeReport> {
   return new Upgrade(o).run();
 }
 
-export { EXIT_FOR };
 
 /** What the new datapath binary says it speaks (`<command> --handover-info`); a refusal if it cannot say. */
 export async function newCommandInfo(argv: string[]): Promise<{ protocol: number; version: string; stateFormats: { export: number[]; import: number[] } }> {
@@ -482,18 +455,9 @@ function refusal(err: unknown): Refusal {
   return new Refusal(e.code ?? 'ERR_ZIU_INTERNAL', e.message ?? String(err), { cause: err });
 }
 
-async function waitGone(pid: number, ms: number): Promise<boolean> {
-  const deadline = performance.now() + ms;
-  while (processAlive(pid)) {
-    if (performance.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return true;
-}
 
 function round(v: number, digits: number): number {
   const f = 10 ** digits;
   return Math.round(v * f) / f;
 }
 
-export type { InstanceInfo };

@@ -8,7 +8,7 @@ import { startProbe } from '../../src/probe/index.js';
 import { launchDetached, stopProcess } from '../../src/upgrade/launch.js';
 import { Peer } from '../../src/upgrade/peer.js';
 import { startDatapath, type RunningDatapath } from '../helpers/datapath.js';
-import { DATAPATH_BIN } from '../helpers/upgrade.js';
+import { DATAPATH_BIN } from '../../src/datapath/bin.js';
 
 /** The handover protocol driven op by op, without the orchestrator. */
 describe('handover protocol on ziu-datapath', () => {

@@ -1,11 +1,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
 import { createSocket, type UnixDgramSocket } from 'unix-dgram';
 import { ControlClient } from '../../src/control/client.js';
+import { DATAPATH_BIN } from '../../src/datapath/bin.js';
 
-const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'ziu-datapath.js');
 
 export interface DatapathOptions {
   /** vhost-user ports: name -> mode ('server' default) */
@@ -68,7 +67,7 @@ export async function startDatapath(o: DatapathOptions = {}): Promise<RunningDat
   }
   for (const [name, ifname] of Object.entries(o.taps ?? {})) args.push('--tap', `${name}=${ifname}`);
   args.push(...(o.extraArgs ?? []));
-  const proc = execa('node', [bin, ...args], { reject: false, env: { NOTIFY_SOCKET: notifyPath, ZIU_LOG_LEVEL: process.env['ZIU_TEST_DP_LOG'] ?? 'warn' }, stdout: 'inherit', stderr: 'inherit' });
+  const proc = execa('node', [DATAPATH_BIN, ...args], { reject: false, env: { NOTIFY_SOCKET: notifyPath, ZIU_LOG_LEVEL: process.env['ZIU_TEST_DP_LOG'] ?? 'warn' }, stdout: 'inherit', stderr: 'inherit' });
 
   const cleanup = (): void => {
     if (proc.exitCode === null) proc.kill('SIGKILL');

@@ -1,13 +1,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { DATAPATH_BIN } from '../../src/datapath/bin.js';
 import { startProbe, type ProbeReport } from '../../src/probe/index.js';
 import { processAlive } from '../../src/upgrade/launch.js';
 import { ziu, type CliResult } from '../cli/helpers.js';
 import { startDatapath, type DatapathOptions, type RunningDatapath } from './datapath.js';
 import { hostSnapshot, realHugepagesUnavailable } from './hugepages.js';
 
-export const DATAPATH_BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'ziu-datapath.js');
 
 export interface Rig {
   dp: RunningDatapath;

@@ -1,0 +1,45 @@
+import type { MemFileStore } from '../memfile/index.js';
+import { stopProcess, waitGone } from './launch.js';
+import type { Peer } from './peer.js';
+
+/** How long a retired instance gets to exit after shutdown, before signals. */
+const EXIT_WAIT_MS = 3000;
+
+/**
+ * The new instance serves and owns the devices (committed): the old one lets
+ * go (commit), exits (shutdown), and its mem files, if ziu made them, are
+ * removed, which gives back their hugepages. Never throws: what did not go
+ * as it should is told to `note`, and `done` hears what was done.
+ */
+export async function retireOld(
+  peer: Peer,
+  pid: number,
+  store: MemFileStore,
+  tell: { note(problem: string): void; done(action: string): void },
+): Promise<void> {
+  let memFiles: string[] = [];
+  try {
+    memFiles = (await peer.status()).memFiles.map((m) => m.path);
+    await peer.call('commit');
+    await peer.call('shutdown');
+  } catch (err) {
+    tell.note(`the old instance (pid ${pid}) did not shut down cleanly: ${(err as Error).message}`);
+  }
+  peer.close();
+  if (!(await waitGone(pid, EXIT_WAIT_MS))) {
+    const how = await stopProcess(pid, 1000);
+    tell.note(`the old instance (pid ${pid}) had to be stopped with a signal (${how})`);
+  }
+  tell.done(`stopped the old instance (pid ${pid})`);
+  if (memFiles.length === 0) return;
+  // Only the files in ziu's store: a datapath started by hand keeps its own.
+  const ours = (await store.list()).filter((f) => f.path !== null && memFiles.includes(f.path));
+  for (const instance of new Set(ours.map((f) => f.instance))) {
+    try {
+      await store.remove(instance);
+      tell.done(`removed the old instance's memory (${instance})`);
+    } catch (err) {
+      tell.note(`could not remove the old instance's mem files (${instance}): ${(err as Error).message}`);
+    }
+  }
+}
