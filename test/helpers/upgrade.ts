@@ -31,7 +31,10 @@ export async function startRig(o: { rate?: number; dp?: DatapathOptions; datapat
   const stateDir = fs.mkdtempSync('/tmp/ziu-state-');
   const pids = new Set<number>([dp.proc.pid!]);
   let n = 0;
-  const probe = o.probe === false ? null : await startProbe({ tx: dp.sock['a']!, rx: dp.sock['b']!, rate: o.rate ?? 2000, size: 128 });
+  // 1024 descriptors, as the demo: room for the scheduling stalls of a 2-core host while a new runtime
+  // starts beside the datapath. With 256, one CI run lost 63 of 127,422 frames in the 20-upgrade test;
+  // where exactly is not pinned down yet (a follow-up in the issue note).
+  const probe = o.probe === false ? null : await startProbe({ tx: dp.sock['a']!, rx: dp.sock['b']!, rate: o.rate ?? 2000, size: 128, ringSize: 1024 });
   const env = (extra: Record<string, string> = {}) => ({ ZIU_STATE_DIR: stateDir, ZIU_TMPFS_DIR: path.join(stateDir, 'tmpfs'), ZIU_LOG_LEVEL: 'warn', ...extra });
   const rig: Rig = {
     dp,
