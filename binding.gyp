@@ -12,7 +12,8 @@
         "native/dp_worker.c",
         "native/dp_mac.c",
         "native/probe.c",
-        "native/probe_loop.c"
+        "native/probe_loop.c",
+        "native/sched.c"
       ],
       "libraries": ["-lpthread"],
       "cflags": ["-std=gnu11", "-pthread", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"],

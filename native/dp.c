@@ -4,6 +4,7 @@
  * worker passes, then bumps the generation and wakes the worker so that it
  * rebuilds its epoll set before it next sleeps.
  */
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -279,6 +280,8 @@ static napi_value n_dp_create(napi_env env, napi_callback_info info) {
     return ziu_errno(env, err);
   }
   pthread_setname_np(dp->worker, "ziu-dp");
+  /* Its tid is what placing it (schedSet) needs: known before we return. */
+  while (!__atomic_load_n(&dp->worker_tid, __ATOMIC_ACQUIRE)) sched_yield();
 
   h->dp = dp;
   napi_value ext;
@@ -724,6 +727,7 @@ static napi_value n_dp_worker_stats(napi_env env, napi_callback_info info) {
   ziu_set_prop(env, o, "sleeps", ziu_double(env, sleeps));
   ziu_set_prop(env, o, "wakeups", ziu_double(env, wakeups));
   ziu_set_prop(env, o, "macEntries", ziu_double(env, macs));
+  ziu_set_prop(env, o, "tid", ziu_int(env, dp->worker_tid));
   return o;
 }
 

@@ -35,6 +35,8 @@
 #define DP_MAC_AGE_S 300      /* an entry not refreshed for this long is unknown again */
 #define DP_MAC_EMPTY 0xffff
 #define DP_SPIN_NS 100000ull  /* keep polling this long after the last work before sleeping */
+#define DP_SPIN_RT_NS 20000ull /* the same for a real-time worker: it must leave its CPU to others when idle */
+#define DP_POLICY_CHECK_NS 10000000ull /* how often the worker looks at its own scheduling policy */
 #define DP_SLEEP_MS 100       /* epoll timeout: rings without a kick fd are polled this often */
 
 /* One SET_MEM_TABLE region, mapped. */
@@ -134,6 +136,8 @@ struct dp {
   uint64_t t0_ns;
   uint32_t now_s; /* coarse clock for MAC ageing, updated once per pass */
   uint64_t passes, sleeps, wakeups;
+  int worker_tid; /* gettid() of the worker, for placing it (sched.c); set before dpCreate returns */
+  bool realtime;  /* the worker runs SCHED_FIFO/RR: it never spins on sched_yield, which would not let CFS threads run */
 };
 
 /* dp_mac.c */

@@ -14,6 +14,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <sys/epoll.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 #include "dp.h"
@@ -222,9 +223,23 @@ static void frozen_wait(struct dp *dp) {
   }
 }
 
+/* Let a waiting control call take the lock. A real-time worker cannot
+ * sched_yield to it (that only yields to other real-time threads, and the JS
+ * thread may share its CPU): it naps instead. */
+static void let_control_in(struct dp *dp) {
+  static const struct timespec nap = {0, 1000};
+  while (__atomic_load_n(&dp->ctl_waiting, __ATOMIC_ACQUIRE)) {
+    if (dp->realtime)
+      nanosleep(&nap, NULL);
+    else
+      sched_yield();
+  }
+}
+
 void *dp_worker_main(void *arg) {
   struct dp *dp = arg;
-  uint64_t idle_since = 0;
+  uint64_t idle_since = 0, policy_at = 0;
+  __atomic_store_n(&dp->worker_tid, (int)syscall(SYS_gettid), __ATOMIC_RELEASE);
   pthread_mutex_lock(&dp->lock);
   while (!dp->stopping) {
     if (dp->frozen) {
@@ -239,14 +254,23 @@ void *dp_worker_main(void *arg) {
     if (pass(dp)) {
       idle_since = 0;
     } else {
+      uint64_t now = dp_now_ns();
+      if (now - policy_at > DP_POLICY_CHECK_NS) {
+        /* Placed from outside (sched.c) at any time: look now and then. */
+        int pol = sched_getscheduler(0);
+        dp->realtime = pol == SCHED_FIFO || pol == SCHED_RR;
+        policy_at = now;
+      }
       /* Polite polling: on a shared CPU (this datapath runs beside its
        * control plane on small hosts) the thread that would give us work may
-       * be waiting for this very CPU. Costs nothing when there is work. */
-      sched_yield();
-      uint64_t now = dp_now_ns();
+       * be waiting for this very CPU. Costs nothing when there is work. A
+       * real-time worker spins briefly and then sleeps: while it spins no
+       * ordinary thread runs on its CPU, and the kernel's fair server would
+       * take the CPU back for tens of ms at a time. */
+      if (!dp->realtime) sched_yield();
       if (!idle_since) {
         idle_since = now;
-      } else if (now - idle_since > DP_SPIN_NS) {
+      } else if (now - idle_since > (dp->realtime ? DP_SPIN_RT_NS : DP_SPIN_NS)) {
         sleep_until_work(dp);
         idle_since = 0;
       }
@@ -254,7 +278,7 @@ void *dp_worker_main(void *arg) {
     /* Let a waiting control call in: glibc mutexes are not fair, and without
      * this the polling worker would take the lock straight back. */
     pthread_mutex_unlock(&dp->lock);
-    while (__atomic_load_n(&dp->ctl_waiting, __ATOMIC_ACQUIRE)) sched_yield();
+    let_control_in(dp);
     pthread_mutex_lock(&dp->lock);
   }
   pthread_mutex_unlock(&dp->lock);

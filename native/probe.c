@@ -4,6 +4,7 @@
  * eventfd. probeDestroy stops and releases all of it; the finalizer does the
  * same for a handle nobody destroyed, then frees the struct.
  */
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -215,9 +216,11 @@ static napi_value n_probe_start_tx(napi_env env, napi_callback_info info) {
   c.stream = (uint32_t)stream;
   p->tx = c;
   p->tx_stop = 0;
+  p->tx_tid = 0;
   int err = pthread_create(&p->tx_thread, NULL, probe_tx_main, p);
   if (err) return ziu_errno(env, err);
   p->tx_started = true;
+  while (!__atomic_load_n(&p->tx_tid, __ATOMIC_ACQUIRE)) sched_yield(); /* placing it needs its tid */
   return ziu_int(env, 0);
 }
 
@@ -239,9 +242,11 @@ static napi_value n_probe_start_rx(napi_env env, napi_callback_info info) {
   c.ip = (uint32_t)ip;
   p->rx = c;
   p->rx_stop = 0;
+  p->rx_tid = 0;
   int err = pthread_create(&p->rx_thread, NULL, probe_rx_main, p);
   if (err) return ziu_errno(env, err);
   p->rx_started = true;
+  while (!__atomic_load_n(&p->rx_tid, __ATOMIC_ACQUIRE)) sched_yield();
   return ziu_int(env, 0);
 }
 
@@ -325,6 +330,9 @@ static napi_value n_probe_stats(napi_env env, napi_callback_info info) {
     pending += (uint16_t)(avail - used);
   }
   SET("txPending", pending);
+  SET("txTid", p->tx_started ? p->tx_tid : 0);
+  SET("rxTid", p->rx_started ? p->rx_tid : 0);
+  SET("latencyMaxAtNs", ld64(&s->lat_max_at_ns));
 
   uint64_t count = ld64(&s->lat_count), max = ld64(&s->lat_max);
   napi_value lat;
@@ -343,7 +351,36 @@ static napi_value n_probe_stats(napi_env env, napi_callback_info info) {
     out = o;
   }
   ziu_set_prop(env, out, "latency", lat);
+
+  uint64_t lcount = ld64(&s->late_count), lmax = ld64(&s->late_max_ns);
+  napi_value late;
+  napi_create_object(env, &late);
+  {
+    napi_value o = out;
+    out = late;
+    SET("count", lcount);
+    SET("meanNs", lcount ? ld64(&s->late_sum) / lcount : 0);
+    SET("p50Ns", probe_hist_percentile(s->late_hist, lcount, lmax, 0.50));
+    SET("p99Ns", probe_hist_percentile(s->late_hist, lcount, lmax, 0.99));
+    SET("maxNs", lmax);
+    SET("maxAtNs", ld64(&s->late_max_at_ns));
+    out = o;
+  }
+  ziu_set_prop(env, out, "lateness", late);
   return out;
+}
+
+/* probeStallTx(h, ns): test hook, the TX thread sleeps ns once at its next turn (a descheduled vCPU) */
+static napi_value n_probe_stall_tx(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 2);
+  struct probe *p = get_probe(env, argv[0]);
+  if (!p) return NULL;
+  int64_t ns;
+  if (!ziu_get_i64(env, argv[1], &ns)) return NULL;
+  if (p->destroyed || !p->tx_started) return ziu_errno(env, EBADF);
+  if (ns <= 0 || ns > 10000000000ll) return ziu_errno(env, EINVAL);
+  __atomic_store_n(&p->tx_stall_ns, (uint64_t)ns, __ATOMIC_RELEASE);
+  return ziu_int(env, 0);
 }
 
 /* probeRingState(h, port, ring) -> {availIdx, usedIdx, lastUsed}: what a reconnect resyncs from */
@@ -382,6 +419,7 @@ napi_value ziu_init_probe(napi_env env, napi_value exports) {
   ziu_register(env, exports, "probeStopRx", n_probe_stop_rx);
   ziu_register(env, exports, "probeStats", n_probe_stats);
   ziu_register(env, exports, "probeRingState", n_probe_ring_state);
+  ziu_register(env, exports, "probeStallTx", n_probe_stall_tx);
   ziu_register(env, exports, "probeDestroy", n_probe_destroy);
   return exports;
 }

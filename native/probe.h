@@ -62,9 +62,15 @@ struct probe_stats {
   uint64_t rx_kicks, rx_sleeps, rx_wakeups;
   uint64_t arp_replies, icmp_replies, echo_ring_full;
   uint64_t lat_count, lat_min, lat_max, lat_sum;
+  uint64_t lat_max_at_ns; /* TX stamp of the frame with the largest latency */
+  /* The sender's own lateness: TX stamp minus the frame's slot in the
+   * schedule. A VM whose TX thread was descheduled sends late; that was never
+   * the switch's doing. */
+  uint64_t late_count, late_max_ns, late_max_at_ns, late_sum;
   uint64_t max_gap_ns, max_gap_at_ns, first_rx_ns, last_rx_ns, next_seq;
   uint64_t tx_cpu_ns, rx_cpu_ns; /* final values, written when a thread exits */
   uint64_t hist[HIST_BUCKETS];
+  uint64_t late_hist[HIST_BUCKETS];
 };
 
 struct probe_tx_cfg {
@@ -94,6 +100,8 @@ struct probe {
   pthread_t tx_thread;
   bool tx_started;
   int tx_stop;
+  int tx_tid, rx_tid; /* gettid() of the loops, for placing them (sched.c) */
+  uint64_t tx_stall_ns; /* test hook: the TX thread sleeps this long once, as a descheduled vCPU would */
   struct probe_tx_cfg tx;
 
   pthread_t rx_thread;

@@ -7,7 +7,9 @@
 #include <errno.h>
 #include <poll.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 #include "probe.h"
@@ -20,6 +22,10 @@
 #define RX_POLL_MS 10
 /* Empty polls before the RX thread arms interrupts and sleeps. */
 #define RX_IDLE_SPINS 64
+/* How often the TX thread looks at its own scheduling policy. */
+#define POLICY_CHECK_NS 1000000ull
+
+static inline unsigned hist_index(uint64_t v);
 
 uint64_t probe_now_ns(void) {
   struct timespec ts;
@@ -154,6 +160,7 @@ void *probe_tx_main(void *arg) {
   struct probe_stats *st = &p->st;
   /* the default 50 us timer slack would blur a schedule of sub-ms gaps */
   prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
+  __atomic_store_n(&p->tx_tid, (int)syscall(SYS_gettid), __ATOMIC_RELEASE);
 
   /* Every TX buffer gets the header and the constant part of the frame once;
    * per frame only the sequence number and timestamp are written. */
@@ -175,14 +182,25 @@ void *probe_tx_main(void *arg) {
 
   const uint64_t start = probe_now_ns();
   const uint32_t len = PROBE_NET_HDR + c->size;
-  uint64_t i = 0, seq = 0;
+  uint64_t i = 0, seq = 0, policy_at = 0;
+  bool realtime = false;
   while (!__atomic_load_n(&p->tx_stop, __ATOMIC_ACQUIRE)) {
+    uint64_t stall = __atomic_exchange_n(&p->tx_stall_ns, 0, __ATOMIC_ACQ_REL);
+    if (stall) sleep_until(probe_now_ns() + stall);
     uint64_t next = deadline_of(start, i, c->rate);
     uint64_t now = probe_now_ns();
+    if (now - policy_at > POLICY_CHECK_NS) {
+      /* A real-time thread must not spin: nothing else on its CPU could run. */
+      int pol = sched_getscheduler(0);
+      realtime = pol == SCHED_FIFO || pol == SCHED_RR;
+      policy_at = now;
+    }
     if (now < next) {
       uint64_t wait = next - now;
-      if (wait < SPIN_BELOW_NS) {
+      if (wait < SPIN_BELOW_NS && !realtime) {
         __builtin_ia32_pause();
+      } else if (wait < SPIN_BELOW_NS) {
+        sleep_until(next);
       } else {
         uint64_t target = next - (wait > MAX_SLEEP_NS ? wait - MAX_SLEEP_NS : 0);
         sleep_until(target);
@@ -200,6 +218,14 @@ void *probe_tx_main(void *arg) {
         memcpy(f + 22, &seq, 8);
         uint64_t ts = probe_now_ns();
         memcpy(f + 30, &ts, 8);
+        uint64_t late = ts > next ? ts - next : 0;
+        add64(&st->late_hist[hist_index(late)], 1);
+        add64(&st->late_sum, late);
+        if (late > st->late_max_ns) {
+          st64(&st->late_max_at_ns, next);
+          st64(&st->late_max_ns, late);
+        }
+        add64(&st->late_count, 1);
         tx_post(r, id, len);
         __atomic_store_n(&r->avail->idx, r->avail_idx, __ATOMIC_RELEASE);
         seq++;
@@ -310,7 +336,10 @@ static void track(struct probe *p, const uint8_t *f, uint64_t now) {
   add64(&st->hist[hist_index(lat)], 1);
   add64(&st->lat_sum, lat);
   if (st->lat_count == 0 || lat < st->lat_min) st64(&st->lat_min, lat);
-  if (lat > st->lat_max) st64(&st->lat_max, lat);
+  if (lat > st->lat_max) {
+    st64(&st->lat_max_at_ns, ts);
+    st64(&st->lat_max, lat);
+  }
   add64(&st->lat_count, 1);
 }
 
@@ -494,6 +523,7 @@ void *probe_rx_main(void *arg) {
   int npfd = 0;
   for (int i = 0; i < p->nports; i++) pfd[npfd++] = (struct pollfd){.fd = p->ports[i].rings[0].call_fd, .events = POLLIN};
   pfd[npfd++] = (struct pollfd){.fd = p->wake_fd, .events = POLLIN};
+  __atomic_store_n(&p->rx_tid, (int)syscall(SYS_gettid), __ATOMIC_RELEASE);
 
   set_rx_interrupts(p, false);
   unsigned idle = 0;

@@ -1,7 +1,7 @@
 /*
  * ziu native addon: shared helpers for the N-API glue.
  *
- * Convention (see src/native/native.d.ts): syscall failures are returned to
+ * Convention (see src/native/native.ts): syscall failures are returned to
  * JavaScript as a negative errno number, never thrown. Only programming errors
  * (wrong argument types, which TypeScript validation should already prevent)
  * throw, via napi_throw_type_error.
@@ -52,5 +52,6 @@ napi_value ziu_init_mem(napi_env env, napi_value exports);
 napi_value ziu_init_poll(napi_env env, napi_value exports);
 napi_value ziu_init_dp(napi_env env, napi_value exports);
 napi_value ziu_init_probe(napi_env env, napi_value exports);
+napi_value ziu_init_sched(napi_env env, napi_value exports);
 
 #endif

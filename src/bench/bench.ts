@@ -12,6 +12,7 @@ import { replace } from './modes.js';
 import { checkMem, checkPorts, checkRate, checkSize, checkUpgrades, DEFAULTS, LIMITS, PAGE_SIZE, type Mode } from './options.js';
 import { machine, summarizeRun, writeResults, type Results, type Sample, type Setup } from './results.js';
 import { Rig, type RigCleanup } from './rig.js';
+import { describePlacement, NO_PLACEMENT, type Placement } from '../sched/placement.js';
 import { describeSample, measureBaseline, measureWindow } from './window.js';
 
 export interface BenchOptions {
@@ -38,6 +39,10 @@ export interface BenchOptions {
   /** stop early (SIGINT); everything is still torn down and the results so far written */
   signal?: AbortSignal;
   log?: Logger;
+  /** where the datapath's packet worker runs */
+  worker?: Placement;
+  /** where the probes' loops (the VMs' vCPUs) run */
+  vm?: Placement;
 }
 
 export interface BenchResult extends Results {
@@ -60,7 +65,19 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const log = o.log ?? logger('bench');
   const m = machine();
 
-  const rig = await Rig.create({ host: o.host, privileged: o.privileged, ports, rate, size, mem, log, ...(o.baseDir ? { baseDir: o.baseDir } : {}), ...(o.signal ? { signal: o.signal } : {}) });
+  const rig = await Rig.create({
+    host: o.host,
+    privileged: o.privileged,
+    ports,
+    rate,
+    size,
+    mem,
+    log,
+    ...(o.baseDir ? { baseDir: o.baseDir } : {}),
+    ...(o.signal ? { signal: o.signal } : {}),
+    ...(o.worker ? { worker: o.worker } : {}),
+    ...(o.vm ? { vm: o.vm } : {}),
+  });
   say(`ziu bench: working in ${rig.dir}; ${o.modes.join(', ')}, ${upgrades} upgrade${upgrades === 1 ? '' : 's'} each`);
   if (rig.backingNote) say(rig.backingNote);
   const samples: Sample[] = [];
@@ -96,6 +113,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     notes: [
       ...(rig.backingNote ? [rig.backingNote] : []),
       "VM side: one ziu probe per port pair in vhost-user server mode; the datapath's ports connect to it (client mode), so a restarted datapath reconnects.",
+      `Placement: datapath worker on ${describePlacement(o.worker ?? NO_PLACEMENT)}; the VMs' probe threads on ${describePlacement(o.vm ?? NO_PLACEMENT)}.`,
       ...(o.modes.includes('restart-cold') ? ["restart-cold: the new instance's memory is created and prepopulated after the old instance stopped, inside the outage."] : []),
     ],
   };

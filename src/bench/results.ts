@@ -22,6 +22,12 @@ export interface Sample {
   index: number;
   /** the largest gap between two frames on any port pair during the window */
   outageUs: number;
+  /** the largest one-way latency (receive time - TX stamp: time in the switch) on any pair, and the step its frame was sent in */
+  maxLatencyUs: number;
+  latencyPhase: string;
+  /** the largest sender lateness (TX stamp - slot: the VM's own) on any pair, and the step its slot fell in */
+  maxLatenessUs: number;
+  latenessPhase: string;
   sent: number;
   received: number;
   lost: number;
@@ -47,10 +53,14 @@ export interface Sample {
 export interface ModeSummary {
   upgrades: number;
   outageUs: Summary | null;
-  /** frames lost, duplicated and reordered over all upgrades of the mode */
+  /** per upgrade: the largest latency in the switch, and the largest sender lateness */
+  latencyUs: Summary | null;
+  latenessUs: Summary | null;
+  /** frames lost, duplicated and reordered over all upgrades of the mode, and slots the VMs could not send */
   lost: number;
   duplicated: number;
   reordered: number;
+  notSent: number;
   wallMs: Summary | null;
   /** handover only (the datapaths' own freeze-to-first-poll stamps); null for restarts */
   switchoverUs: Summary | null;
@@ -108,7 +118,13 @@ export interface Results {
   error?: string;
 }
 
-export const FILES = { results: 'results.json', summary: 'summary.md', perUpgrade: 'outage-per-upgrade.svg', cdf: 'outage-cdf.svg' } as const;
+export const FILES = {
+  results: 'results.json',
+  summary: 'summary.md',
+  perUpgrade: 'outage-per-upgrade.svg',
+  cdf: 'outage-cdf.svg',
+  vmSide: 'vm-side-per-upgrade.svg',
+} as const;
 
 export function machine(): Machine {
   return {
@@ -133,9 +149,12 @@ export function summarizeRun(modes: readonly string[], samples: readonly Sample[
     doc.modes[mode] = {
       upgrades: s.length,
       outageUs: summarize(s.map((x) => x.outageUs)),
+      latencyUs: summarize(s.map((x) => x.maxLatencyUs)),
+      latenessUs: summarize(s.map((x) => x.maxLatenessUs)),
       lost: total(s, 'lost'),
       duplicated: total(s, 'duplicated'),
       reordered: total(s, 'reordered'),
+      notSent: total(s, 'notSent'),
       wallMs: summarize(s.map((x) => x.wallMs)),
       switchoverUs: summarize(sw),
     };
@@ -153,7 +172,7 @@ export function summarizeRun(modes: readonly string[], samples: readonly Sample[
   return { doc, ratios };
 }
 
-function total(s: readonly Sample[], k: 'lost' | 'duplicated' | 'reordered'): number {
+function total(s: readonly Sample[], k: 'lost' | 'duplicated' | 'reordered' | 'notSent'): number {
   return s.reduce((a, x) => a + x[k], 0);
 }
 
@@ -172,11 +191,13 @@ export function writeResults(dir: string, r: Results): string[] {
     summary: path.join(dir, FILES.summary),
     perUpgrade: path.join(dir, FILES.perUpgrade),
     cdf: path.join(dir, FILES.cdf),
+    vmSide: path.join(dir, FILES.vmSide),
   };
   fs.writeFileSync(files.results, `${JSON.stringify(snakeCase(r), null, 2)}\n`);
   fs.writeFileSync(files.summary, summaryMarkdown(r));
   fs.writeFileSync(files.perUpgrade, outagePerUpgradeSvg(r));
   fs.writeFileSync(files.cdf, outageCdfSvg(r));
+  fs.writeFileSync(files.vmSide, vmSideSvg(r));
   return Object.values(files);
 }
 
@@ -196,16 +217,24 @@ export function summaryMarkdown(r: Results): string {
     '',
     `${describeRun(m, s)}. ${s.upgrades} upgrade${s.upgrades === 1 ? '' : 's'} per mode${s.modes.length > 1 ? ', the modes interleaved (upgrade i of each mode back to back)' : ''}; node ${m.node}, ziu ${m.ziu}${m.cpu ? `, ${m.cpu}` : ''}; load average ${m.loadAvg.join(', ')} at the start.`,
     '',
-    'Outage: the largest gap between two frames the VM side (ziu probe) received during the upgrade window. Switchover: the old instance\'s freeze to the new instance\'s first poll, stamped in the datapaths (handover only). Wall: the whole operation, memory included. Percentiles are nearest-rank.',
+    'Outage: the largest gap between two frames the VM side (ziu probe) received during the upgrade window. Latency: the largest one-way delay of a frame (receive time minus its TX stamp): time it waited in the switch. Sender late: the largest lateness of a frame against the VM\'s own schedule (TX stamp minus its slot): the VM\'s doing, never the switch\'s. Not sent: slots the VM could not send because its TX ring was full (the switch took nothing). Switchover: the old instance\'s freeze to the new instance\'s first poll, stamped in the datapaths (handover only). Wall: the whole operation, memory included. Percentiles are nearest-rank over the upgrades.',
     '',
-    '| mode | upgrades | outage min | p50 | p90 | p99 | max | lost | dup | reord | switchover p50 | switchover p99 | wall p50 (ms) | wall p99 (ms) |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| mode | upgrades | outage min | p50 | p90 | p99 | max | latency p50 | latency p99 | sender late p99 | lost | not sent | dup | reord | switchover p50 | switchover p99 | wall p50 (ms) | wall p99 (ms) |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const [mode, x] of Object.entries(doc.modes)) {
     const o = x.outageUs;
     lines.push(
-      `| ${mode} | ${x.upgrades} | ${n(o?.min, formatUs)} | ${n(o?.p50, formatUs)} | ${n(o?.p90, formatUs)} | ${n(o?.p99, formatUs)} | ${n(o?.max, formatUs)} | ${x.lost} | ${x.duplicated} | ${x.reordered} | ${n(x.switchoverUs?.p50, formatUs)} | ${n(x.switchoverUs?.p99, formatUs)} | ${n(x.wallMs?.p50, ms)} | ${n(x.wallMs?.p99, ms)} |`,
+      `| ${mode} | ${x.upgrades} | ${n(o?.min, formatUs)} | ${n(o?.p50, formatUs)} | ${n(o?.p90, formatUs)} | ${n(o?.p99, formatUs)} | ${n(o?.max, formatUs)} | ${n(x.latencyUs?.p50, formatUs)} | ${n(x.latencyUs?.p99, formatUs)} | ${n(x.latenessUs?.p99, formatUs)} | ${x.lost} | ${x.notSent} | ${x.duplicated} | ${x.reordered} | ${n(x.switchoverUs?.p50, formatUs)} | ${n(x.switchoverUs?.p99, formatUs)} | ${n(x.wallMs?.p50, ms)} | ${n(x.wallMs?.p99, ms)} |`,
     );
+  }
+  const where = r.samples.filter((x) => x.mode === 'handover');
+  if (where.length > 0) {
+    const count = (k: 'gapPhase' | 'latencyPhase' | 'latenessPhase'): string =>
+      Object.entries(where.reduce<Record<string, number>>((a, x) => ({ ...a, [x[k]]: (a[x[k]] ?? 0) + 1 }), {}))
+        .map(([p, c]) => `${p} ${c}`)
+        .join(', ');
+    lines.push('', `Where the handover's worst moments fell (step: upgrades): largest gap ${count('gapPhase')}; largest latency ${count('latencyPhase')}; largest sender lateness ${count('latenessPhase')}.`);
   }
   const ratios = Object.entries(r.ratios);
   if (ratios.length > 0) {
@@ -214,11 +243,14 @@ export function summaryMarkdown(r: Results): string {
   }
   if (r.baseline) {
     const b = r.baseline;
-    lines.push('', `Noise floor: in ${b.windowMs} ms of the same traffic with no upgrade at all, the largest gap was ${formatUs(b.outageUs)} and ${b.lost} of ${b.sent} frames were lost.`);
+    lines.push(
+      '',
+      `Noise floor: in ${b.windowMs} ms of the same traffic with no upgrade at all, the largest gap was ${formatUs(b.outageUs)}, the largest latency ${formatUs(b.maxLatencyUs)} and the largest sender lateness ${formatUs(b.maxLatenessUs)}; ${b.lost} of ${b.sent} frames were lost and ${b.notSent} not sent.`,
+    );
   }
   if (s.notes.length > 0) lines.push('', ...s.notes.map((x) => `- ${x}`));
   if (r.error) lines.push('', `**The run stopped early:** ${r.error}`);
-  lines.push('', `![outage per upgrade](${FILES.perUpgrade})`, '', `![CDF of outage](${FILES.cdf})`, '');
+  lines.push('', `![outage per upgrade](${FILES.perUpgrade})`, '', `![CDF of outage](${FILES.cdf})`, '', `![what the VM saw per upgrade](${FILES.vmSide})`, '');
   return lines.join('\n');
 }
 
@@ -255,6 +287,24 @@ export function outageCdfSvg(r: Results): string {
     y: { label: 'fraction of upgrades', min: 0, max: 1 },
     step: true,
     series: modes.map((mode, i) => ({ name: mode, color: color(mode, i), points: cdf(r.samples.filter((x) => x.mode === mode).map((x) => x.outageUs)) })),
+  });
+}
+
+/** Per upgrade of the first mode (the handover when it ran): gap, latency in the switch and the sender's lateness. */
+export function vmSideSvg(r: Results): string {
+  const mode = r.doc.modes['handover'] ? 'handover' : (Object.keys(r.doc.modes)[0] ?? 'handover');
+  const s = r.samples.filter((x) => x.mode === mode);
+  const series = [
+    { name: 'largest gap', color: '#1f78b4', pick: (x: Sample) => x.outageUs },
+    { name: 'largest latency (switch)', color: '#e31a1c', pick: (x: Sample) => x.maxLatencyUs },
+    { name: 'largest sender lateness (VM)', color: '#33a02c', pick: (x: Sample) => x.maxLatenessUs },
+  ];
+  return plot({
+    title: `What the VM saw per upgrade (${mode})`,
+    subtitle: describeRun(r.machine, r.setup),
+    x: { label: 'upgrade', min: 1, max: Math.max(2, r.setup.upgrades) },
+    y: { label: 'microseconds (log)', log: true, format: formatUs },
+    series: series.map((x) => ({ name: x.name, color: x.color, points: s.map((v) => [v.index, Math.max(1, x.pick(v))] as [number, number]) })),
   });
 }
 

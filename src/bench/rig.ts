@@ -19,6 +19,7 @@ import type { Backing, CreateResult, MemFileStore } from '../memfile/index.js';
 import { stopProcess } from '../upgrade/launch.js';
 import { Workspace, type WorkspaceCleanup } from '../workspace/workspace.js';
 import { PAGE_SIZE } from './options.js';
+import { formatCpuList, type Placement } from '../sched/placement.js';
 import { startTraffic, type PortPair, type Traffic } from './traffic.js';
 
 const READY_TIMEOUT_MS = 15_000;
@@ -39,6 +40,10 @@ export interface RigOptions {
   baseDir?: string;
   log: Logger;
   signal?: AbortSignal;
+  /** where the datapath's packet worker runs (--worker-cpus, --worker-priority) */
+  worker?: Placement;
+  /** where the probes' loops, the VMs' vCPUs, run */
+  vm?: Placement;
 }
 
 /** One instance serving the ports, and the mem file instance it maps. */
@@ -112,7 +117,12 @@ export class Rig {
   /** The datapath's command line without memory: its ports connect to the probes. */
   datapathArgv(instance: string): string[] {
     const ports = this.pairs.flatMap((p, i) => ['--vhost-user', `a${i}=${p.tx},client`, '--vhost-user', `b${i}=${p.rx},client`]);
-    return [...datapathArgv(), '--control', this.control, ...ports, '--instance', instance];
+    const w = this.o.worker;
+    const placement = [
+      ...(w?.cpus ? ['--worker-cpus', formatCpuList(w.cpus)] : []),
+      ...(w?.priority ? ['--worker-priority', String(w.priority)] : []),
+    ];
+    return [...datapathArgv(), '--control', this.control, ...ports, '--instance', instance, ...placement];
   }
 
   /** bench-1, bench-2, ...: the datapath instance id and its mem file instance. */
@@ -154,7 +164,7 @@ export class Rig {
    */
   async startTraffic(): Promise<Traffic> {
     const first = this.serving === null ? this.#startFirst() : Promise.resolve();
-    const traffic = await startTraffic(this.pairs, { rate: this.o.rate, size: this.o.size }, first);
+    const traffic = await startTraffic(this.pairs, { rate: this.o.rate, size: this.o.size, ...(this.o.vm ? { placement: this.o.vm } : {}) }, first);
     this.#traffic = traffic;
     return traffic;
   }

@@ -5,6 +5,7 @@
  * reports into one: the largest gap on any pair, and totals.
  */
 import { startProbe, type ProbeReport, type RunningProbe } from '../probe/index.js';
+import type { Placement } from '../sched/placement.js';
 
 // The TX ring rides out a descheduled backend while a new instance starts beside it on a small host
 // (1024 descriptors: 100 ms at 10 kpps); frames the ring cannot take are skipped, not sent.
@@ -24,6 +25,8 @@ export interface TrafficOptions {
   rate: number;
   size: number;
   connectTimeoutMs?: number;
+  /** where the probes' loops (the VMs' vCPUs) run */
+  placement?: Placement;
 }
 
 /** What the probes of one window saw, all pairs together. */
@@ -32,6 +35,12 @@ export interface TrafficReport {
   outageUs: number;
   /** the last frame before that gap, CLOCK_MONOTONIC ms (the clock of process.hrtime) */
   outageAtMs: number;
+  /** the largest one-way latency on any pair (time a frame spent in the switch), and that frame's TX stamp (CLOCK_MONOTONIC ms) */
+  maxLatencyUs: number;
+  maxLatencyAtMs: number;
+  /** the largest sender lateness on any pair (the VM's own fault), and that frame's slot (CLOCK_MONOTONIC ms) */
+  maxLatenessUs: number;
+  maxLatenessAtMs: number;
   sent: number;
   received: number;
   lost: number;
@@ -41,7 +50,8 @@ export interface TrafficReport {
   notSent: number;
   /** per pair: how often its backend connected again (a restart counts once) */
   reconnects: number[];
-  pairs: Array<Pick<ProbeReport, 'sent' | 'received' | 'lost' | 'duplicated' | 'reordered' | 'maxGapUs' | 'maxGapAtMs' | 'reconnects' | 'txRingFull'>>;
+  pairs: Array<Pick<ProbeReport, 'sent' | 'received' | 'lost' | 'duplicated' | 'reordered' | 'maxGapUs' | 'maxGapAtMs' | 'reconnects' | 'notSent'>> &
+    Array<{ maxLatencyUs: number; maxLatenessUs: number }>;
 }
 
 export interface Traffic {
@@ -63,7 +73,16 @@ export function nowMs(): number {
 export async function startTraffic(pairs: readonly PortPair[], o: TrafficOptions, alongside: Promise<unknown> = Promise.resolve()): Promise<Traffic> {
   const started = new Map<RunningProbe, number>();
   const probes = pairs.map((p) =>
-    startProbe({ tx: p.tx, rx: p.rx, rate: o.rate, size: o.size, server: true, ringSize: PROBE_RING, connectTimeoutMs: o.connectTimeoutMs ?? PROBE_CONNECT_MS }).then(
+    startProbe({
+      tx: p.tx,
+      rx: p.rx,
+      rate: o.rate,
+      size: o.size,
+      server: true,
+      ringSize: PROBE_RING,
+      connectTimeoutMs: o.connectTimeoutMs ?? PROBE_CONNECT_MS,
+      ...(o.placement ? { placement: o.placement } : {}),
+    }).then(
       (probe) => {
         // The report's times count from the probe's own start stamp: recover it from the live stats.
         const st = probe.stats();
@@ -88,17 +107,24 @@ async function stopAll(probes: RunningProbe[], startedMs: number[]): Promise<Tra
   const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) throw failed.reason;
   const reports = settled.map((r) => (r as PromiseFulfilledResult<ProbeReport>).value);
-  const sum = (k: 'sent' | 'received' | 'lost' | 'duplicated' | 'reordered' | 'txRingFull'): number => reports.reduce((a, r) => a + r[k], 0);
-  const worst = reports.reduce((w, r, i) => (r.maxGapUs > reports[w]!.maxGapUs ? i : w), 0);
+  const sum = (k: 'sent' | 'received' | 'lost' | 'duplicated' | 'reordered' | 'notSent'): number => reports.reduce((a, r) => a + r[k], 0);
+  const worstBy = (f: (r: ProbeReport) => number): number => reports.reduce((w, r, i) => (f(r) > f(reports[w]!) ? i : w), 0);
+  const worst = worstBy((r) => r.maxGapUs);
+  const slowest = worstBy((r) => r.latencyUs.max);
+  const latest = worstBy((r) => r.latenessUs.max);
   return {
     outageUs: Math.max(...reports.map((r) => r.maxGapUs)),
     outageAtMs: startedMs[worst]! + reports[worst]!.maxGapAtMs,
+    maxLatencyUs: reports[slowest]!.latencyUs.max,
+    maxLatencyAtMs: startedMs[slowest]! + reports[slowest]!.maxLatencyAtMs,
+    maxLatenessUs: reports[latest]!.latenessUs.max,
+    maxLatenessAtMs: startedMs[latest]! + reports[latest]!.maxLatenessAtMs,
     sent: sum('sent'),
     received: sum('received'),
     lost: sum('lost'),
     duplicated: sum('duplicated'),
     reordered: sum('reordered'),
-    notSent: sum('txRingFull'),
+    notSent: sum('notSent'),
     reconnects: reports.map((r) => r.reconnects),
     pairs: reports.map((r) => ({
       sent: r.sent,
@@ -109,7 +135,9 @@ async function stopAll(probes: RunningProbe[], startedMs: number[]): Promise<Tra
       maxGapUs: r.maxGapUs,
       maxGapAtMs: r.maxGapAtMs,
       reconnects: r.reconnects,
-      txRingFull: r.txRingFull,
+      notSent: r.notSent,
+      maxLatencyUs: r.latencyUs.max,
+      maxLatenessUs: r.latenessUs.max,
     })),
   };
 }

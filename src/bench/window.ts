@@ -53,10 +53,16 @@ export async function measureWindow(
   }
   const t = await traffic.stop();
   const gapAtMs = round(t.outageAtMs + 1000 / o.rate - replaceAt, 2);
+  const latencyAtMs = round(t.maxLatencyAtMs - replaceAt, 2);
+  const latenessAtMs = round(t.maxLatenessAtMs - replaceAt, 2);
   return {
     mode,
     index,
     outageUs: t.outageUs,
+    maxLatencyUs: t.maxLatencyUs,
+    latencyPhase: phaseAt(latencyAtMs, r.phases),
+    maxLatenessUs: t.maxLatenessUs,
+    latenessPhase: phaseAt(latenessAtMs, r.phases),
     sent: t.sent,
     received: t.received,
     lost: t.lost,
@@ -79,8 +85,12 @@ export async function measureWindow(
 export interface Baseline {
   windowMs: number;
   outageUs: number;
+  /** the largest one-way latency (time in the switch) and sender lateness (the VM's own) in the same window */
+  maxLatencyUs: number;
+  maxLatenessUs: number;
   sent: number;
   lost: number;
+  notSent: number;
 }
 
 /**
@@ -97,7 +107,7 @@ export async function measureBaseline(startTraffic: () => Promise<Traffic>, ms: 
     throw err;
   }
   const t = await traffic.stop();
-  return { windowMs: ms, outageUs: t.outageUs, sent: t.sent, lost: t.lost };
+  return { windowMs: ms, outageUs: t.outageUs, maxLatencyUs: t.maxLatencyUs, maxLatenessUs: t.maxLatenessUs, sent: t.sent, lost: t.lost, notSent: t.notSent };
 }
 
 /**
@@ -124,8 +134,11 @@ const JITTER_MS = 1;
 export function describeSample(s: Sample, of: number): string {
   return [
     `${s.mode} ${s.index}/${of}: outage ${formatUs(s.outageUs)} (in ${s.gapPhase})`,
+    `latency ${formatUs(s.maxLatencyUs)} (in ${s.latencyPhase})`,
+    `sender late ${formatUs(s.maxLatenessUs)} (in ${s.latenessPhase})`,
     ...(s.switchoverUs !== null ? [`switchover ${formatUs(s.switchoverUs)}`] : []),
     `lost ${s.lost}`,
+    ...(s.notSent > 0 ? [`not sent ${s.notSent}`] : []),
     `wall ${Math.round(s.wallMs)} ms`,
     `pid ${s.oldPid ?? '?'} -> ${s.newPid ?? '?'}`,
   ].join(', ');

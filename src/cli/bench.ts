@@ -9,6 +9,7 @@ import { context } from './context.js';
 import { EXIT } from './exit.js';
 import type { Run } from './main.js';
 import { output, table } from './output.js';
+import { parseCpuList, parsePriority, type Placement } from '../sched/placement.js';
 
 interface BenchCliOpts {
   mode?: string;
@@ -19,6 +20,10 @@ interface BenchCliOpts {
   mem?: string;
   out?: string;
   json?: boolean;
+  workerCpus?: string;
+  workerPriority?: string;
+  vmCpus?: string;
+  vmPriority?: string;
 }
 
 export function benchCommand(program: Command, run: Run): void {
@@ -35,6 +40,10 @@ export function benchCommand(program: Command, run: Run): void {
     .option('--size <bytes>', `probe frame bytes, ${LIMITS.size.min}..${LIMITS.size.max} (default ${DEFAULTS.size})`)
     .option('--mem <size>', `memory per datapath instance, e.g. 1G (default ${formatBytes(DEFAULTS.mem)})`)
     .option('--out <dir>', 'where the results go (default ./ziu-bench-<date>-<time>)')
+    .option('--worker-cpus <list>', "CPUs for the datapath's packet worker (default: none set)")
+    .option('--worker-priority <1-99>', 'SCHED_FIFO priority of the packet worker (default: SCHED_OTHER)')
+    .option('--vm-cpus <list>', "CPUs for the probes' threads, the VMs' vCPUs (default: none set)")
+    .option('--vm-priority <1-99>', "SCHED_FIFO priority of the probes' threads (default: SCHED_OTHER)")
     .option('--json', 'print the summary as one JSON document')
     .addHelpText(
       'after',
@@ -46,8 +55,10 @@ export function benchCommand(program: Command, run: Run): void {
         'Outage per upgrade: the largest gap between two frames the VM side received. With --mode all, the',
         'ratios restart/handover are taken over upgrades run back to back in this one session.',
         `As root: ${formatBytes(DEFAULTS.mem)} (--mem) of 2 MiB hugepages per instance, pages added to the pool as needed and given back; otherwise tmpfs.`,
-        'Progress goes to stderr (none with --json). Exit codes: 0 done, 1 an upgrade failed or something could not',
-        'be cleaned up, 2 bad arguments.',
+        'Each window also reports the largest one-way latency (time in the switch) and the largest sender lateness',
+        "(the VM's own), each with the step it fell in, and the slots the VMs could not send (TX ring full).",
+        'Progress goes to stderr (none with --json). Exit codes: 0 done, 1 an upgrade failed, a handover or the',
+        'no-upgrade window lost, duplicated or could not send frames, or something could not be cleaned up; 2 bad arguments.',
       ].join('\n'),
     )
     .action(async (flags: BenchCliOpts) => {
@@ -57,6 +68,14 @@ export function benchCommand(program: Command, run: Run): void {
       const rate = flags.rate === undefined ? DEFAULTS.rate : checkRate(parseNumber(flags.rate, '--rate', true), '--rate');
       const size = flags.size === undefined ? DEFAULTS.size : checkSize(parseNumber(flags.size, '--size', true), '--size');
       const mem = checkMem(flags.mem === undefined ? DEFAULTS.mem : parseMem(flags.mem), '--mem');
+      const worker: Placement = {
+        cpus: flags.workerCpus === undefined ? null : parseCpuList(flags.workerCpus, '--worker-cpus'),
+        priority: flags.workerPriority === undefined ? null : parsePriority(flags.workerPriority, '--worker-priority'),
+      };
+      const vm: Placement = {
+        cpus: flags.vmCpus === undefined ? null : parseCpuList(flags.vmCpus, '--vm-cpus'),
+        priority: flags.vmPriority === undefined ? null : parsePriority(flags.vmPriority, '--vm-priority'),
+      };
       const out = outDir(flags.out);
       const json = flags.json === true;
       const ctx = context();
@@ -82,6 +101,8 @@ export function benchCommand(program: Command, run: Run): void {
           mem,
           out,
           signal: ac.signal,
+          worker,
+          vm,
           ...(json ? {} : { progress: (line: string) => process.stderr.write(`${line}\n`) }),
         });
       } finally {
@@ -93,7 +114,22 @@ export function benchCommand(program: Command, run: Run): void {
         process.stderr.write(`ziu: not cleaned up: ${result.cleanup.problems.join('; ')}\n`);
         run.exitCode = EXIT.failed;
       }
+      const unclean = uncleanWindows(result);
+      if (unclean !== null) {
+        process.stderr.write(`ziu bench: not a clean run: ${unclean}\n`);
+        run.exitCode = EXIT.failed;
+      }
     });
+}
+
+/** A handover or the no-upgrade window that lost, duplicated or could not send frames: what it was, or null. */
+export function uncleanWindows(r: Pick<BenchResult, 'doc' | 'baseline'>): string | null {
+  const bad: string[] = [];
+  const h = r.doc.modes['handover'];
+  if (h && h.lost + h.duplicated + h.notSent > 0) bad.push(`handover: ${h.lost} lost, ${h.duplicated} duplicated, ${h.notSent} not sent`);
+  const b = r.baseline;
+  if (b && b.lost + b.notSent > 0) bad.push(`no-upgrade window: ${b.lost} lost, ${b.notSent} not sent`);
+  return bad.length > 0 ? bad.join('; ') : null;
 }
 
 function parseMem(text: string): number {
@@ -127,13 +163,16 @@ export function humanBench(r: BenchResult, out: string): string[] {
     x.outageUs ? formatUs(x.outageUs.p50) : '-',
     x.outageUs ? formatUs(x.outageUs.p99) : '-',
     x.outageUs ? formatUs(x.outageUs.max) : '-',
+    x.latencyUs ? formatUs(x.latencyUs.p99) : '-',
+    x.latenessUs ? formatUs(x.latenessUs.p99) : '-',
     x.lost,
+    x.notSent,
     x.switchoverUs ? formatUs(x.switchoverUs.p50) : '-',
     x.wallMs ? `${Math.round(x.wallMs.p50)} ms` : '-',
   ]);
   return [
     `ziu bench: ${describeRun(r.machine, r.setup)}; ${r.setup.upgrades} upgrade${r.setup.upgrades === 1 ? '' : 's'} per mode`,
-    ...table(['MODE', 'UPGRADES', 'OUTAGE P50', 'P99', 'MAX', 'LOST', 'SWITCHOVER P50', 'WALL P50'], rows),
+    ...table(['MODE', 'UPGRADES', 'OUTAGE P50', 'P99', 'MAX', 'LATENCY P99', 'SENDER LATE P99', 'LOST', 'NOT SENT', 'SWITCHOVER P50', 'WALL P50'], rows),
     ...Object.entries(r.ratios).map(([k, v]) => `${k}: outage p50 ${v.p50}x, p99 ${v.p99}x (${v.pairs} pair${v.pairs === 1 ? "" : "s"}, same run)`),
     `results: ${out} (${Object.values(FILES).join(', ')})`,
   ];

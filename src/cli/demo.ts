@@ -63,10 +63,13 @@ export function demoCommand(program: Command, run: Run): void {
       }
       output(json).result(report, () => humanDemo(report));
       if (report.message) process.stderr.write(`ziu: ${report.message}\n`);
-      const ok = report.result === 'committed' && report.traffic.lost === 0 && report.cleanup.problems.length === 0;
+      const t = report.traffic;
+      const ok = report.result === 'committed' && t.lost === 0 && t.duplicated === 0 && t.notSent === 0 && report.cleanup.problems.length === 0;
       run.exitCode = ok ? EXIT.ok : EXIT.failed;
     });
 }
+
+const us = (v: number): string => (v >= 1000 ? `${(v / 1000).toFixed(2)} ms` : `${Math.round(v)} us`);
 
 /** The demo for a person: what ran, the upgrade's summary, the traffic, and what was cleaned up. */
 export function humanDemo(r: DemoReport): string[] {
@@ -84,7 +87,8 @@ export function humanDemo(r: DemoReport): string[] {
   return [
     `ziu demo: 2 vhost-user ports${r.mode.tap ? ' + tap uplink' : ''}, ${memory} (${why})`,
     ...humanReport(r),
-    `traffic: ${t.sent} sent, ${t.received} received, ${t.lost} lost, largest gap ${(t.maxGapUs / 1000).toFixed(1)} ms`,
+    `traffic: ${t.sent} sent, ${t.received} received, ${t.lost} lost, ${t.notSent} not sent (VM TX ring full)`,
+    `  largest gap ${us(t.maxGapUs)} (${t.gapPhase}); largest latency in the switch ${us(t.maxLatencyUs)} (${t.latencyPhase}); largest sender lateness ${us(t.maxLatenessUs)} (${t.latenessPhase})`,
     `cleaned up: ${gone.join(', ')}`,
     ...c.problems.map((p) => `  not cleaned up: ${p}`),
   ];

@@ -39,7 +39,7 @@ export function buildProgram(run: Run): Command {
     });
   hugepagesCommand(program, run);
   memfileCommand(program);
-  probeCommand(program);
+  probeCommand(program, run);
   upgradeCommands(program, run);
   demoCommand(program, run);
   benchCommand(program, run);

@@ -13,6 +13,9 @@ import {
   parseNumber,
 } from '../probe/options.js';
 import { output } from './output.js';
+import { EXIT } from './exit.js';
+import type { Run } from './main.js';
+import { describePlacement, NO_PLACEMENT, parseCpuList, parsePriority, type Placement } from '../sched/placement.js';
 
 interface ProbeCliOpts {
   tx?: string;
@@ -27,13 +30,15 @@ interface ProbeCliOpts {
   ringSize?: string;
   connectTimeout?: string;
   json?: boolean;
+  cpus?: string;
+  rtPriority?: string;
 }
 
 const DEFAULT_RATE = 1000;
 const DEFAULT_SIZE = 64;
 const DEFAULT_DURATION_S = 10;
 
-export function probeCommand(program: Command): void {
+export function probeCommand(program: Command, run: Run): void {
   program
     .command('probe')
     .description(
@@ -51,13 +56,21 @@ export function probeCommand(program: Command): void {
     .option('--server', 'listen on the socket paths and let the back-end connect (survives back-end restarts)')
     .option('--ring-size <n>', `descriptors per ring, a power of two in ${LIMITS.ringSize.min}..${LIMITS.ringSize.max} (default ${DEFAULTS.ringSize})`)
     .option('--connect-timeout <s>', `seconds to wait for the back-end (default ${DEFAULTS.connectTimeoutMs / 1000})`)
+    .option('--cpus <list>', "CPUs for the probe's TX and RX threads (the VM's vCPUs), e.g. 0 or 0-1 (default: any)")
+    .option('--rt-priority <1-99>', 'run those threads SCHED_FIFO at this priority; they sleep between frames (default: SCHED_OTHER)')
     .option('--json', 'print one JSON document')
     .addHelpText(
       'after',
       '\nFrames carry ethertype 0x88B5, a marker, a stream id, a sequence number and a CLOCK_MONOTONIC timestamp.\n' +
-        'lost = sent - received - frames the back-end never took from the TX ring; SIGINT/SIGTERM stop early with a report.',
+        'lost = sent - received - frames the back-end never took from the TX ring; not sent = slots the TX ring had no room for.\n' +
+        'latency = receive time - TX stamp (time in the switch); lateness = TX stamp - the slot in the schedule (the sender\'s own).\n' +
+        'Exit 1 when anything was lost, duplicated or not sent. SIGINT/SIGTERM stop early with a report.',
     )
     .action(async (opts: ProbeCliOpts) => {
+      const placement: Placement = {
+        cpus: opts.cpus === undefined ? null : parseCpuList(opts.cpus, '--cpus'),
+        priority: opts.rtPriority === undefined ? null : parsePriority(opts.rtPriority, '--rt-priority'),
+      };
       const ringSize = opts.ringSize === undefined ? DEFAULTS.ringSize : checkRingSize(parseNumber(opts.ringSize, '--ring-size', true), '--ring-size');
       const connectTimeoutMs =
         opts.connectTimeout === undefined
@@ -72,6 +85,7 @@ export function probeCommand(program: Command): void {
         if (opts.ip === undefined) throw new UsageError('--echo needs --ip <addr>: the IPv4 address to answer for');
         parseIpv4(opts.ip, '--ip');
         if (opts.mac !== undefined) parseMac(opts.mac, '--mac');
+        if (placement !== NO_PLACEMENT && (placement.cpus !== null || placement.priority !== null)) throw new UsageError('--cpus and --rt-priority place the measuring threads: not with --echo');
         const report = await runEcho({ socket: opts.echo, ip: opts.ip, mac: opts.mac, server: !!opts.server, ringSize, connectTimeoutMs }, durationS);
         output(!!opts.json).result(report, () => echoSummary(report));
         return;
@@ -86,10 +100,12 @@ export function probeCommand(program: Command): void {
       checkProbeSocket(opts.rx, '--rx');
       const rate = opts.rate === undefined ? DEFAULT_RATE : checkInteger(parseNumber(opts.rate, '--rate', true), LIMITS.rate.min, LIMITS.rate.max, '--rate', ' frames per second');
       const size = opts.size === undefined ? DEFAULT_SIZE : checkInteger(parseNumber(opts.size, '--size', true), LIMITS.size.min, LIMITS.size.max, '--size', ' bytes');
-      const probe = await startProbe({ tx: opts.tx, rx: opts.rx, rate, size, server: !!opts.server, ringSize, connectTimeoutMs });
+      const probe = await startProbe({ tx: opts.tx, rx: opts.rx, rate, size, server: !!opts.server, ringSize, connectTimeoutMs, placement });
       await untilStopped(durationS ?? DEFAULT_DURATION_S);
       const report = await probe.stop();
       output(!!opts.json).result(report, () => probeSummary(report));
+      // A switch that stopped taking frames must never look like a clean run.
+      if (!report.clean) run.exitCode = EXIT.failed;
     });
 }
 
@@ -117,9 +133,12 @@ async function runEcho(opts: Parameters<typeof startEcho>[0], durationS: number 
 function probeSummary(r: ProbeReport): string[] {
   return [
     `sent ${r.sent}  received ${r.received}  lost ${r.lost}  duplicated ${r.duplicated}  reordered ${r.reordered}  unknown ${r.unknown}`,
-    `latency p50 ${r.latencyUs.p50} us  p99 ${r.latencyUs.p99} us  max ${r.latencyUs.max} us`,
-    `largest gap ${(r.maxGapUs / 1000).toFixed(3)} ms at ${r.maxGapAtMs} ms  reconnects ${r.reconnects}  tx ring full ${r.txRingFull}  in flight ${r.inFlight}`,
-    `${r.rate} pps x ${r.size} bytes for ${r.durationS} s (${r.cores} cores)`,
+    `not sent ${r.notSent} (the VM's TX ring was full)  in flight ${r.inFlight}  reconnects ${r.reconnects}`,
+    `largest gap ${(r.maxGapUs / 1000).toFixed(3)} ms at ${r.maxGapAtMs} ms`,
+    `latency (in the switch) p50 ${r.latencyUs.p50} us  p99 ${r.latencyUs.p99} us  max ${r.latencyUs.max} us at ${r.maxLatencyAtMs} ms`,
+    `sender lateness (the VM's own) p50 ${r.latenessUs.p50} us  p99 ${r.latenessUs.p99} us  max ${r.latenessUs.max} us at ${r.maxLatenessAtMs} ms`,
+    `${r.rate} pps x ${r.size} bytes for ${r.durationS} s (${r.cores} cores)${r.placement ? `, threads on ${describePlacement(r.placement.tx)}${r.placement.fallback ? ` (${r.placement.fallback})` : ''}` : ''}`,
+    ...(r.clean ? [] : [`NOT CLEAN: ${r.lost} lost, ${r.duplicated} duplicated, ${r.notSent} not sent`]),
   ];
 }
 

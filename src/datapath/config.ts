@@ -3,6 +3,7 @@ import { parse as parseYaml } from 'yaml';
 import { UsageError } from '../errors.js';
 import { checkNamePart } from '../memfile/index.js';
 import { checkSocketPath } from '../net/socket.js';
+import { NO_PLACEMENT, parseCpuList, parsePriority, type Placement } from '../sched/placement.js';
 import type { PortMode } from './vhost-port.js';
 
 export interface VhostUserSpec {
@@ -24,6 +25,8 @@ export interface DatapathConfig {
   taps: TapSpec[];
   /** MAC table entries, kept in the first mem file */
   macEntries: number;
+  /** where the packet worker runs (--worker-cpus, --worker-priority); the rest of the process stays off those CPUs */
+  worker: Placement;
 }
 
 const PORT_NAME = /^[A-Za-z0-9._-]{1,32}$/;
@@ -80,7 +83,7 @@ export function checkConfig(c: Partial<DatapathConfig>, options: { standby?: boo
   if (!Number.isInteger(macEntries) || macEntries < 16 || macEntries > 1 << 22) {
     throw new UsageError(`macEntries ${macEntries}: use 16 to ${1 << 22}`);
   }
-  return { instance, control: c.control, memFiles: c.memFiles, vhostUser, taps, macEntries };
+  return { instance, control: c.control, memFiles: c.memFiles, vhostUser, taps, macEntries, worker: c.worker ?? NO_PLACEMENT };
 }
 
 /** A JSON or YAML file with the same fields as the flags (vhostUser entries as objects or strings). */
@@ -99,13 +102,21 @@ export function readConfigFile(path: string): Partial<DatapathConfig> {
   }
   if (typeof doc !== 'object' || doc === null) throw new UsageError(`config file '${path}' must hold an object`);
   const d = doc as Record<string, unknown>;
-  const known = new Set(['instance', 'control', 'memFiles', 'vhostUser', 'taps', 'macEntries']);
+  const known = new Set(['instance', 'control', 'memFiles', 'vhostUser', 'taps', 'macEntries', 'workerCpus', 'workerPriority']);
   for (const k of Object.keys(d)) if (!known.has(k)) throw new UsageError(`config file '${path}': unknown field '${k}' (known: ${[...known].join(', ')})`);
   const list = (k: string): unknown[] => (Array.isArray(d[k]) ? (d[k] as unknown[]) : d[k] === undefined ? [] : [d[k]]);
   return {
     ...(typeof d['instance'] === 'string' ? { instance: d['instance'] } : {}),
     ...(typeof d['control'] === 'string' ? { control: d['control'] } : {}),
     ...(typeof d['macEntries'] === 'number' ? { macEntries: d['macEntries'] } : {}),
+    ...(d['workerCpus'] !== undefined || d['workerPriority'] !== undefined
+      ? {
+          worker: {
+            cpus: d['workerCpus'] === undefined ? null : parseCpuList(String(d['workerCpus']), `config file '${path}': workerCpus`),
+            priority: d['workerPriority'] === undefined ? null : parsePriority(String(d['workerPriority']), `config file '${path}': workerPriority`),
+          },
+        }
+      : {}),
     memFiles: list('memFiles').map(String),
     vhostUser: list('vhostUser').map((v) => (typeof v === 'string' ? parseVhostUser(v) : parseVhostUser(`${(v as VhostUserSpec).name}=${(v as VhostUserSpec).path},${(v as VhostUserSpec).mode ?? 'server'}`))),
     taps: list('taps').map((v) => (typeof v === 'string' ? parseTap(v) : parseTap(`${(v as TapSpec).name}=${(v as TapSpec).ifname}`))),

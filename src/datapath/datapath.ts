@@ -11,6 +11,7 @@ import { Engine } from './engine.js';
 import { Handover, type Fault, type HandoverHost, type TapPort } from './handover.js';
 import { Notifier } from './notify.js';
 import { VhostPort, type VhostPortOptions } from './vhost-port.js';
+import { isPlaced, keepOff, placeThread, readPlacement, type Placement, type PlacementReport } from '../sched/placement.js';
 
 interface MemFile {
   path: string;
@@ -29,6 +30,8 @@ export interface DatapathOptions {
   /** state formats to speak (default: all this version knows) */
   stateFormats?: readonly StateFormat[];
   faults?: ReadonlySet<Fault>;
+  /** ZIU_TEST_HOOKS=1: the control socket also answers `hold` (freeze the engine for a while, then thaw) */
+  testHooks?: boolean;
 }
 
 /**
@@ -52,6 +55,7 @@ export class Datapath {
   #notifier = new Notifier();
   #handover: Handover | null = null;
   #stopping: Promise<void> | null = null;
+  #placement: PlacementReport | null = null;
 
   constructor(config: DatapathConfig, opts: DatapathOptions = {}) {
     this.config = config;
@@ -66,6 +70,8 @@ export class Datapath {
       for (const p of this.config.memFiles) this.#memFiles.push(openMemFile(p));
       const first = this.#memFiles[0]!;
       this.#engine = new Engine(first.fd, first.size, { macEntries: this.config.macEntries });
+      // Before any ring is ours (ports open below, or import then resume in standby).
+      if (isPlaced(this.config.worker)) this.placeWorker(this.config.worker);
       this.#handover = new Handover(this.#host(), standby ? 'standby' : 'active');
       if (standby) {
         // Nothing is ours to poll until resume: the engine writes no guest memory while frozen.
@@ -89,6 +95,29 @@ export class Datapath {
       STATUS: standby ? 'standby: waiting for a handover' : `forwarding between ${ports} ports`,
       MAINPID: process.pid,
     });
+  }
+
+  /**
+   * Put the packet worker where it was asked to run, and the rest of this
+   * process (Node's threads) on the other CPUs. Also used by a new instance
+   * to take its predecessor's placement before it takes the rings.
+   */
+  placeWorker(want: Placement): PlacementReport {
+    const tid = this.#engine!.workerStats().tid;
+    const report = placeThread(tid, want, 'the packet worker');
+    if (want.cpus !== null) keepOff(want.cpus, [tid]);
+    this.#placement = report;
+    const line = { tid, requested: want, applied: report.applied };
+    if (report.fallback) this.log.warn({ ...line, fallback: report.fallback }, 'packet worker placed with a fallback');
+    else this.log.info(line, 'packet worker placed');
+    return report;
+  }
+
+  /** The worker's placement as asked and as the kernel has it now. */
+  workerPlacement(): { requested: Placement | null; applied: ReturnType<typeof readPlacement>; fallback: string | null } | null {
+    if (this.#engine === null) return null;
+    const applied = readPlacement(this.#engine.workerStats().tid);
+    return { requested: this.#placement?.requested ?? null, applied, fallback: this.#placement?.fallback ?? null };
   }
 
   async #openPort(spec: { name: string; path: string; mode: 'server' | 'client' }): Promise<void> {
@@ -143,6 +172,8 @@ export class Datapath {
         for (const v of this.config.vhostUser) if (!this.#ports.some((p) => p.name === v.name)) await this.#openPort(v);
       },
       notify: (fields) => this.#notifier.notify(fields),
+      worker: () => this.#placement?.requested ?? null,
+      placeWorker: (want) => this.placeWorker(want),
     };
   }
 
@@ -154,7 +185,25 @@ export class Datapath {
         return { body: { stopping: true } };
       },
       ...this.#handover!.handlers(),
+      ...(this.#opts.testHooks ? { hold: (req) => this.#hold(req) } : {}),
     };
+  }
+
+  /**
+   * Test hook: stop serving every ring for `ms`, as a switch that stalls
+   * would, then serve again. Frames wait in the rings meanwhile: the VM side
+   * must see it as latency and a gap, not as its own lateness.
+   */
+  async #hold(req: Record<string, unknown>): Promise<{ body: Record<string, unknown> }> {
+    const ms = req['ms'];
+    if (typeof ms !== 'number' || !Number.isFinite(ms) || ms <= 0 || ms > 10_000) throw new ZiuError('ERR_ZIU_USAGE', 'hold: ms must be a number of milliseconds in (0, 10000]');
+    if (this.#handover?.role !== 'active') throw new ZiuError('ERR_ZIU_HANDOVER_STATE', `hold: this instance is ${this.#handover?.role ?? 'starting'}, not active`);
+    const engine = this.#engine!;
+    const frozenNs = engine.freeze();
+    await new Promise((r) => setTimeout(r, ms));
+    const thawedNs = engine.thaw();
+    this.log.warn({ ms, frozenNs, thawedNs }, 'test hook: held every ring');
+    return { body: { frozenNs: String(frozenNs), thawedNs: String(thawedNs) } };
   }
 
   status(): Record<string, unknown> {
@@ -168,6 +217,7 @@ export class Datapath {
       role: this.#handover?.role ?? 'starting',
       handover: this.#handover?.status() ?? null,
       memFiles: this.#memFiles.map((m) => ({ path: m.path, bytes: m.size })),
+      worker: this.workerPlacement(),
       ports: [
         ...this.#ports.map((p) => ({ kind: 'vhost-user', ...p.status(), counters: counters(p.enginePort) })),
         ...this.#taps.map((t) => ({ kind: 'tap', name: t.spec.name, ifname: t.spec.ifname, counters: counters(t.enginePort) })),

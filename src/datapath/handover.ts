@@ -18,6 +18,7 @@ import {
   type VhostExport,
 } from '../handover/state.js';
 import { MAX_FDS_PER_MESSAGE } from '../net/socket.js';
+import { checkPlacement, type Placement } from '../sched/placement.js';
 import { VERSION } from '../version.js';
 import type { DatapathConfig, TapSpec } from './config.js';
 import type { Engine } from './engine.js';
@@ -71,6 +72,10 @@ export interface HandoverHost {
   /** new side, at commit: open configured ports the predecessor did not have */
   openMissingPorts(): Promise<void>;
   notify(fields: Record<string, string | number>): Promise<void>;
+  /** the worker placement this instance was started with (its own flags), or null */
+  worker(): Placement | null;
+  /** place the worker (a new instance takes its predecessor's placement before it takes the rings) */
+  placeWorker(want: Placement): unknown;
 }
 
 interface Exported {
@@ -133,6 +138,7 @@ export class Handover {
       role: this.role,
       stateFormats: { export: [...this.#host.stateFormats], import: [...this.#host.stateFormats] },
       control: this.#host.control().path,
+      worker: this.#host.worker(),
     };
   }
 
@@ -326,6 +332,11 @@ export class Handover {
       }
       const state = decodeState(format, req['state']);
       this.#checkDevices(state);
+      // The predecessor's worker placement, unless we were started with our own: applied
+      // before any ring is ours, so the rings never run on a worse-placed thread.
+      if (req['worker'] !== undefined && req['worker'] !== null && this.#host.worker() === null) {
+        this.#host.placeWorker(checkPlacement(req['worker'], 'import: worker'));
+      }
       this.#adoptAll(state.devices, byName);
       this.#controlFd = byName.get(CONTROL_LISTENER_FD) ?? null;
       byName.delete(CONTROL_LISTENER_FD);

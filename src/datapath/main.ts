@@ -5,6 +5,7 @@ import type { Fault } from './handover.js';
 import { VERSION } from '../version.js';
 import { checkConfig, parseTap, parseVhostUser, readConfigFile, type DatapathConfig } from './config.js';
 import { Datapath } from './datapath.js';
+import { parseCpuList, parsePriority } from '../sched/placement.js';
 
 const collect = <T>(parse: (s: string) => T) => (value: string, prev: T[] = []) => [...prev, parse(value)];
 
@@ -18,6 +19,8 @@ function buildCommand(): Command {
     .option('--tap <name=ifname>', 'a tap uplink (repeatable; needs root)', collect(parseTap))
     .option('--instance <id>', 'instance id shown in status and logs')
     .option('--mac-entries <n>', 'MAC table entries', (v) => Number(v))
+    .option('--worker-cpus <list>', 'CPUs for the packet worker thread, e.g. 1 or 2-3; the rest of the process stays off them (default: any CPU)', (v) => parseCpuList(v, '--worker-cpus'))
+    .option('--worker-priority <1-99>', 'run the packet worker SCHED_FIFO at this priority; it still sleeps when idle (default: SCHED_OTHER)', (v) => parsePriority(v, '--worker-priority'))
     .option('--config <file>', 'the same settings from a JSON or YAML file (flags override it)')
     .option('--state-formats <list>', `handover state formats to export and import, e.g. 1 or 1,2 (default: ${STATE_FORMATS.join(',')})`, parseFormats)
     .option('--handover-info', 'print the handover protocol and state formats this binary speaks as JSON, and exit')
@@ -48,7 +51,7 @@ export async function main(argv: string[]): Promise<number | null> {
   const standby = process.env['ZIU_HANDOVER'] === 'standby';
   try {
     cmd.parse(argv, { from: 'user' });
-    const o = cmd.opts<{ control?: string; memFile?: string[]; vhostUser?: DatapathConfig['vhostUser']; tap?: DatapathConfig['taps']; instance?: string; macEntries?: number; config?: string; stateFormats?: StateFormat[]; handoverInfo?: boolean }>();
+    const o = cmd.opts<{ control?: string; memFile?: string[]; vhostUser?: DatapathConfig['vhostUser']; tap?: DatapathConfig['taps']; instance?: string; macEntries?: number; config?: string; stateFormats?: StateFormat[]; handoverInfo?: boolean; workerCpus?: number[]; workerPriority?: number }>();
     if (o.handoverInfo) {
       const formats = o.stateFormats ?? [...STATE_FORMATS];
       process.stdout.write(`${JSON.stringify({ protocol: HANDOVER_PROTOCOL, datapath: 'ziu-datapath', version: VERSION, stateFormats: { export: formats, import: formats } })}\n`);
@@ -64,6 +67,9 @@ export async function main(argv: string[]): Promise<number | null> {
       ...(o.tap ? { taps: o.tap } : {}),
       ...(o.instance ? { instance: o.instance } : {}),
       ...(o.macEntries !== undefined ? { macEntries: o.macEntries } : {}),
+      ...(o.workerCpus !== undefined || o.workerPriority !== undefined
+        ? { worker: { cpus: o.workerCpus ?? file.worker?.cpus ?? null, priority: o.workerPriority ?? file.worker?.priority ?? null } }
+        : {}),
     }, { standby });
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
@@ -76,6 +82,7 @@ export async function main(argv: string[]): Promise<number | null> {
     ...(process.env['ZIU_CONTROL_PATH'] ? { standbyControl: process.env['ZIU_CONTROL_PATH'] } : {}),
     ...(stateFormats ? { stateFormats } : {}),
     faults,
+    testHooks: process.env['ZIU_TEST_HOOKS'] === '1',
   });
   try {
     await dp.start();

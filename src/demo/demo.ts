@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { nowMs } from '../bench/traffic.js';
+import { phaseAt } from '../bench/window.js';
 import { datapathArgv } from '../datapath/bin.js';
 import { ZiuError } from '../errors.js';
 import { PAGE_2M, type HugepageHost } from '../hugepages/index.js';
@@ -42,11 +44,22 @@ export interface DemoOptions {
   log?: Logger;
 }
 
+/** What the VM side saw over the whole demo; each worst moment with the upgrade step it fell in ('before'/'after' it). */
 export interface DemoTraffic {
   sent: number;
   received: number;
   lost: number;
+  duplicated: number;
+  /** slots the VM could not send: its TX ring was full */
+  notSent: number;
   maxGapUs: number;
+  gapPhase: string;
+  /** the largest one-way latency: time a frame waited in the switch */
+  maxLatencyUs: number;
+  latencyPhase: string;
+  /** the largest lateness of the VM's own sender against its schedule */
+  maxLatenessUs: number;
+  latenessPhase: string;
 }
 
 export interface DemoMode {
@@ -132,6 +145,9 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
     await pause(trafficMs, o.signal);
 
     say(`upgrade ${upgradeId}: starting a new instance beside the old one and handing it every connection`);
+    const live = probe.stats();
+    const probeStartMs = live.native.nowNs / 1e6 - live.elapsedS * 1000;
+    const upgradeAtMs = nowMs();
     const report = await upgrade({ control, newCommand: [...datapath, ...ports, '--instance', 'demo-new'], mem: DEMO_MEM, pageSize: PAGE_2M, stateDir: dir, store: ws.store, upgradeId });
     if (report.new) ws.pids.add(report.new.pid);
     if (report.memory) ws.memInstances.add(`upgrade-${upgradeId}`);
@@ -143,9 +159,22 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
     const running = probe;
     probe = null;
     const p = await running.stop();
+    const phase = (atMs: number): string => (atMs === 0 ? 'none' : phaseAt(probeStartMs + atMs - upgradeAtMs, report.phases));
     return {
       ...report,
-      traffic: { sent: p.sent, received: p.received, lost: p.lost, maxGapUs: p.maxGapUs },
+      traffic: {
+        sent: p.sent,
+        received: p.received,
+        lost: p.lost,
+        duplicated: p.duplicated,
+        notSent: p.notSent,
+        maxGapUs: p.maxGapUs,
+        gapPhase: phase(p.maxGapAtMs + 1000 / rate),
+        maxLatencyUs: p.latencyUs.max,
+        latencyPhase: phase(p.maxLatencyAtMs),
+        maxLatenessUs: p.latenessUs.max,
+        latenessPhase: phase(p.maxLatenessAtMs),
+      },
       mode: { root: o.privileged, memory: mem.backing, tap, note },
       dir,
     };

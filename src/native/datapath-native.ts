@@ -82,6 +82,8 @@ export interface DpWorkerStats {
   wakeups: number;
   /** MAC table entries in use */
   macEntries: number;
+  /** the worker's thread id, for placing it (schedSet) */
+  tid: number;
 }
 
 export interface DpTimes {

@@ -80,6 +80,16 @@ export interface NativeAddon extends DatapathAddon, ProbeAddon {
    * across processes): returns the previous value; swapped iff it === expected.
    */
   casWord(fd: number, expected: number, desired: number): number | Errno;
+
+  // thread placement (native/sched.c), by thread id
+  /** highest SCHED_FIFO priority (99 on Linux) */
+  readonly SCHED_FIFO_MAX: number;
+  /** Affinity (cpus [] leaves it) and policy (-1 leaves it, 0 SCHED_OTHER, 1 SCHED_FIFO at priority) of one thread. */
+  schedSet(tid: number, cpus: number[], policy: -1 | 0 | 1, priority: number): 0 | Errno;
+  /** What the kernel applied: policy 0 SCHED_OTHER, 1 SCHED_FIFO, 2 SCHED_RR, 3 SCHED_BATCH, 5 SCHED_IDLE. */
+  schedGet(tid: number): { policy: number; priority: number; cpus: number[] } | Errno;
+  /** the calling thread's id */
+  gettid(): number;
   eventfd(initval: number, semaphore: boolean): number | Errno;
   eventfdRead(fd: number): bigint | Errno;
   eventfdWrite(fd: number, value: bigint): 0 | Errno;

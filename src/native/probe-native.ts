@@ -86,6 +86,23 @@ export interface ProbeNativeStats {
   /** frames on our TX rings the device has not consumed */
   txPending: number;
   latency: ProbeLatencyStats;
+  /** TX stamp of the frame with the largest latency (CLOCK_MONOTONIC ns) */
+  latencyMaxAtNs: number;
+  /** the sender's own lateness: each frame's TX stamp minus its slot in the schedule */
+  lateness: ProbeLatenessStats;
+  /** thread ids of the TX and RX loops (0 when not running), for placing them */
+  txTid: number;
+  rxTid: number;
+}
+
+export interface ProbeLatenessStats {
+  count: number;
+  meanNs: number;
+  p50Ns: number;
+  p99Ns: number;
+  maxNs: number;
+  /** the slot (CLOCK_MONOTONIC ns) of the latest frame */
+  maxAtNs: number;
 }
 
 export interface ProbeAddon {
@@ -120,6 +137,8 @@ export interface ProbeAddon {
   probeStopRx(h: ProbeHandle): 0;
   probeStats(h: ProbeHandle): ProbeNativeStats;
   probeRingState(h: ProbeHandle, port: number, ring: number): ProbeRingState | Errno;
+  /** Test hook: the TX thread sleeps ns once at its next turn, as a descheduled vCPU would (-EBADF if not sending). */
+  probeStallTx(h: ProbeHandle, ns: number): 0 | Errno;
   /** stop both threads, unmap; idempotent. The fds stay the caller's. */
   probeDestroy(h: ProbeHandle): 0;
 }

@@ -11,6 +11,7 @@ import { logger } from '../log.js';
 import { BROADCAST_MAC, formatIpv4, formatMac, parseIpv4, parseMac, randomMac, type Mac } from './addr.js';
 import { checkInteger, checkProbeSocket, checkRingSize, checkTimeoutMs, DEFAULTS, LIMITS } from './options.js';
 import { ProbePort, type PortMode } from './port.js';
+import { isPlaced, placeThread, type Applied, type Placement } from '../sched/placement.js';
 
 export interface ProbeOptions {
   /** vhost-user socket of the sending port */
@@ -34,6 +35,8 @@ export interface ProbeOptions {
   drainMs?: number;
   /** the stream id in every frame (default random): frames of other streams count as foreign */
   streamId?: number;
+  /** where the TX and RX loops (the VM's vCPUs) run: CPUs and SCHED_FIFO priority (default: as the process) */
+  placement?: Placement;
 }
 
 /** Live numbers while the probe runs. */
@@ -46,7 +49,8 @@ export interface ProbeStats {
   reordered: number;
   unknown: number;
   foreign: number;
-  txRingFull: number;
+  /** schedule slots the VM could not send: its TX ring was full because the back-end took nothing */
+  notSent: number;
   /** frames still in our TX ring: the back-end has not taken them */
   inFlight: number;
   reconnects: number;
@@ -67,14 +71,22 @@ export interface ProbeReport {
   duplicated: number;
   reordered: number;
   unknown: number;
+  /** one-way: receive time minus the TX stamp in the frame (time spent in the switch, and in our RX thread) */
   latencyUs: { p50: number; p99: number; max: number };
+  /** the TX stamp of the frame with the largest latency, ms after the probe started */
+  maxLatencyAtMs: number;
+  /** the sender's own lateness against its schedule: a slot the VM's TX thread sent late was never the switch's fault */
+  latenessUs: { p50: number; p99: number; max: number };
+  /** the slot of the latest frame, ms after the probe started */
+  maxLatenessAtMs: number;
   /** largest time between two consecutive probe frames */
   maxGapUs: number;
   /** when that gap started, ms after the first frame was sent */
   maxGapAtMs: number;
   /** back-end reconnections (server mode), the most any port saw: one back-end restart counts once */
   reconnects: number;
-  txRingFull: number;
+  /** schedule slots the VM could not send (its TX ring was full: the back-end took nothing); a clean run has 0 */
+  notSent: number;
   rate: number;
   size: number;
   durationS: number;
@@ -83,6 +95,16 @@ export interface ProbeReport {
   inFlight: number;
   foreign: number;
   cpu: { txMs: number; rxMs: number };
+  /** where the loops ran, read back from the kernel; null when no placement was asked */
+  placement: ProbePlacement | null;
+  /** true when nothing was lost, duplicated or left unsent: what a passing run needs */
+  clean: boolean;
+}
+
+export interface ProbePlacement {
+  tx: Applied;
+  rx: Applied;
+  fallback: string | null;
 }
 
 export interface RunningProbe {
@@ -90,6 +112,8 @@ export interface RunningProbe {
   /** the ports' MACs: frames go from tx to rx */
   readonly macs: { tx: string; rx: string };
   stats(): ProbeStats;
+  /** test hook: the TX thread sleeps this long once, as a descheduled vCPU would */
+  stallTx(ms: number): void;
   /** stop sending, drain, stop receiving, release everything; idempotent */
   stop(): Promise<ProbeReport>;
 }
@@ -177,7 +201,17 @@ export async function startProbe(opts: ProbeOptions): Promise<RunningProbe> {
   }
   const startNs = nowNs();
   const log = logger('probe');
-  log.info({ tx: opts.tx, rx: opts.rx, rate, size, streamId, single }, 'probe sending');
+  let placement: ProbePlacement | null = null;
+  if (opts.placement && isPlaced(opts.placement)) {
+    try {
+      placement = placeLoops(h, opts.placement);
+    } catch (err) {
+      release(h, ports);
+      throw err;
+    }
+    if (placement.fallback) log.warn({ fallback: placement.fallback }, 'probe loops placed with a fallback');
+  }
+  log.info({ tx: opts.tx, rx: opts.rx, rate, size, streamId, single, placement }, 'probe sending');
 
   // A back-end restart drops every port at once: count it once, not once per port.
   const reconnects = (): number => Math.max(...ports.map((p) => p.reconnects));
@@ -189,7 +223,7 @@ export async function startProbe(opts: ProbeOptions): Promise<RunningProbe> {
     reordered: s.reordered,
     unknown: s.unknown,
     foreign: s.foreign,
-    txRingFull: s.txRingFull,
+    notSent: s.txRingFull,
     inFlight: s.txPending,
     reconnects: reconnects(),
     connected: ports.every((p) => p.connected),
@@ -210,18 +244,23 @@ export async function startProbe(opts: ProbeOptions): Promise<RunningProbe> {
     const s = native.probeStats(h);
     const reconnectCount = reconnects();
     release(h, ports);
+    const lost = Math.max(0, s.sent - s.received - s.txPending);
+    const atMs = (ns: number): number => (ns === 0 ? 0 : Math.round((ns - startNs) / 1e4) / 100);
     const report: ProbeReport = {
       sent: s.sent,
       received: s.received,
-      lost: Math.max(0, s.sent - s.received - s.txPending),
+      lost,
       duplicated: s.duplicated,
       reordered: s.reordered,
       unknown: s.unknown,
       latencyUs: latencyUs(s),
+      maxLatencyAtMs: atMs(s.latencyMaxAtNs),
+      latenessUs: { p50: nsToUs(s.lateness.p50Ns), p99: nsToUs(s.lateness.p99Ns), max: nsToUs(s.lateness.maxNs) },
+      maxLatenessAtMs: atMs(s.lateness.maxAtNs),
       maxGapUs: nsToUs(s.maxGapNs),
       maxGapAtMs: s.maxGapNs === 0 ? 0 : Math.round((s.maxGapAtNs - startNs) / 1e4) / 100,
       reconnects: reconnectCount,
-      txRingFull: s.txRingFull,
+      notSent: s.txRingFull,
       rate,
       size,
       durationS: Math.round(durationS * 1000) / 1000,
@@ -229,6 +268,8 @@ export async function startProbe(opts: ProbeOptions): Promise<RunningProbe> {
       inFlight: s.txPending,
       foreign: s.foreign,
       cpu: cpu(s),
+      placement,
+      clean: lost === 0 && s.duplicated === 0 && s.txRingFull === 0,
     };
     log.info(report, 'probe stopped');
     return report;
@@ -237,8 +278,19 @@ export async function startProbe(opts: ProbeOptions): Promise<RunningProbe> {
     streamId,
     macs: { tx: formatMac(txPort.mac), rx: formatMac(rxPort.mac) },
     stats: () => stats(),
+    stallTx: (ms: number) => {
+      check(native.probeStallTx(h, Math.round(ms * 1e6)), 'probeStallTx');
+    },
     stop: () => (stopping ??= stop()),
   };
+}
+
+/** Put the TX and RX loops where asked, and read back what the kernel applied. */
+function placeLoops(h: ProbeHandle, want: Placement): ProbePlacement {
+  const s = native.probeStats(h);
+  const tx = placeThread(s.txTid, want, 'the probe TX thread');
+  const rx = placeThread(s.rxTid, want, 'the probe RX thread');
+  return { tx: tx.applied, rx: rx.applied, fallback: tx.fallback ?? rx.fallback };
 }
 
 export interface EchoOptions {

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import { ControlClient } from '../control/client.js';
 import { hasCode, ZiuError } from '../errors.js';
 import { native } from '../native/index.js';
+import type { Applied, Placement } from '../sched/placement.js';
 
 export interface Hello {
   protocol: number;
@@ -12,6 +13,8 @@ export interface Hello {
   role: string;
   stateFormats: { export: number[]; import: number[] };
   control: string;
+  /** the worker placement the instance was started with or inherited (absent from older datapaths) */
+  worker?: Placement | null;
 }
 
 export interface PortStatus {
@@ -30,6 +33,8 @@ export interface Status {
   memFiles: Array<{ path: string; bytes: number }>;
   ports: PortStatus[];
   handover: { firstPassNs?: string; frozenNs?: string } | null;
+  /** the packet worker's placement, as asked and as the kernel has it */
+  worker?: { requested: Placement | null; applied: Applied; fallback: string | null } | null;
 }
 
 /** One datapath as the orchestrator sees it: its control socket, spoken to in the handover protocol. */

@@ -1,3 +1,4 @@
+import type { Applied } from '../sched/placement.js';
 /** What `ziu upgrade` (and `ziu recover`) report: one document, also the journal's final word. */
 
 export type UpgradeResult = 'committed' | 'rolled_back' | 'refused' | 'failed';
@@ -10,6 +11,8 @@ export interface InstanceInfo {
   version: string;
   instance: string;
   control: string;
+  /** where its packet worker ran (read back from the kernel), when the datapath reports it */
+  worker?: Applied | null;
 }
 
 export interface PortReport {

@@ -15,6 +15,7 @@ import { Peer, type Hello, type Status } from './peer.js';
 import { retireOld } from './retire.js';
 import type { Phase, UpgradeReport } from './report.js';
 import { checkHealth, movingPorts, verifyNew } from './verify.js';
+import { keepOff } from '../sched/placement.js';
 
 export interface UpgradeOptions {
   /** the running (old) instance's control socket */
@@ -109,6 +110,7 @@ export class Upgrade {
       await this.#switchover();
       await this.#step('verify', async () => {
         this.#report.ports = await verifyNew(this.#new!, atFreeze, moving, this.o.verifyMs);
+        if (this.#report.new) this.#report.new.worker = (await this.#new!.status()).worker?.applied ?? null;
         if (this.o.healthUrl) await checkHealth(this.o.healthUrl);
       });
       await this.#step('commit', () => this.#commitNew());
@@ -146,6 +148,7 @@ export class Upgrade {
     }
     const h = this.#oldHello;
     this.#report.old = { pid: h.pid, version: h.version, instance: h.instance, control: o.control };
+    this.#report.old.worker = (await this.#old.status().catch(() => null))?.worker?.applied ?? null;
     if (h.role !== 'active') {
       throw new Refusal('ERR_ZIU_HANDOVER_STATE', `the old instance (pid ${h.pid}) is ${h.role}, not active: another upgrade is under way or unfinished (see 'ziu status', 'ziu recover')`);
     }
@@ -221,6 +224,13 @@ export class Upgrade {
 
   async #start(argv: string[]): Promise<void> {
     const dir = this.#paths.dir;
+    // Off the packet cores: we, and the instance we start (it inherits our mask while its
+    // runtime starts), never compete with the old worker for its CPU.
+    const packetCpus = this.#oldHello!.worker?.cpus ?? null;
+    if (packetCpus !== null) {
+      const rest = keepOff(packetCpus);
+      if (rest !== null) this.log.info({ packetCpus, ourCpus: rest }, 'orchestrator and new instance kept off the packet CPUs');
+    }
     const launched = await launchDetached({
       argv,
       env: { ZIU_HANDOVER: 'standby', ZIU_CONTROL_PATH: this.#standbyControl, ZIU_UPGRADE_ID: this.id },
@@ -256,7 +266,9 @@ export class Upgrade {
     const x = await this.#old!.call<{ state: unknown; fds: string[] }>('export', { format: this.#format, upgradeId: this.id });
     this.#exported = true;
     try {
-      await this.#new!.call('import', { format: this.#format, state: x.body.state, fds: x.body.fds, upgradeId: this.id }, x.fds);
+      // The old worker's placement travels with the state: the new worker takes it before the rings.
+      const worker = this.#oldHello!.worker ?? null;
+      await this.#new!.call('import', { format: this.#format, state: x.body.state, fds: x.body.fds, upgradeId: this.id, ...(worker ? { worker } : {}) }, x.fds);
     } finally {
       for (const fd of x.fds) native.close(fd);
     }

@@ -8,8 +8,8 @@ import { ziu } from '../cli/helpers.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const STATS = ['min', 'p50', 'p90', 'p99', 'max'];
-const MODE_KEYS = ['upgrades', 'outage_us', 'lost', 'duplicated', 'reordered', 'wall_ms', 'switchover_us'];
-const FILES = ['results.json', 'summary.md', 'outage-per-upgrade.svg', 'outage-cdf.svg'];
+const MODE_KEYS = ['upgrades', 'outage_us', 'latency_us', 'lateness_us', 'lost', 'duplicated', 'reordered', 'not_sent', 'wall_ms', 'switchover_us'];
+const FILES = ['results.json', 'summary.md', 'outage-per-upgrade.svg', 'outage-cdf.svg', 'vm-side-per-upgrade.svg'];
 
 type Stats = Record<string, number>;
 interface ModeDoc {
@@ -18,6 +18,7 @@ interface ModeDoc {
   lost: number;
   duplicated: number;
   reordered: number;
+  not_sent: number;
   wall_ms: Stats;
   switchover_us: Stats | null;
 }
@@ -113,10 +114,16 @@ describe('ziu bench', () => {
     expect(a.new_pid).not.toBe(a.old_pid);
     expect(b.old_pid).toBe(a.new_pid);
     expect(b.new_pid).not.toBe(b.old_pid);
+    // Every window says where its worst moments fell: gap, latency in the switch, the sender's own lateness.
+    for (const s of res.samples as unknown as Array<Record<string, unknown>>) {
+      expect(s).toMatchObject({ max_latency_us: expect.any(Number), latency_phase: expect.any(String), max_lateness_us: expect.any(Number), lateness_phase: expect.any(String) });
+    }
     if (mode === 'handover') {
-      // Handed over: the VM side never saw its backend go away, and nothing was lost.
+      // Handed over: the VM side never saw its backend go away, nothing was lost, and it could always send.
       for (const s of res.samples) expect(s.reconnects).toEqual([0]);
       expect(m.lost).toBe(0);
+      expect(m.not_sent).toBe(0);
+      expect(fs.readFileSync(path.join(out, 'vm-side-per-upgrade.svg'), 'utf8')).toContain('>largest sender lateness (VM)</text>');
       expectStats(m.switchover_us);
     } else {
       // Restarted: every VM had to take a new backend connection.
@@ -142,13 +149,13 @@ describe('ziu bench', () => {
     expect(r.exitCode, r.stderr).toBe(0);
     const lines = r.stdout.trimEnd().split('\n');
     expect(lines[0]).toMatch(/^ziu bench: 2 port pairs, 1000 pps of 64 B per pair, 64M (hugetlbfs \(2M pages\)|tmpfs) per instance; \d+ cores, kernel .+; 1 upgrade per mode$/);
-    expect(lines[1]).toMatch(/^MODE +UPGRADES +OUTAGE P50 +P99 +MAX +LOST +SWITCHOVER P50 +WALL P50$/);
+    expect(lines[1]).toMatch(/^MODE +UPGRADES +OUTAGE P50 +P99 +MAX +LATENCY P99 +SENDER LATE P99 +LOST +NOT SENT +SWITCHOVER P50 +WALL P50$/);
     expect(lines[2]).toMatch(/^handover +1 +[\d.]+ (µs|ms) /);
     expect(lines[3]).toMatch(/^restart +1 +[\d.]+ (ms|s) .* - +\d+ ms$/);
     expect(lines[4]).toMatch(/^restart-cold +1 /);
     expect(lines[5]).toMatch(/^restart\/handover: outage p50 [\d.]+x, p99 [\d.]+x \(1 pair, same run\)$/);
     expect(lines[6]).toMatch(/^restart-cold\/handover: outage p50 /);
-    expect(lines[7]).toBe(`results: ${out} (results.json, summary.md, outage-per-upgrade.svg, outage-cdf.svg)`);
+    expect(lines[7]).toBe(`results: ${out} (results.json, summary.md, outage-per-upgrade.svg, outage-cdf.svg, vm-side-per-upgrade.svg)`);
     expect(r.stderr).toMatch(/^ziu bench: working in \/dev\/shm\/ziu-bench-\w+; handover, restart, restart-cold, 1 upgrade each\n/);
     for (const mode of ['handover', 'restart', 'restart-cold']) {
       expect(r.stderr).toMatch(new RegExp(`\\n${mode} 1/1: outage [\\d.]+ (µs|ms|s) \\(in [\\w-]+\\), .*lost \\d+, wall \\d+ ms, pid \\d+ -> \\d+\\n`));

@@ -4,16 +4,19 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { buildProgram, main } from '../../src/cli/main.js';
 import { probeCommand } from '../../src/cli/probe.js';
 import { UsageError } from '../../src/errors.js';
+import { formatCpuList, onlineCpus } from '../../src/sched/placement.js';
 import { tempDir } from '../helpers/tmp.js';
 import { LoopbackBackend } from './loopback-backend.js';
 
 /** `ziu probe ...` through commander, as main() runs it (main maps UsageError to exit 2). */
-async function probe(args: string[]): Promise<void> {
+async function probe(args: string[]): Promise<{ exitCode: number }> {
+  const run = { exitCode: 0 };
   const program = new Command('ziu');
-  probeCommand(program);
+  probeCommand(program, run);
   program.exitOverride();
   for (const c of program.commands) c.exitOverride().configureOutput({ writeErr: () => {} });
   await program.parseAsync(['probe', ...args], { from: 'user' });
+  return run;
 }
 
 const long = `/tmp/${'x'.repeat(110)}.sock`;
@@ -38,6 +41,10 @@ describe('ziu probe refuses bad input with one line naming the value', () => {
     [['--echo', 'a', '--ip', '10.0.0.256'], "invalid --ip '10.0.0.256': use a dotted quad, e.g. 10.0.0.2"],
     [['--echo', 'a', '--ip', '10.0.0'], "invalid --ip '10.0.0': use a dotted quad, e.g. 10.0.0.2"],
     [['--echo', 'a', '--ip', '10.0.0.1', '--mac', '01:00:5e:00:00:01'], "invalid --mac '01:00:5e:00:00:01': a multicast address cannot be a port's own"],
+    [['--tx', 'a', '--rx', 'b', '--cpus', '4096'], `--cpus '4096': CPU 4096 does not exist here (online: ${formatCpuList(onlineCpus())})`],
+    [['--tx', 'a', '--rx', 'b', '--cpus', 'one'], `--cpus 'one': use a CPU list such as 1, 0-1 or 1,3 (online: ${formatCpuList(onlineCpus())})`],
+    [['--tx', 'a', '--rx', 'b', '--rt-priority', '0'], "--rt-priority '0': a SCHED_FIFO priority is a whole number from 1 to 99"],
+    [['--tx', 'a', '--rx', 'b', '--rt-priority', '100'], "--rt-priority '100': a SCHED_FIFO priority is a whole number from 1 to 99"],
     [['--echo', 'a', '--ip', '10.0.0.1', '--mac', 'zz'], "invalid --mac 'zz': use six hex bytes, e.g. 02:7a:69:00:00:01"],
     [['--echo', long, '--ip', '10.0.0.1'], `--echo: socket path '${long}' is ${long.length} bytes; unix sockets allow at most 107`],
     [['--echo', 'a', '--ip', '10.0.0.1', '--rate', '5'], '--echo answers on one port and sends nothing of its own: drop --rate'],
@@ -92,12 +99,15 @@ describe('ziu probe --json prints one report', () => {
     backend.route(tx, rx);
     await backend.listen(tx);
     await backend.listen(rx);
-    await probe(['--tx', tx, '--rx', rx, '--rate', '1000', '--size', '256', '--duration', '0.3', '--json']);
+    const run = await probe(['--tx', tx, '--rx', rx, '--rate', '1000', '--size', '256', '--duration', '0.3', '--json']);
     const doc = JSON.parse(out.join(''));
     expect(Object.keys(doc)).toEqual([
-      'sent', 'received', 'lost', 'duplicated', 'reordered', 'unknown', 'latency_us', 'max_gap_us', 'max_gap_at_ms',
-      'reconnects', 'tx_ring_full', 'rate', 'size', 'duration_s', 'cores', 'in_flight', 'foreign', 'cpu',
+      'sent', 'received', 'lost', 'duplicated', 'reordered', 'unknown', 'latency_us', 'max_latency_at_ms', 'lateness_us', 'max_lateness_at_ms',
+      'max_gap_us', 'max_gap_at_ms', 'reconnects', 'not_sent', 'rate', 'size', 'duration_s', 'cores', 'in_flight', 'foreign', 'cpu', 'placement', 'clean',
     ]);
+    expect(Object.keys(doc.lateness_us)).toEqual(['p50', 'p99', 'max']);
+    expect(doc).toMatchObject({ not_sent: 0, clean: true, placement: null });
+    expect(run.exitCode).toBe(0);
     expect(Object.keys(doc.latency_us)).toEqual(['p50', 'p99', 'max']);
     expect(doc).toMatchObject({ lost: 0, duplicated: 0, reordered: 0, rate: 1000, size: 256, reconnects: 0 });
     expect(doc.received).toBe(doc.sent);
