@@ -37,6 +37,7 @@
 #define DP_SPIN_NS 100000ull  /* keep polling this long after the last work before sleeping */
 #define DP_SPIN_RT_NS 20000ull /* the same for a real-time worker: it must leave its CPU to others when idle */
 #define DP_POLICY_CHECK_NS 10000000ull /* how often the worker looks at its own scheduling policy */
+#define DP_SHARED_NS 1000000000ull /* preempted this recently: the CPU is shared, sleep without spinning */
 #define DP_SLEEP_MS 100       /* epoll timeout: rings without a kick fd are polled this often */
 
 /* One SET_MEM_TABLE region, mapped. */
@@ -138,6 +139,7 @@ struct dp {
   uint64_t passes, sleeps, wakeups;
   int worker_tid; /* gettid() of the worker, for placing it (sched.c); set before dpCreate returns */
   bool realtime;  /* the worker runs SCHED_FIFO/RR: it never spins on sched_yield, which would not let CFS threads run */
+  uint64_t nivcsw, preempted_ns; /* the worker's involuntary context switches, and when they last rose */
 };
 
 /* dp_mac.c */

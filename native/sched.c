@@ -5,8 +5,12 @@
  * place the engine's worker or the probe's loops from the JS thread and a
  * test can read back exactly what the kernel applied.
  */
+#include <pthread.h>
 #include <sched.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <time.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include "ziu.h"
@@ -73,10 +77,141 @@ static napi_value n_sched_get(napi_env env, napi_callback_info info) {
 /* The calling thread's id. */
 static napi_value n_gettid(napi_env env, napi_callback_info info) { return ziu_int(env, (int64_t)syscall(SYS_gettid)); }
 
+
+/*
+ * The host's own noise: a thread on one CPU, at the highest priority it may
+ * have, that sleeps to a fixed schedule and records how late each wake-up
+ * is. Nothing in user space can delay a SCHED_FIFO 99 thread, so what it sees
+ * (timer slack, non-preemptible kernel work, a hypervisor taking the vCPU)
+ * lies outside any switch: the floor under every VM-side figure.
+ */
+#define NOISE_MAGIC 0x6e6f6973u
+#define NOISE_BUCKETS 64 /* powers of two of ns */
+
+struct noise {
+  uint32_t magic;
+  pthread_t thread;
+  bool started;
+  int stop;
+  int cpu, priority;
+  uint64_t period_ns;
+  int applied_priority; /* 0: SCHED_OTHER (not permitted), else the FIFO priority it got */
+  uint64_t samples, max_ns, max_at_ns, sum_ns, over_1ms;
+  uint64_t hist[NOISE_BUCKETS];
+};
+
+static uint64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void *noise_main(void *arg) {
+  struct noise *n = arg;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(n->cpu, &set);
+  sched_setaffinity(0, sizeof(set), &set);
+  struct sched_param sp = {.sched_priority = n->priority};
+  n->applied_priority = n->priority > 0 && sched_setscheduler(0, SCHED_FIFO, &sp) == 0 ? n->priority : 0;
+  prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0); /* as the probe's TX thread: no 50 us of slack on top */
+  uint64_t next = mono_ns() + n->period_ns;
+  while (!__atomic_load_n(&n->stop, __ATOMIC_ACQUIRE)) {
+    struct timespec ts = {.tv_sec = (time_t)(next / 1000000000ull), .tv_nsec = (long)(next % 1000000000ull)};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+    }
+    uint64_t now = mono_ns(), late = now > next ? now - next : 0;
+    n->samples++;
+    n->sum_ns += late;
+    if (late > n->max_ns) {
+      n->max_ns = late;
+      n->max_at_ns = next;
+    }
+    if (late > 1000000) n->over_1ms++;
+    n->hist[late ? 63 - __builtin_clzll(late) : 0]++;
+    next += n->period_ns;
+    if (next < now) next = now + n->period_ns; /* a long stall: do not count the missed ticks twice */
+  }
+  return NULL;
+}
+
+static void noise_finalize(napi_env env, void *data, void *hint) {
+  struct noise *n = data;
+  if (n->started) {
+    __atomic_store_n(&n->stop, 1, __ATOMIC_RELEASE);
+    pthread_join(n->thread, NULL);
+  }
+  n->magic = 0;
+  free(n);
+}
+
+/* noiseStart(cpu, priority (0: SCHED_OTHER), periodNs) -> handle | -errno */
+static napi_value n_noise_start(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 3);
+  int32_t cpu, prio;
+  int64_t period;
+  if (!ziu_get_i32(env, argv[0], &cpu) || !ziu_get_i32(env, argv[1], &prio) || !ziu_get_i64(env, argv[2], &period)) return NULL;
+  if (cpu < 0 || cpu >= CPU_SETSIZE || prio < 0 || prio > 99 || period < 10000 || period > 1000000000) return ziu_errno(env, EINVAL);
+  struct noise *n = calloc(1, sizeof(*n));
+  if (!n) return ziu_errno(env, ENOMEM);
+  n->magic = NOISE_MAGIC;
+  n->cpu = cpu;
+  n->priority = prio;
+  n->period_ns = (uint64_t)period;
+  int err = pthread_create(&n->thread, NULL, noise_main, n);
+  if (err) {
+    free(n);
+    return ziu_errno(env, err);
+  }
+  n->started = true;
+  napi_value ext;
+  if (napi_create_external(env, n, noise_finalize, NULL, &ext) != napi_ok) {
+    napi_throw_error(env, NULL, "ziu native: cannot create a noise handle");
+    return NULL;
+  }
+  return ext;
+}
+
+/* noiseStop(handle) -> {samples, maxNs, maxAtNs, meanNs, p99Ns (bucket upper bound), over1ms, priority} */
+static napi_value n_noise_stop(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 1);
+  void *data = NULL;
+  if (napi_get_value_external(env, argv[0], &data) != napi_ok || !data || ((struct noise *)data)->magic != NOISE_MAGIC) {
+    napi_throw_type_error(env, NULL, "ziu native: expected a noise handle");
+    return NULL;
+  }
+  struct noise *n = data;
+  if (n->started) {
+    __atomic_store_n(&n->stop, 1, __ATOMIC_RELEASE);
+    pthread_join(n->thread, NULL);
+    n->started = false;
+  }
+  uint64_t target = n->samples - n->samples / 100, seen = 0, p99 = 0;
+  for (int b = 0; b < NOISE_BUCKETS && n->samples; b++) {
+    seen += n->hist[b];
+    if (seen >= target) {
+      p99 = b >= 63 ? UINT64_MAX : (2ull << b) - 1;
+      break;
+    }
+  }
+  napi_value out;
+  napi_create_object(env, &out);
+  ziu_set_prop(env, out, "samples", ziu_double(env, (double)n->samples));
+  ziu_set_prop(env, out, "maxNs", ziu_double(env, (double)n->max_ns));
+  ziu_set_prop(env, out, "maxAtNs", ziu_double(env, (double)n->max_at_ns));
+  ziu_set_prop(env, out, "meanNs", ziu_double(env, n->samples ? (double)n->sum_ns / (double)n->samples : 0));
+  ziu_set_prop(env, out, "p99Ns", ziu_double(env, (double)(p99 < n->max_ns ? p99 : n->max_ns)));
+  ziu_set_prop(env, out, "over1ms", ziu_double(env, (double)n->over_1ms));
+  ziu_set_prop(env, out, "priority", ziu_int(env, n->applied_priority));
+  return out;
+}
+
 napi_value ziu_init_sched(napi_env env, napi_value exports) {
   ziu_register_const(env, exports, "SCHED_FIFO_MAX", sched_get_priority_max(SCHED_FIFO));
   ziu_register(env, exports, "schedSet", n_sched_set);
   ziu_register(env, exports, "schedGet", n_sched_get);
   ziu_register(env, exports, "gettid", n_gettid);
+  ziu_register(env, exports, "noiseStart", n_noise_start);
+  ziu_register(env, exports, "noiseStop", n_noise_stop);
   return exports;
 }

@@ -28,6 +28,8 @@ export interface Sample {
   /** the largest sender lateness (TX stamp - slot: the VM's own) on any pair, and the step its slot fell in */
   maxLatenessUs: number;
   latenessPhase: string;
+  /** in the same window, the latest wake-up of a SCHED_FIFO 99 thread on any CPU: the host's own noise, outside any switch */
+  hostNoiseUs: number;
   sent: number;
   received: number;
   lost: number;
@@ -56,6 +58,8 @@ export interface ModeSummary {
   /** per upgrade: the largest latency in the switch, and the largest sender lateness */
   latencyUs: Summary | null;
   latenessUs: Summary | null;
+  /** per upgrade window: the host's own noise (a SCHED_FIFO 99 thread's latest wake-up) */
+  hostNoiseUs: Summary | null;
   /** frames lost, duplicated and reordered over all upgrades of the mode, and slots the VMs could not send */
   lost: number;
   duplicated: number;
@@ -151,6 +155,7 @@ export function summarizeRun(modes: readonly string[], samples: readonly Sample[
       outageUs: summarize(s.map((x) => x.outageUs)),
       latencyUs: summarize(s.map((x) => x.maxLatencyUs)),
       latenessUs: summarize(s.map((x) => x.maxLatenessUs)),
+      hostNoiseUs: summarize(s.map((x) => x.hostNoiseUs)),
       lost: total(s, 'lost'),
       duplicated: total(s, 'duplicated'),
       reordered: total(s, 'reordered'),
@@ -217,15 +222,15 @@ export function summaryMarkdown(r: Results): string {
     '',
     `${describeRun(m, s)}. ${s.upgrades} upgrade${s.upgrades === 1 ? '' : 's'} per mode${s.modes.length > 1 ? ', the modes interleaved (upgrade i of each mode back to back)' : ''}; node ${m.node}, ziu ${m.ziu}${m.cpu ? `, ${m.cpu}` : ''}; load average ${m.loadAvg.join(', ')} at the start.`,
     '',
-    'Outage: the largest gap between two frames the VM side (ziu probe) received during the upgrade window. Latency: the largest one-way delay of a frame (receive time minus its TX stamp): time it waited in the switch. Sender late: the largest lateness of a frame against the VM\'s own schedule (TX stamp minus its slot): the VM\'s doing, never the switch\'s. Not sent: slots the VM could not send because its TX ring was full (the switch took nothing). Switchover: the old instance\'s freeze to the new instance\'s first poll, stamped in the datapaths (handover only). Wall: the whole operation, memory included. Percentiles are nearest-rank over the upgrades.',
+    'Outage: the largest gap between two frames the VM side (ziu probe) received during the upgrade window. Latency: the largest one-way delay of a frame (receive time minus its TX stamp): time it waited in the switch. Sender late: the largest lateness of a frame against the VM\'s own schedule (TX stamp minus its slot): the VM\'s doing, never the switch\'s. Host noise: in the same window, the latest wake-up of a SCHED_FIFO 99 thread on any CPU, which nothing in user space can delay: the kernel\'s and the hypervisor\'s own noise, outside any switch. Not sent: slots the VM could not send because its TX ring was full (the switch took nothing). Switchover: the old instance\'s freeze to the new instance\'s first poll, stamped in the datapaths (handover only). Wall: the whole operation, memory included. Percentiles are nearest-rank over the upgrades.',
     '',
-    '| mode | upgrades | outage min | p50 | p90 | p99 | max | latency p50 | latency p99 | sender late p99 | lost | not sent | dup | reord | switchover p50 | switchover p99 | wall p50 (ms) | wall p99 (ms) |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| mode | upgrades | outage min | p50 | p90 | p99 | max | latency p50 | latency p99 | sender late p99 | host noise p50 | host noise p99 | lost | not sent | dup | reord | switchover p50 | switchover p99 | wall p50 (ms) | wall p99 (ms) |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const [mode, x] of Object.entries(doc.modes)) {
     const o = x.outageUs;
     lines.push(
-      `| ${mode} | ${x.upgrades} | ${n(o?.min, formatUs)} | ${n(o?.p50, formatUs)} | ${n(o?.p90, formatUs)} | ${n(o?.p99, formatUs)} | ${n(o?.max, formatUs)} | ${n(x.latencyUs?.p50, formatUs)} | ${n(x.latencyUs?.p99, formatUs)} | ${n(x.latenessUs?.p99, formatUs)} | ${x.lost} | ${x.notSent} | ${x.duplicated} | ${x.reordered} | ${n(x.switchoverUs?.p50, formatUs)} | ${n(x.switchoverUs?.p99, formatUs)} | ${n(x.wallMs?.p50, ms)} | ${n(x.wallMs?.p99, ms)} |`,
+      `| ${mode} | ${x.upgrades} | ${n(o?.min, formatUs)} | ${n(o?.p50, formatUs)} | ${n(o?.p90, formatUs)} | ${n(o?.p99, formatUs)} | ${n(o?.max, formatUs)} | ${n(x.latencyUs?.p50, formatUs)} | ${n(x.latencyUs?.p99, formatUs)} | ${n(x.latenessUs?.p99, formatUs)} | ${n(x.hostNoiseUs?.p50, formatUs)} | ${n(x.hostNoiseUs?.p99, formatUs)} | ${x.lost} | ${x.notSent} | ${x.duplicated} | ${x.reordered} | ${n(x.switchoverUs?.p50, formatUs)} | ${n(x.switchoverUs?.p99, formatUs)} | ${n(x.wallMs?.p50, ms)} | ${n(x.wallMs?.p99, ms)} |`,
     );
   }
   const where = r.samples.filter((x) => x.mode === 'handover');
@@ -245,7 +250,7 @@ export function summaryMarkdown(r: Results): string {
     const b = r.baseline;
     lines.push(
       '',
-      `Noise floor: in ${b.windowMs} ms of the same traffic with no upgrade at all, the largest gap was ${formatUs(b.outageUs)}, the largest latency ${formatUs(b.maxLatencyUs)} and the largest sender lateness ${formatUs(b.maxLatenessUs)}; ${b.lost} of ${b.sent} frames were lost and ${b.notSent} not sent.`,
+      `Noise floor: in ${b.windowMs} ms of the same traffic with no upgrade at all, the largest gap was ${formatUs(b.outageUs)}, the largest latency ${formatUs(b.maxLatencyUs)} and the largest sender lateness ${formatUs(b.maxLatenessUs)}; ${b.lost} of ${b.sent} frames were lost and ${b.notSent} not sent. In the same window a SCHED_FIFO 99 thread woke up to ${b.hostNoise.map((c) => `${formatUs(c.maxUs)} late on CPU ${c.cpu}${c.priority === 0 ? ' (SCHED_OTHER: not permitted)' : ''}`).join(', ')}.`,
     );
   }
   if (s.notes.length > 0) lines.push('', ...s.notes.map((x) => `- ${x}`));

@@ -9,6 +9,7 @@ import { ZiuError } from '../errors.js';
 import type { Sample } from './results.js';
 import { formatUs } from './svg.js';
 import { nowMs, type Traffic } from './traffic.js';
+import { startNoise, type CpuNoise } from '../sched/noise.js';
 
 /** What replacing the serving backend did, as the one who replaced it saw it. */
 export interface Replacement {
@@ -40,6 +41,7 @@ export async function measureWindow(
 ): Promise<Sample> {
   if (o.signal?.aborted) throw aborted(o.signal);
   const traffic = await startTraffic();
+  const noise = startNoise();
   let r: Replacement;
   let replaceAt = 0;
   try {
@@ -48,9 +50,11 @@ export async function measureWindow(
     r = await replace();
     await pause(o.settleMs, o.signal);
   } catch (err) {
+    noise.stop();
     await traffic.stop().catch(() => undefined);
     throw err;
   }
+  const host = noise.stop();
   const t = await traffic.stop();
   const gapAtMs = round(t.outageAtMs + 1000 / o.rate - replaceAt, 2);
   const latencyAtMs = round(t.maxLatencyAtMs - replaceAt, 2);
@@ -63,6 +67,7 @@ export async function measureWindow(
     latencyPhase: phaseAt(latencyAtMs, r.phases),
     maxLatenessUs: t.maxLatenessUs,
     latenessPhase: phaseAt(latenessAtMs, r.phases),
+    hostNoiseUs: Math.max(...host.map((c) => c.maxUs)),
     sent: t.sent,
     received: t.received,
     lost: t.lost,
@@ -91,6 +96,8 @@ export interface Baseline {
   sent: number;
   lost: number;
   notSent: number;
+  /** per CPU: how late a SCHED_FIFO 99 thread woke in the same window (the host's own noise) */
+  hostNoise: CpuNoise[];
 }
 
 /**
@@ -100,14 +107,17 @@ export interface Baseline {
  */
 export async function measureBaseline(startTraffic: () => Promise<Traffic>, ms: number, signal?: AbortSignal): Promise<Baseline> {
   const traffic = await startTraffic();
+  const noise = startNoise();
   try {
     await pause(ms, signal);
   } catch (err) {
+    noise.stop();
     await traffic.stop().catch(() => undefined);
     throw err;
   }
+  const hostNoise = noise.stop();
   const t = await traffic.stop();
-  return { windowMs: ms, outageUs: t.outageUs, maxLatencyUs: t.maxLatencyUs, maxLatenessUs: t.maxLatenessUs, sent: t.sent, lost: t.lost, notSent: t.notSent };
+  return { hostNoise, windowMs: ms, outageUs: t.outageUs, maxLatencyUs: t.maxLatencyUs, maxLatenessUs: t.maxLatenessUs, sent: t.sent, lost: t.lost, notSent: t.notSent };
 }
 
 /**
@@ -136,6 +146,7 @@ export function describeSample(s: Sample, of: number): string {
     `${s.mode} ${s.index}/${of}: outage ${formatUs(s.outageUs)} (in ${s.gapPhase})`,
     `latency ${formatUs(s.maxLatencyUs)} (in ${s.latencyPhase})`,
     `sender late ${formatUs(s.maxLatenessUs)} (in ${s.latenessPhase})`,
+    `host noise ${formatUs(s.hostNoiseUs)}`,
     ...(s.switchoverUs !== null ? [`switchover ${formatUs(s.switchoverUs)}`] : []),
     `lost ${s.lost}`,
     ...(s.notSent > 0 ? [`not sent ${s.notSent}`] : []),

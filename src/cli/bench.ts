@@ -9,7 +9,7 @@ import { context } from './context.js';
 import { EXIT } from './exit.js';
 import type { Run } from './main.js';
 import { output, table } from './output.js';
-import { parseCpuList, parsePriority, type Placement } from '../sched/placement.js';
+import { autoPlacement, NO_PLACEMENT, parseCpuList, parsePriority, type Placement } from '../sched/placement.js';
 
 interface BenchCliOpts {
   mode?: string;
@@ -24,6 +24,7 @@ interface BenchCliOpts {
   workerPriority?: string;
   vmCpus?: string;
   vmPriority?: string;
+  placement?: string;
 }
 
 export function benchCommand(program: Command, run: Run): void {
@@ -40,10 +41,11 @@ export function benchCommand(program: Command, run: Run): void {
     .option('--size <bytes>', `probe frame bytes, ${LIMITS.size.min}..${LIMITS.size.max} (default ${DEFAULTS.size})`)
     .option('--mem <size>', `memory per datapath instance, e.g. 1G (default ${formatBytes(DEFAULTS.mem)})`)
     .option('--out <dir>', 'where the results go (default ./ziu-bench-<date>-<time>)')
-    .option('--worker-cpus <list>', "CPUs for the datapath's packet worker (default: none set)")
-    .option('--worker-priority <1-99>', 'SCHED_FIFO priority of the packet worker (default: SCHED_OTHER)')
-    .option('--vm-cpus <list>', "CPUs for the probes' threads, the VMs' vCPUs (default: none set)")
-    .option('--vm-priority <1-99>', "SCHED_FIFO priority of the probes' threads (default: SCHED_OTHER)")
+    .option('--placement <auto|none>', 'auto (default): as root on 2+ CPUs, the packet worker alone on the last CPU at SCHED_FIFO 50 and the VMs elsewhere at SCHED_FIFO 40; none: the scheduler decides')
+    .option('--worker-cpus <list>', "CPUs for the datapath's packet worker (overrides --placement)")
+    .option('--worker-priority <1-99>', 'SCHED_FIFO priority of the packet worker (overrides --placement)')
+    .option('--vm-cpus <list>', "CPUs for the probes' threads, the VMs' vCPUs (overrides --placement)")
+    .option('--vm-priority <1-99>', "SCHED_FIFO priority of the probes' threads (overrides --placement)")
     .option('--json', 'print the summary as one JSON document')
     .addHelpText(
       'after',
@@ -68,13 +70,16 @@ export function benchCommand(program: Command, run: Run): void {
       const rate = flags.rate === undefined ? DEFAULTS.rate : checkRate(parseNumber(flags.rate, '--rate', true), '--rate');
       const size = flags.size === undefined ? DEFAULTS.size : checkSize(parseNumber(flags.size, '--size', true), '--size');
       const mem = checkMem(flags.mem === undefined ? DEFAULTS.mem : parseMem(flags.mem), '--mem');
+      const mode = flags.placement ?? 'auto';
+      if (mode !== 'auto' && mode !== 'none') throw new UsageError(`--placement '${mode}': use auto or none`);
+      const auto = mode === 'auto' ? autoPlacement() : { worker: NO_PLACEMENT, vm: NO_PLACEMENT, note: null };
       const worker: Placement = {
-        cpus: flags.workerCpus === undefined ? null : parseCpuList(flags.workerCpus, '--worker-cpus'),
-        priority: flags.workerPriority === undefined ? null : parsePriority(flags.workerPriority, '--worker-priority'),
+        cpus: flags.workerCpus === undefined ? auto.worker.cpus : parseCpuList(flags.workerCpus, '--worker-cpus'),
+        priority: flags.workerPriority === undefined ? auto.worker.priority : parsePriority(flags.workerPriority, '--worker-priority'),
       };
       const vm: Placement = {
-        cpus: flags.vmCpus === undefined ? null : parseCpuList(flags.vmCpus, '--vm-cpus'),
-        priority: flags.vmPriority === undefined ? null : parsePriority(flags.vmPriority, '--vm-priority'),
+        cpus: flags.vmCpus === undefined ? auto.vm.cpus : parseCpuList(flags.vmCpus, '--vm-cpus'),
+        priority: flags.vmPriority === undefined ? auto.vm.priority : parsePriority(flags.vmPriority, '--vm-priority'),
       };
       const out = outDir(flags.out);
       const json = flags.json === true;

@@ -4,6 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { nowMs } from '../bench/traffic.js';
 import { phaseAt } from '../bench/window.js';
 import { datapathArgv } from '../datapath/bin.js';
+import { autoPlacement, describePlacement, formatCpuList } from '../sched/placement.js';
 import { ZiuError } from '../errors.js';
 import { PAGE_2M, type HugepageHost } from '../hugepages/index.js';
 import { logger, type Logger } from '../log.js';
@@ -124,13 +125,21 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
     if (note) say(note);
     say(`memory: ${DEMO_MEM / 2 ** 20} MiB ${mem.backing} for the old instance${mem.notes.length > 0 ? ` (${mem.notes.join('; ')})` : ''}`);
 
+    // As vswitches are deployed (root, 2+ CPUs): the worker alone on its CPU at SCHED_FIFO, the VM elsewhere.
+    const place = autoPlacement();
+    if (place.note) say(place.note);
+    else say(`placement: packet worker on ${describePlacement(place.worker)}; the VM's threads on ${describePlacement(place.vm)}`);
+    const workerArgs = [
+      ...(place.worker.cpus ? ['--worker-cpus', formatCpuList(place.worker.cpus)] : []),
+      ...(place.worker.priority ? ['--worker-priority', String(place.worker.priority)] : []),
+    ];
     const control = ws.path('dp.sock');
     const ports = ['--vhost-user', `vm1=${ws.path('vm1.sock')}`, '--vhost-user', `vm2=${ws.path('vm2.sock')}`, ...(tap ? ['--tap', `uplink=${DEMO_TAP}`] : [])];
     const datapath = [...datapathArgv(), '--control', control];
     const old = {
       pid: await ws.launch({
         name: 'old',
-        argv: [...datapath, '--mem-file', mem.path!, ...ports, '--instance', 'demo-old'],
+        argv: [...datapath, '--mem-file', mem.path!, ...ports, '--instance', 'demo-old', ...workerArgs],
         readyTimeoutMs: READY_TIMEOUT_MS,
         ...(o.signal ? { signal: o.signal } : {}),
       }),
@@ -140,7 +149,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
 
     // 1024 descriptors: at 10 kpps they ride out 100 ms of a descheduled datapath while the
     // new instance starts beside it on a small host (the switchover itself is far shorter).
-    probe = await startProbe({ tx: ws.path('vm1.sock'), rx: ws.path('vm2.sock'), rate, size, ringSize: 1024 });
+    probe = await startProbe({ tx: ws.path('vm1.sock'), rx: ws.path('vm2.sock'), rate, size, ringSize: 1024, placement: place.vm });
     say(`traffic: ${rate} frames/s of ${size} bytes, vm1 -> vm2, for ${trafficMs} ms before the upgrade`);
     await pause(trafficMs, o.signal);
 

@@ -5,7 +5,9 @@ import { execa, type ResultPromise } from 'execa';
 /**
  * dpdk-testpmd with net_virtio_user as a VM's vhost-user frontend: DPDK's own
  * virtio driver talking to a ziu datapath. Used by the interop tests and by
- * scripts/bench-forward.
+ * scripts/bench-forward. With `switchPaths` it is the other side instead: a
+ * plain DPDK switch, io forwarding between two net_vhost backend ports, the
+ * peer ziu-datapath's forwarding rate is measured against.
  */
 
 /** Why testpmd cannot run here, or null. */
@@ -18,8 +20,10 @@ export function testpmdUnavailable(): string | null {
 }
 
 export interface TestpmdOptions {
-  /** the vhost-user socket */
-  path: string;
+  /** the vhost-user socket (as a VM: net_virtio_user) */
+  path?: string;
+  /** as a switch: two net_vhost backend ports listening on these sockets, forwarded to each other */
+  switchPaths?: [string, string];
   /** server=1: testpmd listens and the backend connects */
   server?: boolean;
   mode: 'txonly' | 'rxonly' | 'icmpecho' | 'io' | 'macswap';
@@ -40,6 +44,8 @@ export interface TestpmdStats {
   rxPackets: number;
   txPackets: number;
   txDropped: number;
+  /** every port's own, in port order (the fields above are port 0's) */
+  ports: Array<{ rxPackets: number; txPackets: number; txDropped: number }>;
 }
 
 let seq = 0;
@@ -69,10 +75,13 @@ export class Testpmd {
 
   static start(o: TestpmdOptions): Testpmd {
     const prefix = `${o.tag ?? 'ziu-test'}-${process.pid}-${++seq}`;
-    const vdev = ['net_virtio_user0', `path=${o.path}`, 'queues=1', 'queue_size=256', ...(o.server ? ['server=1'] : []), ...(o.mac ? [`mac=${o.mac}`] : [])].join(',');
+    if ((o.path === undefined) === (o.switchPaths === undefined)) throw new Error('testpmd: give path (a VM) or switchPaths (a switch)');
+    const vdevs = o.switchPaths
+      ? o.switchPaths.map((p, i) => `net_vhost${i},iface=${p},queues=1`)
+      : [['net_virtio_user0', `path=${o.path}`, 'queues=1', 'queue_size=256', ...(o.server ? ['server=1'] : []), ...(o.mac ? [`mac=${o.mac}`] : [])].join(',')];
     const args = [
       ...(o.lcores ? [`--lcores=${o.lcores}`] : ['-l', '0-1']),
-      '--no-pci', '--no-huge', '-m', '512', '--single-file-segments', `--file-prefix=${prefix}`, `--vdev=${vdev}`,
+      '--no-pci', '--no-huge', '-m', '512', '--single-file-segments', `--file-prefix=${prefix}`, ...vdevs.map((v) => `--vdev=${v}`),
       '--', '--total-num-mbufs=4096', `--forward-mode=${o.mode}`, '--auto-start', '--stats-period=0',
       ...(o.txpkts ? [`--txpkts=${o.txpkts}`] : []),
       ...(o.ethPeer ? [`--eth-peer=0,${o.ethPeer}`] : []),
@@ -110,9 +119,16 @@ export class Testpmd {
       if (!(await this.#exited(10_000))) await this.kill();
     }
     this.#removeRuntimeDir();
-    const acc = this.#out.slice(this.#out.lastIndexOf('Forward statistics for port 0'));
-    const num = (re: RegExp): number => Number(re.exec(acc)?.[1] ?? NaN);
-    return { rxPackets: num(/RX-packets:\s+(\d+)/), txPackets: num(/TX-packets:\s+(\d+)/), txDropped: num(/TX-dropped:\s+(\d+)/) };
+    const ports: TestpmdStats['ports'] = [];
+    for (let i = 0; ; i++) {
+      const at = this.#out.lastIndexOf(`Forward statistics for port ${i} `);
+      if (at < 0) break;
+      const acc = this.#out.slice(at);
+      const num = (re: RegExp): number => Number(re.exec(acc)?.[1] ?? NaN);
+      ports.push({ rxPackets: num(/RX-packets:\s+(\d+)/), txPackets: num(/TX-packets:\s+(\d+)/), txDropped: num(/TX-dropped:\s+(\d+)/) });
+    }
+    const p0 = ports[0] ?? { rxPackets: NaN, txPackets: NaN, txDropped: NaN };
+    return { ...p0, ports };
   }
 
   /** SIGINT, then SIGKILL; reaped, and its runtime dir removed either way. */

@@ -32,6 +32,24 @@ export interface StatResult {
   ino: number;
 }
 
+/** Opaque handle of a host-noise thread (noiseStart). */
+export interface NoiseHandle {
+  readonly __brand: 'NoiseHandle';
+}
+
+export interface NoiseResult {
+  samples: number;
+  maxNs: number;
+  /** the scheduled wake-up (CLOCK_MONOTONIC ns) that came latest */
+  maxAtNs: number;
+  meanNs: number;
+  /** upper bound of the power-of-two bucket holding the 99th percentile */
+  p99Ns: number;
+  over1ms: number;
+  /** the SCHED_FIFO priority it ran at; 0: SCHED_OTHER */
+  priority: number;
+}
+
 /** Opaque poll handle owned by one JS object; free it with pollClose. */
 export interface PollHandle {
   readonly __brand: 'PollHandle';
@@ -90,6 +108,10 @@ export interface NativeAddon extends DatapathAddon, ProbeAddon {
   schedGet(tid: number): { policy: number; priority: number; cpus: number[] } | Errno;
   /** the calling thread's id */
   gettid(): number;
+  /** A thread on `cpu` at SCHED_FIFO `priority` (0: SCHED_OTHER; FIFO falls back to it without privilege) waking every periodNs. */
+  noiseStart(cpu: number, priority: number, periodNs: number): NoiseHandle | Errno;
+  /** Stop it and say how late its wake-ups were. */
+  noiseStop(h: NoiseHandle): NoiseResult;
   eventfd(initval: number, semaphore: boolean): number | Errno;
   eventfdRead(fd: number): bigint | Errno;
   eventfdWrite(fd: number, value: bigint): 0 | Errno;

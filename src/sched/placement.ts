@@ -189,3 +189,24 @@ export function describePlacement(p: Placement | Applied): string {
   }
   return parts.join(', ');
 }
+
+/** The priorities of the deployment ziu bench and ziu demo use by default (docs/datapath.md: why). */
+export const DEFAULT_WORKER_PRIORITY = 50;
+export const DEFAULT_VM_PRIORITY = 40;
+
+/**
+ * As vswitches are deployed: the packet worker alone on the last CPU at
+ * SCHED_FIFO 50, the VMs' threads (and everything else) on the other CPUs at
+ * SCHED_FIFO 40. Only as root and with two CPUs or more; otherwise no
+ * placement, and `note` says why.
+ */
+export function autoPlacement(cpus: readonly number[] = onlineCpus()): { worker: Placement; vm: Placement; note: string | null } {
+  if (process.getuid?.() !== 0) return { worker: NO_PLACEMENT, vm: NO_PLACEMENT, note: 'not root: no CPU pinning or SCHED_FIFO for the packet threads' };
+  if (cpus.length < 2) return { worker: NO_PLACEMENT, vm: NO_PLACEMENT, note: 'one CPU: the packet worker and the VMs share it, no placement' };
+  const last = cpus.at(-1)!;
+  return {
+    worker: { cpus: [last], priority: DEFAULT_WORKER_PRIORITY },
+    vm: { cpus: cpus.filter((c) => c !== last), priority: DEFAULT_VM_PRIORITY },
+    note: null,
+  };
+}

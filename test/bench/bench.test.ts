@@ -8,7 +8,7 @@ import { ziu } from '../cli/helpers.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const STATS = ['min', 'p50', 'p90', 'p99', 'max'];
-const MODE_KEYS = ['upgrades', 'outage_us', 'latency_us', 'lateness_us', 'lost', 'duplicated', 'reordered', 'not_sent', 'wall_ms', 'switchover_us'];
+const MODE_KEYS = ['upgrades', 'outage_us', 'latency_us', 'lateness_us', 'host_noise_us', 'lost', 'duplicated', 'reordered', 'not_sent', 'wall_ms', 'switchover_us'];
 const FILES = ['results.json', 'summary.md', 'outage-per-upgrade.svg', 'outage-cdf.svg', 'vm-side-per-upgrade.svg'];
 
 type Stats = Record<string, number>;
@@ -116,7 +116,7 @@ describe('ziu bench', () => {
     expect(b.new_pid).not.toBe(b.old_pid);
     // Every window says where its worst moments fell: gap, latency in the switch, the sender's own lateness.
     for (const s of res.samples as unknown as Array<Record<string, unknown>>) {
-      expect(s).toMatchObject({ max_latency_us: expect.any(Number), latency_phase: expect.any(String), max_lateness_us: expect.any(Number), lateness_phase: expect.any(String) });
+      expect(s).toMatchObject({ max_latency_us: expect.any(Number), latency_phase: expect.any(String), max_lateness_us: expect.any(Number), lateness_phase: expect.any(String), host_noise_us: expect.any(Number) });
     }
     if (mode === 'handover') {
       // Handed over: the VM side never saw its backend go away, nothing was lost, and it could always send.

@@ -4,7 +4,7 @@ import { pairRatio, percentile, summarize } from '../../src/bench/stats.js';
 import { phaseAt } from '../../src/bench/window.js';
 
 function sample(mode: string, index: number, outageUs: number, lost = 0): Sample {
-  return { mode, index, outageUs, maxLatencyUs: 20, latencyPhase: 'freeze', maxLatenessUs: 5, latenessPhase: 'before', sent: 10, received: 10 - lost, lost, duplicated: 0, reordered: 0, notSent: 0, reconnects: [0], gapAtMs: 0, gapPhase: 'freeze', wallMs: 100 * index, switchoverUs: mode === 'handover' ? 50 : null, oldPid: 1, newPid: 2, phases: {}, prepopulateMs: null, pairs: [] };
+  return { mode, index, outageUs, maxLatencyUs: 20, latencyPhase: 'freeze', maxLatenessUs: 5, latenessPhase: 'before', hostNoiseUs: 300, sent: 10, received: 10 - lost, lost, duplicated: 0, reordered: 0, notSent: 0, reconnects: [0], gapAtMs: 0, gapPhase: 'freeze', wallMs: 100 * index, switchoverUs: mode === 'handover' ? 50 : null, oldPid: 1, newPid: 2, phases: {}, prepopulateMs: null, pairs: [] };
 }
 
 describe('bench statistics', () => {
@@ -35,6 +35,7 @@ describe('bench statistics', () => {
       outageUs: { min: 100, p50: 100, p90: 200, p99: 200, max: 200 },
       latencyUs: { min: 20, p50: 20, p90: 20, p99: 20, max: 20 },
       latenessUs: { min: 5, p50: 5, p90: 5, p99: 5, max: 5 },
+      hostNoiseUs: { min: 300, p50: 300, p90: 300, p99: 300, max: 300 },
       lost: 0,
       duplicated: 0,
       reordered: 0,

@@ -16,6 +16,8 @@ export interface DatapathOptions {
   socketPaths?: Record<string, string>;
   /** more ziu-datapath flags (e.g. --state-formats 1) */
   extraArgs?: string[];
+  /** more environment (e.g. ZIU_TEST_HOOKS=1) */
+  env?: Record<string, string>;
 }
 
 export interface RunningDatapath {
@@ -67,7 +69,7 @@ export async function startDatapath(o: DatapathOptions = {}): Promise<RunningDat
   }
   for (const [name, ifname] of Object.entries(o.taps ?? {})) args.push('--tap', `${name}=${ifname}`);
   args.push(...(o.extraArgs ?? []));
-  const proc = execa('node', [DATAPATH_BIN, ...args], { reject: false, env: { NOTIFY_SOCKET: notifyPath, ZIU_LOG_LEVEL: process.env['ZIU_TEST_DP_LOG'] ?? 'warn' }, stdout: 'inherit', stderr: 'inherit' });
+  const proc = execa('node', [DATAPATH_BIN, ...args], { reject: false, env: { NOTIFY_SOCKET: notifyPath, ZIU_LOG_LEVEL: process.env['ZIU_TEST_DP_LOG'] ?? 'warn', ...o.env }, stdout: 'inherit', stderr: 'inherit' });
 
   const cleanup = (): void => {
     if (proc.exitCode === null) proc.kill('SIGKILL');
