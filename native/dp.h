@@ -30,6 +30,7 @@
 #define DP_MIN_FRAME 14       /* an Ethernet header */
 #define DP_SLOT_SIZE 9280     /* one staging buffer: > DP_MAX_FRAME so an oversize tap read shows */
 #define DP_MAX_PORTS 1024
+#define DP_POPULATE_MAX (1ull << 30) /* guest memory prefaulted at SET_MEM_TABLE, per port */
 #define DP_MAX_MAC_ENTRIES (1u << 24)
 #define DP_MAC_WINDOW 16      /* probe window of the MAC table: bounded work per frame */
 #define DP_MAC_AGE_S 300      /* an entry not refreshed for this long is unknown again */
@@ -37,7 +38,8 @@
 #define DP_SPIN_NS 100000ull  /* keep polling this long after the last work before sleeping */
 #define DP_SPIN_RT_NS 20000ull /* the same for a real-time worker: it must leave its CPU to others when idle */
 #define DP_POLICY_CHECK_NS 10000000ull /* how often the worker looks at its own scheduling policy */
-#define DP_SHARED_NS 1000000000ull /* preempted this recently: the CPU is shared, sleep without spinning */
+#define DP_SHARED_NS 1000000000ull /* preempted this recently: the CPU is shared, spin only DP_SPIN_SHARED_NS */
+#define DP_SPIN_SHARED_NS 30000ull
 #define DP_SLEEP_MS 100       /* epoll timeout: rings without a kick fd are polled this often */
 
 /* One SET_MEM_TABLE region, mapped. */

@@ -22,7 +22,7 @@
  * every wake-up costs several us of CPU, so one per frame would cost a core.
  * Frames are stamped when sent, so latency is exact; a slot sent early is 0 late. */
 #define EARLY_NS 20000ull
-#define BATCH_RATE 50000ull
+#define BATCH_RATE 5000ull
 #define BATCH_EARLY_NS 150000ull
 /* Longest single sleep, so a stop request is noticed promptly. */
 #define MAX_SLEEP_NS 10000000ull
