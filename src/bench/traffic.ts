@@ -1,17 +1,29 @@
 /**
- * The VM side of a measurement window: one ziu probe per port pair, in
- * vhost-user server mode, so that whatever backend serves the pair (a
- * restarted one too) connects to it. Stopping the traffic folds the probes'
- * reports into one: the largest gap on any pair, and totals.
+ * The VM side of a measurement window: one `ziu probe` process per port pair,
+ * in vhost-user server mode, so that whatever backend serves the pair (a
+ * restarted one too) connects to it. Each is its own process, as a VM is:
+ * a probe inside the orchestrator's process would share its address space,
+ * and every child the orchestrator forks (the new instance, --handover-info)
+ * would make the probe's threads take copy-on-write faults on the traffic
+ * path. Stopping the traffic folds the probes' reports into one: the largest
+ * gap on any pair, and totals.
  */
-import { startProbe, type ProbeReport, type RunningProbe } from '../probe/index.js';
-import type { Placement } from '../sched/placement.js';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa, type ResultPromise } from 'execa';
+import { ZiuError } from '../errors.js';
+import { formatCpuList, type Placement } from '../sched/placement.js';
 
 // The TX ring rides out a descheduled backend while a new instance starts beside it on a small host
 // (1024 descriptors: 100 ms at 10 kpps); frames the ring cannot take are skipped, not sent.
 const PROBE_RING = 1024;
 // A probe waits this long for the backend to (re)connect to it.
 const PROBE_CONNECT_MS = 15_000;
+// Longer than any window: the probe runs until we stop it.
+const PROBE_DURATION_S = 604_800;
+const STOP_TIMEOUT_MS = 15_000;
+/** bin/ziu.js: src/bench and dist/bench sit at the same depth below the package root. */
+const ZIU_BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'ziu.js');
 
 export interface PortPair {
   /** the socket the probe sends on */
@@ -50,8 +62,19 @@ export interface TrafficReport {
   notSent: number;
   /** per pair: how often its backend connected again (a restart counts once) */
   reconnects: number[];
-  pairs: Array<Pick<ProbeReport, 'sent' | 'received' | 'lost' | 'duplicated' | 'reordered' | 'maxGapUs' | 'maxGapAtMs' | 'reconnects' | 'notSent'>> &
-    Array<{ maxLatencyUs: number; maxLatenessUs: number }>;
+  pairs: Array<{
+    sent: number;
+    received: number;
+    lost: number;
+    duplicated: number;
+    reordered: number;
+    maxGapUs: number;
+    maxGapAtMs: number;
+    reconnects: number;
+    notSent: number;
+    maxLatencyUs: number;
+    maxLatenessUs: number;
+  }>;
 }
 
 export interface Traffic {
@@ -64,67 +87,124 @@ export function nowMs(): number {
   return Number(process.hrtime.bigint()) / 1e6;
 }
 
+/** What one probe process printed (ziu probe --json), the fields the window needs. */
+interface ProbeDoc {
+  sent: number;
+  received: number;
+  lost: number;
+  duplicated: number;
+  reordered: number;
+  not_sent: number;
+  reconnects: number;
+  max_gap_us: number;
+  max_gap_at_ms: number;
+  latency_us: { max: number };
+  max_latency_at_ms: number;
+  lateness_us: { max: number };
+  max_lateness_at_ms: number;
+  started_at_ms: number;
+}
+
+class ProbeProcess {
+  readonly pair: PortPair;
+  readonly proc: ResultPromise;
+  #err = '';
+  #ready: Promise<void>;
+
+  constructor(pair: PortPair, o: TrafficOptions) {
+    this.pair = pair;
+    const p = o.placement;
+    const args = [
+      ZIU_BIN, 'probe', '--tx', pair.tx, '--rx', pair.rx, '--server', '--json',
+      '--rate', String(o.rate), '--size', String(o.size), '--ring-size', String(PROBE_RING),
+      '--connect-timeout', String((o.connectTimeoutMs ?? PROBE_CONNECT_MS) / 1000), '--duration', String(PROBE_DURATION_S),
+      ...(p?.cpus ? ['--cpus', formatCpuList(p.cpus)] : []),
+      ...(p?.priority ? ['--rt-priority', String(p.priority)] : []),
+    ];
+    // info: its 'probe sending' line says every port has its backend
+    this.proc = execa(process.execPath, args, { reject: false, env: { ZIU_LOG_LEVEL: 'info' }, stdin: 'ignore' });
+    this.#ready = new Promise((resolve, reject) => {
+      this.proc.stderr?.on('data', (d: Buffer) => {
+        this.#err = (this.#err + d.toString()).slice(-8192);
+        if (this.#err.includes('"msg":"probe sending"')) resolve();
+      });
+      void this.proc.then((r) => reject(new ZiuError('ERR_ZIU_PROBE', `ziu probe for ${pair.tx} -> ${pair.rx} exited (${r.exitCode ?? r.signal}) before its backend connected: ${lastError(this.#err)}`)));
+    });
+  }
+
+  ready(): Promise<void> {
+    return this.#ready;
+  }
+
+  /** SIGTERM: it stops sending, drains and prints its report. */
+  async stop(): Promise<ProbeDoc> {
+    this.proc.kill('SIGTERM');
+    const timer = setTimeout(() => this.proc.kill('SIGKILL'), STOP_TIMEOUT_MS);
+    const r = await this.proc;
+    clearTimeout(timer);
+    try {
+      return JSON.parse(String(r.stdout)) as ProbeDoc;
+    } catch {
+      throw new ZiuError('ERR_ZIU_PROBE', `ziu probe for ${this.pair.tx} -> ${this.pair.rx} printed no report (exit ${r.exitCode ?? r.signal}): ${lastError(this.#err)}`);
+    }
+  }
+}
+
+/** The last error line a probe logged (pino JSON on stderr), for a message. */
+function lastError(stderr: string): string {
+  const lines = stderr.trim().split('\n').reverse();
+  for (const l of lines) {
+    try {
+      const o = JSON.parse(l) as { level?: number; msg?: string };
+      if ((o.level ?? 0) >= 40) return o.msg ?? l;
+    } catch {
+      if (l.trim()) return l.trim();
+    }
+  }
+  return 'no output';
+}
+
 /**
- * Start one probe per pair and wait until every one has its backend. A
- * backend that is not running yet is started by `alongside`, at the same
+ * Start one probe process per pair and wait until every one has its backend.
+ * A backend that is not running yet is started by `alongside`, at the same
  * time, since it may need the probes listening before it is ready. If
  * anything fails, the probes already up are stopped before the error surfaces.
  */
 export async function startTraffic(pairs: readonly PortPair[], o: TrafficOptions, alongside: Promise<unknown> = Promise.resolve()): Promise<Traffic> {
-  const started = new Map<RunningProbe, number>();
-  const probes = pairs.map((p) =>
-    startProbe({
-      tx: p.tx,
-      rx: p.rx,
-      rate: o.rate,
-      size: o.size,
-      server: true,
-      ringSize: PROBE_RING,
-      connectTimeoutMs: o.connectTimeoutMs ?? PROBE_CONNECT_MS,
-      ...(o.placement ? { placement: o.placement } : {}),
-    }).then(
-      (probe) => {
-        // The report's times count from the probe's own start stamp: recover it from the live stats.
-        const st = probe.stats();
-        started.set(probe, st.native.nowNs / 1e6 - st.elapsedS * 1000);
-        return probe;
-      },
-    ),
-  );
-  const settled = await Promise.allSettled([alongside, ...probes]);
-  const running = settled.slice(1).flatMap((r) => (r.status === 'fulfilled' ? [r.value as RunningProbe] : []));
+  const probes = pairs.map((p) => new ProbeProcess(p, o));
+  const settled = await Promise.allSettled([alongside, ...probes.map((p) => p.ready())]);
   const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) {
-    await Promise.allSettled(running.map((p) => p.stop()));
+    await Promise.allSettled(probes.map((p) => p.stop()));
     throw failed.reason;
   }
   let stopping: Promise<TrafficReport> | null = null;
-  return { stop: () => (stopping ??= stopAll(running, running.map((p) => started.get(p)!))) };
+  return { stop: () => (stopping ??= stopAll(probes)) };
 }
 
-async function stopAll(probes: RunningProbe[], startedMs: number[]): Promise<TrafficReport> {
+async function stopAll(probes: ProbeProcess[]): Promise<TrafficReport> {
   const settled = await Promise.allSettled(probes.map((p) => p.stop()));
   const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) throw failed.reason;
-  const reports = settled.map((r) => (r as PromiseFulfilledResult<ProbeReport>).value);
-  const sum = (k: 'sent' | 'received' | 'lost' | 'duplicated' | 'reordered' | 'notSent'): number => reports.reduce((a, r) => a + r[k], 0);
-  const worstBy = (f: (r: ProbeReport) => number): number => reports.reduce((w, r, i) => (f(r) > f(reports[w]!) ? i : w), 0);
-  const worst = worstBy((r) => r.maxGapUs);
-  const slowest = worstBy((r) => r.latencyUs.max);
-  const latest = worstBy((r) => r.latenessUs.max);
+  const reports = settled.map((r) => (r as PromiseFulfilledResult<ProbeDoc>).value);
+  const sum = (k: 'sent' | 'received' | 'lost' | 'duplicated' | 'reordered' | 'not_sent'): number => reports.reduce((a, r) => a + r[k], 0);
+  const worstBy = (f: (r: ProbeDoc) => number): ProbeDoc => reports.reduce((w, r) => (f(r) > f(w) ? r : w), reports[0]!);
+  const gap = worstBy((r) => r.max_gap_us);
+  const slowest = worstBy((r) => r.latency_us.max);
+  const latest = worstBy((r) => r.lateness_us.max);
   return {
-    outageUs: Math.max(...reports.map((r) => r.maxGapUs)),
-    outageAtMs: startedMs[worst]! + reports[worst]!.maxGapAtMs,
-    maxLatencyUs: reports[slowest]!.latencyUs.max,
-    maxLatencyAtMs: startedMs[slowest]! + reports[slowest]!.maxLatencyAtMs,
-    maxLatenessUs: reports[latest]!.latenessUs.max,
-    maxLatenessAtMs: startedMs[latest]! + reports[latest]!.maxLatenessAtMs,
+    outageUs: gap.max_gap_us,
+    outageAtMs: gap.started_at_ms + gap.max_gap_at_ms,
+    maxLatencyUs: slowest.latency_us.max,
+    maxLatencyAtMs: slowest.started_at_ms + slowest.max_latency_at_ms,
+    maxLatenessUs: latest.lateness_us.max,
+    maxLatenessAtMs: latest.started_at_ms + latest.max_lateness_at_ms,
     sent: sum('sent'),
     received: sum('received'),
     lost: sum('lost'),
     duplicated: sum('duplicated'),
     reordered: sum('reordered'),
-    notSent: sum('notSent'),
+    notSent: sum('not_sent'),
     reconnects: reports.map((r) => r.reconnects),
     pairs: reports.map((r) => ({
       sent: r.sent,
@@ -132,12 +212,12 @@ async function stopAll(probes: RunningProbe[], startedMs: number[]): Promise<Tra
       lost: r.lost,
       duplicated: r.duplicated,
       reordered: r.reordered,
-      maxGapUs: r.maxGapUs,
-      maxGapAtMs: r.maxGapAtMs,
+      maxGapUs: r.max_gap_us,
+      maxGapAtMs: r.max_gap_at_ms,
       reconnects: r.reconnects,
-      notSent: r.notSent,
-      maxLatencyUs: r.latencyUs.max,
-      maxLatenessUs: r.latenessUs.max,
+      notSent: r.not_sent,
+      maxLatencyUs: r.latency_us.max,
+      maxLatenessUs: r.lateness_us.max,
     })),
   };
 }

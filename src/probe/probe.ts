@@ -99,6 +99,8 @@ export interface ProbeReport {
   placement: ProbePlacement | null;
   /** true when nothing was lost, duplicated or left unsent: what a passing run needs */
   clean: boolean;
+  /** when the probe started sending, CLOCK_MONOTONIC ms: the times above count from here */
+  startedAtMs: number;
 }
 
 export interface ProbePlacement {
@@ -270,6 +272,7 @@ export async function startProbe(opts: ProbeOptions): Promise<RunningProbe> {
       cpu: cpu(s),
       placement,
       clean: lost === 0 && s.duplicated === 0 && s.txRingFull === 0,
+      startedAtMs: Math.round(startNs / 1e3) / 1e3,
     };
     log.info(report, 'probe stopped');
     return report;

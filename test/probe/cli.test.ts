@@ -103,7 +103,7 @@ describe('ziu probe --json prints one report', () => {
     const doc = JSON.parse(out.join(''));
     expect(Object.keys(doc)).toEqual([
       'sent', 'received', 'lost', 'duplicated', 'reordered', 'unknown', 'latency_us', 'max_latency_at_ms', 'lateness_us', 'max_lateness_at_ms',
-      'max_gap_us', 'max_gap_at_ms', 'reconnects', 'not_sent', 'rate', 'size', 'duration_s', 'cores', 'in_flight', 'foreign', 'cpu', 'placement', 'clean',
+      'max_gap_us', 'max_gap_at_ms', 'reconnects', 'not_sent', 'rate', 'size', 'duration_s', 'cores', 'in_flight', 'foreign', 'cpu', 'placement', 'clean', 'started_at_ms',
     ]);
     expect(Object.keys(doc.lateness_us)).toEqual(['p50', 'p99', 'max']);
     expect(doc).toMatchObject({ not_sent: 0, clean: true, placement: null });
