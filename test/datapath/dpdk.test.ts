@@ -63,9 +63,11 @@ describe.skipIf(why !== null)('DPDK testpmd (net_virtio_user) as the frontend', 
     // every frame testpmd sent entered the bridge (but what was still in its ring when it quit)
     expect(sent.txPackets - a.rxPackets).toBeGreaterThanOrEqual(0);
     expect(sent.txPackets - a.rxPackets).toBeLessThanOrEqual(256);
-    // everything the bridge delivered to b's ring, testpmd counted (but what was in flight when it quit)
+    // everything the bridge delivered to b's ring, testpmd counted (but what was in flight when it quit,
+    // and, in server mode where txonly may already send, what rxonly's start-up flush of its queues
+    // (flush_fwd_rx_queues) took before it counted anything)
     expect(b.txPackets - got.rxPackets).toBeGreaterThanOrEqual(0);
-    expect(b.txPackets - got.rxPackets).toBeLessThanOrEqual(256);
+    expect(b.txPackets - got.rxPackets).toBeLessThanOrEqual(mode === 'client' ? 256 : 256 + b.txPackets / 100);
     // and what the bridge could not deliver (b's ring full) is counted, not lost silently
     expect(b.txPackets + b.dropsNoBuffer).toBe(a.rxPackets);
     expect(a.dropsInvalid + b.dropsInvalid).toBe(0);
