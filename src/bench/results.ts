@@ -30,6 +30,8 @@ export interface Sample {
   latenessPhase: string;
   /** in the same window, the latest wake-up of a SCHED_FIFO 99 thread on any CPU: the host's own noise, outside any switch */
   hostNoiseUs: number;
+  /** the step that late wake-up was due in */
+  hostNoisePhase: string;
   sent: number;
   received: number;
   lost: number;
@@ -235,11 +237,11 @@ export function summaryMarkdown(r: Results): string {
   }
   const where = r.samples.filter((x) => x.mode === 'handover');
   if (where.length > 0) {
-    const count = (k: 'gapPhase' | 'latencyPhase' | 'latenessPhase'): string =>
+    const count = (k: 'gapPhase' | 'latencyPhase' | 'latenessPhase' | 'hostNoisePhase'): string =>
       Object.entries(where.reduce<Record<string, number>>((a, x) => ({ ...a, [x[k]]: (a[x[k]] ?? 0) + 1 }), {}))
         .map(([p, c]) => `${p} ${c}`)
         .join(', ');
-    lines.push('', `Where the handover's worst moments fell (step: upgrades): largest gap ${count('gapPhase')}; largest latency ${count('latencyPhase')}; largest sender lateness ${count('latenessPhase')}.`);
+    lines.push('', `Where the handover's worst moments fell (step: upgrades): largest gap ${count('gapPhase')}; largest latency ${count('latencyPhase')}; largest sender lateness ${count('latenessPhase')}; the host's own latest wake-up ${count('hostNoisePhase')}.`);
   }
   const ratios = Object.entries(r.ratios);
   if (ratios.length > 0) {

@@ -41,7 +41,7 @@ export function benchCommand(program: Command, run: Run): void {
     .option('--size <bytes>', `probe frame bytes, ${LIMITS.size.min}..${LIMITS.size.max} (default ${DEFAULTS.size})`)
     .option('--mem <size>', `memory per datapath instance, e.g. 1G (default ${formatBytes(DEFAULTS.mem)})`)
     .option('--out <dir>', 'where the results go (default ./ziu-bench-<date>-<time>)')
-    .option('--placement <auto|none>', 'auto (default): as root on 2+ CPUs, the packet worker alone on the last CPU at SCHED_FIFO 50 and the VMs elsewhere at SCHED_FIFO 40; none: the scheduler decides')
+    .option('--placement <auto|none>', 'auto (default): as root on 2+ CPUs, the packet worker alone on the last CPU at SCHED_FIFO 50 and the VMs elsewhere, at SCHED_FIFO 40 while there is a CPU per VM and at most 20 kpps on it; none: the scheduler decides')
     .option('--worker-cpus <list>', "CPUs for the datapath's packet worker (overrides --placement)")
     .option('--worker-priority <1-99>', 'SCHED_FIFO priority of the packet worker (overrides --placement)')
     .option('--vm-cpus <list>', "CPUs for the probes' threads, the VMs' vCPUs (overrides --placement)")
@@ -72,7 +72,7 @@ export function benchCommand(program: Command, run: Run): void {
       const mem = checkMem(flags.mem === undefined ? DEFAULTS.mem : parseMem(flags.mem), '--mem');
       const mode = flags.placement ?? 'auto';
       if (mode !== 'auto' && mode !== 'none') throw new UsageError(`--placement '${mode}': use auto or none`);
-      const auto = mode === 'auto' ? autoPlacement() : { worker: NO_PLACEMENT, vm: NO_PLACEMENT, note: null };
+      const auto = mode === 'auto' ? autoPlacement(ports, rate) : { worker: NO_PLACEMENT, vm: NO_PLACEMENT, note: null };
       const worker: Placement = {
         cpus: flags.workerCpus === undefined ? auto.worker.cpus : parseCpuList(flags.workerCpus, '--worker-cpus'),
         priority: flags.workerPriority === undefined ? auto.worker.priority : parsePriority(flags.workerPriority, '--worker-priority'),

@@ -126,7 +126,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
     say(`memory: ${DEMO_MEM / 2 ** 20} MiB ${mem.backing} for the old instance${mem.notes.length > 0 ? ` (${mem.notes.join('; ')})` : ''}`);
 
     // As vswitches are deployed (root, 2+ CPUs): the worker alone on its CPU at SCHED_FIFO, the VM elsewhere.
-    const place = autoPlacement();
+    const place = autoPlacement(1, rate);
     if (place.note) say(place.note);
     else say(`placement: packet worker on ${describePlacement(place.worker)}; the VM's threads on ${describePlacement(place.vm)}`);
     const workerArgs = [

@@ -193,20 +193,29 @@ export function describePlacement(p: Placement | Applied): string {
 /** The priorities of the deployment ziu bench and ziu demo use by default (docs/datapath.md: why). */
 export const DEFAULT_WORKER_PRIORITY = 50;
 export const DEFAULT_VM_PRIORITY = 40;
+/** VM frames per second per CPU that real-time VM threads may carry and still leave the CPU room (a probe costs 10-25 us of CPU a frame on a virtualised host) */
+export const RT_VM_BUDGET_PPS = 20_000;
 
 /**
  * As vswitches are deployed: the packet worker alone on the last CPU at
- * SCHED_FIFO 50, the VMs' threads (and everything else) on the other CPUs at
- * SCHED_FIFO 40. Only as root and with two CPUs or more; otherwise no
+ * SCHED_FIFO 50, the VMs' threads (and everything else) on the other CPUs,
+ * at SCHED_FIFO 40 while there is a CPU per VM, as pinned vCPUs are. More VMs
+ * than CPUs, or VM traffic beyond RT_VM_BUDGET_PPS per CPU, are left to the
+ * scheduler on every CPU: real-time VM threads that fill their CPUs would
+ * keep every ordinary thread off them, a new instance's start-up among them,
+ * and so would ordinary ones squeezed onto the CPUs the worker leaves
+ * (measured on 2 cores: 4 pairs x 10 kpps, or 1 pair x 100 kpps, then
+ * outlast the 10 s ready timeout). Only as root and with two CPUs or more; otherwise no
  * placement, and `note` says why.
  */
-export function autoPlacement(cpus: readonly number[] = onlineCpus()): { worker: Placement; vm: Placement; note: string | null } {
+export function autoPlacement(vms = 1, ratePerVm = 0, cpus: readonly number[] = onlineCpus()): { worker: Placement; vm: Placement; note: string | null } {
   if (process.getuid?.() !== 0) return { worker: NO_PLACEMENT, vm: NO_PLACEMENT, note: 'not root: no CPU pinning or SCHED_FIFO for the packet threads' };
   if (cpus.length < 2) return { worker: NO_PLACEMENT, vm: NO_PLACEMENT, note: 'one CPU: the packet worker and the VMs share it, no placement' };
   const last = cpus.at(-1)!;
+  const vmCpus = cpus.filter((c) => c !== last);
   return {
     worker: { cpus: [last], priority: DEFAULT_WORKER_PRIORITY },
-    vm: { cpus: cpus.filter((c) => c !== last), priority: DEFAULT_VM_PRIORITY },
+    vm: vms <= vmCpus.length && vms * ratePerVm <= RT_VM_BUDGET_PPS * vmCpus.length ? { cpus: vmCpus, priority: DEFAULT_VM_PRIORITY } : NO_PLACEMENT,
     note: null,
   };
 }

@@ -116,7 +116,7 @@ describe('ziu bench', () => {
     expect(b.new_pid).not.toBe(b.old_pid);
     // Every window says where its worst moments fell: gap, latency in the switch, the sender's own lateness.
     for (const s of res.samples as unknown as Array<Record<string, unknown>>) {
-      expect(s).toMatchObject({ max_latency_us: expect.any(Number), latency_phase: expect.any(String), max_lateness_us: expect.any(Number), lateness_phase: expect.any(String), host_noise_us: expect.any(Number) });
+      expect(s).toMatchObject({ max_latency_us: expect.any(Number), latency_phase: expect.any(String), max_lateness_us: expect.any(Number), lateness_phase: expect.any(String), host_noise_us: expect.any(Number), host_noise_phase: expect.any(String) });
     }
     if (mode === 'handover') {
       // Handed over: the VM side never saw its backend go away, nothing was lost, and it could always send.

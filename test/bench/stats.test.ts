@@ -4,7 +4,7 @@ import { pairRatio, percentile, summarize } from '../../src/bench/stats.js';
 import { phaseAt } from '../../src/bench/window.js';
 
 function sample(mode: string, index: number, outageUs: number, lost = 0): Sample {
-  return { mode, index, outageUs, maxLatencyUs: 20, latencyPhase: 'freeze', maxLatenessUs: 5, latenessPhase: 'before', hostNoiseUs: 300, sent: 10, received: 10 - lost, lost, duplicated: 0, reordered: 0, notSent: 0, reconnects: [0], gapAtMs: 0, gapPhase: 'freeze', wallMs: 100 * index, switchoverUs: mode === 'handover' ? 50 : null, oldPid: 1, newPid: 2, phases: {}, prepopulateMs: null, pairs: [] };
+  return { mode, index, outageUs, maxLatencyUs: 20, latencyPhase: 'freeze', maxLatenessUs: 5, latenessPhase: 'before', hostNoiseUs: 300, hostNoisePhase: 'freeze', sent: 10, received: 10 - lost, lost, duplicated: 0, reordered: 0, notSent: 0, reconnects: [0], gapAtMs: 0, gapPhase: 'freeze', wallMs: 100 * index, switchoverUs: mode === 'handover' ? 50 : null, oldPid: 1, newPid: 2, phases: {}, prepopulateMs: null, pairs: [] };
 }
 
 describe('bench statistics', () => {

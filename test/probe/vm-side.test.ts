@@ -49,7 +49,7 @@ describe('what the VM sees, and whose fault it was', () => {
     // The probes listen (as QEMU's server=on chardevs); the datapath connects to them.
     // Placed as a vswitch is deployed where we may (the worker alone at SCHED_FIFO, the VM elsewhere),
     // so that the host's own few-ms hiccups stay well below the 5 ms hold.
-    const place = autoPlacement();
+    const place = autoPlacement(1, 2000);
     if (place.note) console.log(`hold test without placement: ${place.note}`);
     const workerArgs = [
       ...(place.worker.cpus ? ['--worker-cpus', formatCpuList(place.worker.cpus)] : []),

@@ -68,3 +68,22 @@ describe('ziu-datapath and ziu bench refuse bad placement before anything starts
     }
   });
 });
+
+describe('without the privilege for SCHED_FIFO', () => {
+  const root = process.getuid?.() === 0;
+  if (!root) console.log('skipping the fallback check: it drops CAP_SYS_NICE from root');
+  it.skipIf(!root)('a thread keeps SCHED_OTHER on the CPUs it got, and the report says why', async () => {
+    // The built module (npm test builds dist/ first), in a process without CAP_SYS_NICE.
+    const script = [
+      "const { native } = await import('./dist/native/index.js');",
+      "const { placeThread } = await import('./dist/sched/placement.js');",
+      'const r = placeThread(native.gettid(), { cpus: [0], priority: 40 }, "this thread");',
+      'console.log(JSON.stringify(r));',
+    ].join('\n');
+    const r = await execa('setpriv', ['--inh-caps=-all', '--bounding-set=-sys_nice', process.execPath, '--input-type=module', '-e', script], { reject: false, cwd: process.cwd() });
+    expect(r.exitCode, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout) as { applied: { policy: string; cpus: number[] }; fallback: string | null };
+    expect(out.applied).toMatchObject({ policy: 'other', cpus: [0] });
+    expect(out.fallback).toBe('SCHED_FIFO 40 refused (no CAP_SYS_NICE or RLIMIT_RTPRIO): running SCHED_OTHER');
+  });
+});
