@@ -287,6 +287,20 @@ static uint64_t thread_cpu(bool started, pthread_t t, const uint64_t *final) {
 
 #define SET(name, expr) ziu_set_prop(env, out, name, ziu_int(env, (int64_t)(expr)))
 
+/* {count, meanNs, p50Ns, p90Ns, p99Ns, p999Ns, maxNs} of one histogram. */
+static napi_value hist_stats(napi_env env, const uint64_t *hist, uint64_t count, uint64_t max, uint64_t sum) {
+  napi_value out;
+  napi_create_object(env, &out);
+  SET("count", count);
+  SET("meanNs", count ? sum / count : 0);
+  SET("p50Ns", probe_hist_percentile(hist, count, max, 0.50));
+  SET("p90Ns", probe_hist_percentile(hist, count, max, 0.90));
+  SET("p99Ns", probe_hist_percentile(hist, count, max, 0.99));
+  SET("p999Ns", probe_hist_percentile(hist, count, max, 0.999));
+  SET("maxNs", max);
+  return out;
+}
+
 static napi_value n_probe_stats(napi_env env, napi_callback_info info) {
   ZIU_ARGS(env, info, 1);
   struct probe *p = get_probe(env, argv[0]);
@@ -334,38 +348,12 @@ static napi_value n_probe_stats(napi_env env, napi_callback_info info) {
   SET("rxTid", p->rx_started ? p->rx_tid : 0);
   SET("latencyMaxAtNs", ld64(&s->lat_max_at_ns));
 
-  uint64_t count = ld64(&s->lat_count), max = ld64(&s->lat_max);
-  napi_value lat;
-  napi_create_object(env, &lat);
-  {
-    napi_value o = out;
-    out = lat;
-    SET("count", count);
-    SET("minNs", count ? ld64(&s->lat_min) : 0);
-    SET("meanNs", count ? ld64(&s->lat_sum) / count : 0);
-    SET("p50Ns", probe_hist_percentile(s->hist, count, max, 0.50));
-    SET("p90Ns", probe_hist_percentile(s->hist, count, max, 0.90));
-    SET("p99Ns", probe_hist_percentile(s->hist, count, max, 0.99));
-    SET("p999Ns", probe_hist_percentile(s->hist, count, max, 0.999));
-    SET("maxNs", max);
-    out = o;
-  }
+  uint64_t count = ld64(&s->lat_count), lcount = ld64(&s->late_count);
+  napi_value lat = hist_stats(env, s->hist, count, ld64(&s->lat_max), ld64(&s->lat_sum));
+  ziu_set_prop(env, lat, "minNs", ziu_int(env, (int64_t)(count ? ld64(&s->lat_min) : 0)));
   ziu_set_prop(env, out, "latency", lat);
-
-  uint64_t lcount = ld64(&s->late_count), lmax = ld64(&s->late_max_ns);
-  napi_value late;
-  napi_create_object(env, &late);
-  {
-    napi_value o = out;
-    out = late;
-    SET("count", lcount);
-    SET("meanNs", lcount ? ld64(&s->late_sum) / lcount : 0);
-    SET("p50Ns", probe_hist_percentile(s->late_hist, lcount, lmax, 0.50));
-    SET("p99Ns", probe_hist_percentile(s->late_hist, lcount, lmax, 0.99));
-    SET("maxNs", lmax);
-    SET("maxAtNs", ld64(&s->late_max_at_ns));
-    out = o;
-  }
+  napi_value late = hist_stats(env, s->late_hist, lcount, ld64(&s->late_max_ns), ld64(&s->late_sum));
+  ziu_set_prop(env, late, "maxAtNs", ziu_int(env, (int64_t)ld64(&s->late_max_at_ns)));
   ziu_set_prop(env, out, "lateness", late);
   return out;
 }
