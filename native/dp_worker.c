@@ -286,10 +286,9 @@ void *dp_worker_main(void *arg) {
        * guest's kick wakes it), one that has its CPU to itself DP_SPIN_NS.
        * Not zero: on a virtualised host a sleep and wake-up costs ~30 us of
        * CPU, and sleeping between frames 10 us apart costs more than the
-       * spin it saves. A real-time
-       * worker spins briefly and then sleeps: while it spins no ordinary
-       * thread runs on its CPU, and the kernel's fair server would take the
-       * CPU back for tens of ms at a time. */
+       * spin it saves. A real-time worker spins briefly and then sleeps:
+       * while it spins no ordinary thread runs on its CPU, and the kernel's
+       * fair server would take the CPU back for tens of ms at a time. */
       if (!idle_since) {
         idle_since = now;
         spin_ns = dp->realtime ? DP_SPIN_RT_NS : cpu_shared(dp, now) ? DP_SPIN_SHARED_NS : DP_SPIN_NS;

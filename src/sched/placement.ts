@@ -8,7 +8,7 @@
  */
 import fs from 'node:fs';
 import os from 'node:os';
-import { UsageError } from '../errors.js';
+import { sysError, UsageError } from '../errors.js';
 import { check, native } from '../native/index.js';
 
 /** What an operator asked for; null fields leave the thread as it is. */
@@ -114,23 +114,14 @@ export function placeThread(tid: number, want: Placement, what: string): Placeme
   let fallback: string | null = null;
   if (want.cpus !== null) {
     const r = native.schedSet(tid, want.cpus, -1, 0);
-    if (r < 0) throw new UsageError(`${what}: cannot pin to CPUs ${formatCpuList(want.cpus)}: ${errnoText(r)}`);
+    if (r < 0) throw new UsageError(`${what}: cannot pin to CPUs ${formatCpuList(want.cpus)}: ${sysError(r, 'sched_setaffinity').message}`, { cause: sysError(r, 'sched_setaffinity') });
   }
   if (want.priority !== null) {
     const r = native.schedSet(tid, [], 1, want.priority);
     if (r === -1 /* EPERM */) fallback = `SCHED_FIFO ${want.priority} refused (no CAP_SYS_NICE or RLIMIT_RTPRIO): running SCHED_OTHER`;
-    else if (r < 0) throw new UsageError(`${what}: cannot set SCHED_FIFO ${want.priority}: ${errnoText(r)}`);
+    else if (r < 0) throw new UsageError(`${what}: cannot set SCHED_FIFO ${want.priority}: ${sysError(r, 'sched_setscheduler').message}`);
   }
   return { requested: want, applied: readPlacement(tid), fallback };
-}
-
-function errnoText(r: number): string {
-  try {
-    check(r, 'sched_setscheduler');
-  } catch (err) {
-    return (err as Error).message;
-  }
-  return '';
 }
 
 /** Every thread of this process, by tid. */
