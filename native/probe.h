@@ -129,4 +129,14 @@ void *probe_tx_main(void *arg);
 void *probe_rx_main(void *arg);
 uint64_t probe_hist_percentile(const uint64_t *hist, uint64_t count, uint64_t max, double q);
 
+/* The histogram bucket of a value (ns): in the header, since it is on the
+ * probe's per-frame path and the host-noise meter (sched.c) fills one too. */
+static inline unsigned hist_index(uint64_t v) {
+  if (v < 256) return (unsigned)v;
+  unsigned e = 63u - (unsigned)__builtin_clzll(v);
+  unsigned sub = (unsigned)(v >> (e - 7)); /* 128..255 */
+  unsigned idx = 256u + (e - 8u) * HIST_SUB + (sub - HIST_SUB);
+  return idx < HIST_BUCKETS ? idx : HIST_BUCKETS - 1;
+}
+
 #endif

@@ -30,8 +30,6 @@
 /* Empty polls before the RX thread arms interrupts and sleeps. */
 #define RX_IDLE_SPINS 64
 
-static inline unsigned hist_index(uint64_t v);
-
 uint64_t probe_now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -186,7 +184,8 @@ void *probe_tx_main(void *arg) {
   }
 
   const uint64_t start = probe_now_ns();
-  const uint64_t early = c->rate > BATCH_RATE ? BATCH_EARLY_NS : EARLY_NS;
+  const bool batch = c->rate > BATCH_RATE;
+  const uint64_t early = batch ? BATCH_EARLY_NS : EARLY_NS;
   const uint32_t len = PROBE_NET_HDR + c->size;
   uint64_t i = 0, seq = 0;
   while (!__atomic_load_n(&p->tx_stop, __ATOMIC_ACQUIRE)) {
@@ -196,7 +195,7 @@ void *probe_tx_main(void *arg) {
     uint64_t now = probe_now_ns();
     /* Wake for the next slot (a little early for one frame), then send
      * everything due within `early`: in batch mode a whole burst per wake-up. */
-    uint64_t wake = early == EARLY_NS ? next - EARLY_NS : next;
+    uint64_t wake = batch ? next : next - EARLY_NS;
     if (now < wake) {
       uint64_t wait = wake - now;
       sleep_until(now + (wait > MAX_SLEEP_NS ? MAX_SLEEP_NS : wait));
@@ -241,14 +240,6 @@ void *probe_tx_main(void *arg) {
 }
 
 /* ---- RX ---- */
-
-static inline unsigned hist_index(uint64_t v) {
-  if (v < 256) return (unsigned)v;
-  unsigned e = 63u - (unsigned)__builtin_clzll(v);
-  unsigned sub = (unsigned)(v >> (e - 7)); /* 128..255 */
-  unsigned idx = 256u + (e - 8u) * HIST_SUB + (sub - HIST_SUB);
-  return idx < HIST_BUCKETS ? idx : HIST_BUCKETS - 1;
-}
 
 static inline uint64_t hist_upper(unsigned idx) {
   if (idx < 256) return idx;

@@ -8,11 +8,11 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/prctl.h>
 #include <time.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include "probe.h" /* its clock and latency histogram, for the noise meter */
 #include "ziu.h"
 
 #define SCHED_MAX_CPUS 1024
@@ -86,7 +86,6 @@ static napi_value n_gettid(napi_env env, napi_callback_info info) { return ziu_i
  * lies outside any switch: the floor under every VM-side figure.
  */
 #define NOISE_MAGIC 0x6e6f6973u
-#define NOISE_BUCKETS 64 /* powers of two of ns */
 
 struct noise {
   uint32_t magic;
@@ -97,14 +96,8 @@ struct noise {
   uint64_t period_ns;
   int applied_priority; /* 0: SCHED_OTHER (not permitted), else the FIFO priority it got */
   uint64_t samples, max_ns, max_at_ns, sum_ns, over_1ms;
-  uint64_t hist[NOISE_BUCKETS];
+  uint64_t hist[HIST_BUCKETS]; /* the probe's log-linear histogram: < 1% relative error */
 };
-
-static uint64_t mono_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static void *noise_main(void *arg) {
   struct noise *n = arg;
@@ -115,12 +108,12 @@ static void *noise_main(void *arg) {
   struct sched_param sp = {.sched_priority = n->priority};
   n->applied_priority = n->priority > 0 && sched_setscheduler(0, SCHED_FIFO, &sp) == 0 ? n->priority : 0;
   prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0); /* as the probe's TX thread: no 50 us of slack on top */
-  uint64_t next = mono_ns() + n->period_ns;
+  uint64_t next = probe_now_ns() + n->period_ns;
   while (!__atomic_load_n(&n->stop, __ATOMIC_ACQUIRE)) {
     struct timespec ts = {.tv_sec = (time_t)(next / 1000000000ull), .tv_nsec = (long)(next % 1000000000ull)};
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
     }
-    uint64_t now = mono_ns(), late = now > next ? now - next : 0;
+    uint64_t now = probe_now_ns(), late = now > next ? now - next : 0;
     n->samples++;
     n->sum_ns += late;
     if (late > n->max_ns) {
@@ -128,7 +121,7 @@ static void *noise_main(void *arg) {
       n->max_at_ns = next;
     }
     if (late > 1000000) n->over_1ms++;
-    n->hist[late ? 63 - __builtin_clzll(late) : 0]++;
+    n->hist[hist_index(late)]++;
     next += n->period_ns;
     if (next < now) next = now + n->period_ns; /* a long stall: do not count the missed ticks twice */
   }
@@ -172,7 +165,7 @@ static napi_value n_noise_start(napi_env env, napi_callback_info info) {
   return ext;
 }
 
-/* noiseStop(handle) -> {samples, maxNs, maxAtNs, meanNs, p99Ns (bucket upper bound), over1ms, priority} */
+/* noiseStop(handle) -> {samples, maxNs, maxAtNs, meanNs, p99Ns, over1ms, priority} */
 static napi_value n_noise_stop(napi_env env, napi_callback_info info) {
   ZIU_ARGS(env, info, 1);
   void *data = NULL;
@@ -186,21 +179,13 @@ static napi_value n_noise_stop(napi_env env, napi_callback_info info) {
     pthread_join(n->thread, NULL);
     n->started = false;
   }
-  uint64_t target = n->samples - n->samples / 100, seen = 0, p99 = 0;
-  for (int b = 0; b < NOISE_BUCKETS && n->samples; b++) {
-    seen += n->hist[b];
-    if (seen >= target) {
-      p99 = b >= 63 ? UINT64_MAX : (2ull << b) - 1;
-      break;
-    }
-  }
   napi_value out;
   napi_create_object(env, &out);
   ziu_set_prop(env, out, "samples", ziu_double(env, (double)n->samples));
   ziu_set_prop(env, out, "maxNs", ziu_double(env, (double)n->max_ns));
   ziu_set_prop(env, out, "maxAtNs", ziu_double(env, (double)n->max_at_ns));
   ziu_set_prop(env, out, "meanNs", ziu_double(env, n->samples ? (double)n->sum_ns / (double)n->samples : 0));
-  ziu_set_prop(env, out, "p99Ns", ziu_double(env, (double)(p99 < n->max_ns ? p99 : n->max_ns)));
+  ziu_set_prop(env, out, "p99Ns", ziu_double(env, (double)probe_hist_percentile(n->hist, n->samples, n->max_ns, 0.99)));
   ziu_set_prop(env, out, "over1ms", ziu_double(env, (double)n->over_1ms));
   ziu_set_prop(env, out, "priority", ziu_int(env, n->applied_priority));
   return out;

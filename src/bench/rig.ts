@@ -12,14 +12,14 @@
  * listening probes, as QEMU's `server=on` chardevs and DPDK's virtio-user
  * `server=1` let a restarted vswitch do.
  */
-import { datapathArgv } from '../datapath/bin.js';
+import { datapathArgv, workerArgs } from '../datapath/bin.js';
 import type { HugepageHost } from '../hugepages/index.js';
 import type { Logger } from '../log.js';
 import type { Backing, CreateResult, MemFileStore } from '../memfile/index.js';
 import { stopProcess } from '../upgrade/launch.js';
 import { Workspace, type WorkspaceCleanup } from '../workspace/workspace.js';
 import { PAGE_SIZE } from './options.js';
-import { formatCpuList, type Placement } from '../sched/placement.js';
+import { NO_PLACEMENT, type Placement } from '../sched/placement.js';
 import { startTraffic, type PortPair, type Traffic } from './traffic.js';
 
 const READY_TIMEOUT_MS = 15_000;
@@ -117,12 +117,7 @@ export class Rig {
   /** The datapath's command line without memory: its ports connect to the probes. */
   datapathArgv(instance: string): string[] {
     const ports = this.pairs.flatMap((p, i) => ['--vhost-user', `a${i}=${p.tx},client`, '--vhost-user', `b${i}=${p.rx},client`]);
-    const w = this.o.worker;
-    const placement = [
-      ...(w?.cpus ? ['--worker-cpus', formatCpuList(w.cpus)] : []),
-      ...(w?.priority ? ['--worker-priority', String(w.priority)] : []),
-    ];
-    return [...datapathArgv(), '--control', this.control, ...ports, '--instance', instance, ...placement];
+    return [...datapathArgv(), '--control', this.control, ...ports, '--instance', instance, ...workerArgs(this.o.worker ?? NO_PLACEMENT)];
   }
 
   /** bench-1, bench-2, ...: the datapath instance id and its mem file instance. */

@@ -55,6 +55,7 @@ export async function measureWindow(
     throw err;
   }
   const host = noise.stop();
+  const noisiest = host.reduce((w, c) => (c.maxUs > w.maxUs ? c : w), host[0]!);
   const t = await traffic.stop();
   const gapAtMs = round(t.outageAtMs + 1000 / o.rate - replaceAt, 2);
   const latencyAtMs = round(t.maxLatencyAtMs - replaceAt, 2);
@@ -67,8 +68,8 @@ export async function measureWindow(
     latencyPhase: phaseAt(latencyAtMs, r.phases),
     maxLatenessUs: t.maxLatenessUs,
     latenessPhase: phaseAt(latenessAtMs, r.phases),
-    hostNoiseUs: Math.max(...host.map((c) => c.maxUs)),
-    hostNoisePhase: phaseAt(round(host.reduce((w, c) => (c.maxUs > w.maxUs ? c : w), host[0]!).maxAtMs - replaceAt, 2), r.phases),
+    hostNoiseUs: noisiest.maxUs,
+    hostNoisePhase: phaseAt(round(noisiest.maxAtMs - replaceAt, 2), r.phases),
     sent: t.sent,
     received: t.received,
     lost: t.lost,

@@ -73,14 +73,8 @@ export function benchCommand(program: Command, run: Run): void {
       const mode = flags.placement ?? 'auto';
       if (mode !== 'auto' && mode !== 'none') throw new UsageError(`--placement '${mode}': use auto or none`);
       const auto = mode === 'auto' ? autoPlacement(ports, rate) : { worker: NO_PLACEMENT, vm: NO_PLACEMENT, note: null };
-      const worker: Placement = {
-        cpus: flags.workerCpus === undefined ? auto.worker.cpus : parseCpuList(flags.workerCpus, '--worker-cpus'),
-        priority: flags.workerPriority === undefined ? auto.worker.priority : parsePriority(flags.workerPriority, '--worker-priority'),
-      };
-      const vm: Placement = {
-        cpus: flags.vmCpus === undefined ? auto.vm.cpus : parseCpuList(flags.vmCpus, '--vm-cpus'),
-        priority: flags.vmPriority === undefined ? auto.vm.priority : parsePriority(flags.vmPriority, '--vm-priority'),
-      };
+      const worker = overridden(auto.worker, flags.workerCpus, flags.workerPriority, 'worker');
+      const vm = overridden(auto.vm, flags.vmCpus, flags.vmPriority, 'vm');
       const out = outDir(flags.out);
       const json = flags.json === true;
       const ctx = context();
@@ -125,6 +119,14 @@ export function benchCommand(program: Command, run: Run): void {
         run.exitCode = EXIT.failed;
       }
     });
+}
+
+/** --<who>-cpus and --<who>-priority over the chosen placement. */
+function overridden(base: Placement, cpus: string | undefined, priority: string | undefined, who: string): Placement {
+  return {
+    cpus: cpus === undefined ? base.cpus : parseCpuList(cpus, `--${who}-cpus`),
+    priority: priority === undefined ? base.priority : parsePriority(priority, `--${who}-priority`),
+  };
 }
 
 /** A handover or the no-upgrade window that lost, duplicated or could not send frames: what it was, or null. */

@@ -7,6 +7,7 @@ import { EXIT } from './exit.js';
 import type { Run } from './main.js';
 import { output } from './output.js';
 import { humanReport } from './upgrade.js';
+import { formatUs } from '../bench/index.js';
 
 interface DemoCliOpts {
   rate?: string;
@@ -69,8 +70,6 @@ export function demoCommand(program: Command, run: Run): void {
     });
 }
 
-const us = (v: number): string => (v >= 1000 ? `${(v / 1000).toFixed(2)} ms` : `${Math.round(v)} us`);
-
 /** The demo for a person: what ran, the upgrade's summary, the traffic, and what was cleaned up. */
 export function humanDemo(r: DemoReport): string[] {
   const mib = DEMO_MEM / 2 ** 20;
@@ -88,7 +87,7 @@ export function humanDemo(r: DemoReport): string[] {
     `ziu demo: 2 vhost-user ports${r.mode.tap ? ' + tap uplink' : ''}, ${memory} (${why})`,
     ...humanReport(r),
     `traffic: ${t.sent} sent, ${t.received} received, ${t.lost} lost, ${t.notSent} not sent (VM TX ring full)`,
-    `  largest gap ${us(t.maxGapUs)} (${t.gapPhase}); largest latency in the switch ${us(t.maxLatencyUs)} (${t.latencyPhase}); largest sender lateness ${us(t.maxLatenessUs)} (${t.latenessPhase})`,
+    `  largest gap ${formatUs(t.maxGapUs)} (${t.gapPhase}); largest latency in the switch ${formatUs(t.maxLatencyUs)} (${t.latencyPhase}); largest sender lateness ${formatUs(t.maxLatenessUs)} (${t.latenessPhase})`,
     `cleaned up: ${gone.join(', ')}`,
     ...c.problems.map((p) => `  not cleaned up: ${p}`),
   ];

@@ -72,7 +72,7 @@ export interface HandoverHost {
   /** new side, at commit: open configured ports the predecessor did not have */
   openMissingPorts(): Promise<void>;
   notify(fields: Record<string, string | number>): Promise<void>;
-  /** the worker placement this instance was started with (its own flags), or null */
+  /** the placement its worker has been given (its own flags, or inherited at import), or null */
   worker(): Placement | null;
   /** place the worker (a new instance takes its predecessor's placement before it takes the rings) */
   placeWorker(want: Placement): unknown;

@@ -3,8 +3,8 @@ import fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { nowMs } from '../bench/traffic.js';
 import { phaseAt } from '../bench/window.js';
-import { datapathArgv } from '../datapath/bin.js';
-import { autoPlacement, describePlacement, formatCpuList } from '../sched/placement.js';
+import { datapathArgv, workerArgs } from '../datapath/bin.js';
+import { autoPlacement, describePlacement } from '../sched/placement.js';
 import { ZiuError } from '../errors.js';
 import { PAGE_2M, type HugepageHost } from '../hugepages/index.js';
 import { logger, type Logger } from '../log.js';
@@ -129,17 +129,13 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
     const place = autoPlacement(1, rate);
     if (place.note) say(place.note);
     else say(`placement: packet worker on ${describePlacement(place.worker)}; the VM's threads on ${describePlacement(place.vm)}`);
-    const workerArgs = [
-      ...(place.worker.cpus ? ['--worker-cpus', formatCpuList(place.worker.cpus)] : []),
-      ...(place.worker.priority ? ['--worker-priority', String(place.worker.priority)] : []),
-    ];
     const control = ws.path('dp.sock');
     const ports = ['--vhost-user', `vm1=${ws.path('vm1.sock')}`, '--vhost-user', `vm2=${ws.path('vm2.sock')}`, ...(tap ? ['--tap', `uplink=${DEMO_TAP}`] : [])];
     const datapath = [...datapathArgv(), '--control', control];
     const old = {
       pid: await ws.launch({
         name: 'old',
-        argv: [...datapath, '--mem-file', mem.path!, ...ports, '--instance', 'demo-old', ...workerArgs],
+        argv: [...datapath, '--mem-file', mem.path!, ...ports, '--instance', 'demo-old', ...workerArgs(place.worker)],
         readyTimeoutMs: READY_TIMEOUT_MS,
         ...(o.signal ? { signal: o.signal } : {}),
       }),
@@ -154,8 +150,6 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
     await pause(trafficMs, o.signal);
 
     say(`upgrade ${upgradeId}: starting a new instance beside the old one and handing it every connection`);
-    const live = probe.stats();
-    const probeStartMs = live.native.nowNs / 1e6 - live.elapsedS * 1000;
     const upgradeAtMs = nowMs();
     const report = await upgrade({ control, newCommand: [...datapath, ...ports, '--instance', 'demo-new'], mem: DEMO_MEM, pageSize: PAGE_2M, stateDir: dir, store: ws.store, upgradeId });
     if (report.new) ws.pids.add(report.new.pid);
@@ -168,7 +162,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
     const running = probe;
     probe = null;
     const p = await running.stop();
-    const phase = (atMs: number): string => (atMs === 0 ? 'none' : phaseAt(probeStartMs + atMs - upgradeAtMs, report.phases));
+    const phase = (atMs: number): string => (atMs === 0 ? 'none' : phaseAt(p.startedAtMs + atMs - upgradeAtMs, report.phases));
     return {
       ...report,
       traffic: {

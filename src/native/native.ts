@@ -43,7 +43,7 @@ export interface NoiseResult {
   /** the scheduled wake-up (CLOCK_MONOTONIC ns) that came latest */
   maxAtNs: number;
   meanNs: number;
-  /** upper bound of the power-of-two bucket holding the 99th percentile */
+  /** from a log-linear histogram (< 1% relative error) */
   p99Ns: number;
   over1ms: number;
   /** the SCHED_FIFO priority it ran at; 0: SCHED_OTHER */

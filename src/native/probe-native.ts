@@ -99,7 +99,9 @@ export interface ProbeLatenessStats {
   count: number;
   meanNs: number;
   p50Ns: number;
+  p90Ns: number;
   p99Ns: number;
+  p999Ns: number;
   maxNs: number;
   /** the slot (CLOCK_MONOTONIC ns) of the latest frame */
   maxAtNs: number;

@@ -114,12 +114,18 @@ export function placeThread(tid: number, want: Placement, what: string): Placeme
   let fallback: string | null = null;
   if (want.cpus !== null) {
     const r = native.schedSet(tid, want.cpus, -1, 0);
-    if (r < 0) throw new UsageError(`${what}: cannot pin to CPUs ${formatCpuList(want.cpus)}: ${sysError(r, 'sched_setaffinity').message}`, { cause: sysError(r, 'sched_setaffinity') });
+    if (r < 0) {
+      const cause = sysError(r, 'sched_setaffinity');
+      throw new UsageError(`${what}: cannot pin to CPUs ${formatCpuList(want.cpus)}: ${cause.message}`, { cause });
+    }
   }
   if (want.priority !== null) {
     const r = native.schedSet(tid, [], 1, want.priority);
     if (r === -1 /* EPERM */) fallback = `SCHED_FIFO ${want.priority} refused (no CAP_SYS_NICE or RLIMIT_RTPRIO): running SCHED_OTHER`;
-    else if (r < 0) throw new UsageError(`${what}: cannot set SCHED_FIFO ${want.priority}: ${sysError(r, 'sched_setscheduler').message}`);
+    else if (r < 0) {
+      const cause = sysError(r, 'sched_setscheduler');
+      throw new UsageError(`${what}: cannot set SCHED_FIFO ${want.priority}: ${cause.message}`, { cause });
+    }
   }
   return { requested: want, applied: readPlacement(tid), fallback };
 }

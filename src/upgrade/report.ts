@@ -1,5 +1,5 @@
-import type { Applied } from '../sched/placement.js';
 /** What `ziu upgrade` (and `ziu recover`) report: one document, also the journal's final word. */
+import type { Applied } from '../sched/placement.js';
 
 export type UpgradeResult = 'committed' | 'rolled_back' | 'refused' | 'failed';
 

@@ -148,7 +148,6 @@ export class Upgrade {
     }
     const h = this.#oldHello;
     this.#report.old = { pid: h.pid, version: h.version, instance: h.instance, control: o.control };
-    this.#report.old.worker = (await this.#old.status().catch(() => null))?.worker?.applied ?? null;
     if (h.role !== 'active') {
       throw new Refusal('ERR_ZIU_HANDOVER_STATE', `the old instance (pid ${h.pid}) is ${h.role}, not active: another upgrade is under way or unfinished (see 'ziu status', 'ziu recover')`);
     }
@@ -263,6 +262,7 @@ export class Upgrade {
 
   async #transfer(): Promise<Status> {
     const before = await this.#old!.status();
+    if (this.#report.old) this.#report.old.worker = before.worker?.applied ?? null;
     const x = await this.#old!.call<{ state: unknown; fds: string[] }>('export', { format: this.#format, upgradeId: this.id });
     this.#exported = true;
     try {

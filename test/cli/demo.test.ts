@@ -72,7 +72,7 @@ describe('ziu demo', () => {
     expect(r.stdout).toContain(`  ports: vm1 (traffic), vm2 (traffic)${root ? ', uplink' : '\n'}`);
     expect(r.stdout).toMatch(/\n {2}phases \(ms\): preflight [\d.]+, reserve [\d.]+, .*, commit [\d.]+\n/);
     expect(lines.at(-3)).toMatch(/^traffic: (\d+) sent, \1 received, 0 lost, 0 not sent \(VM TX ring full\)$/);
-    expect(lines.at(-2)).toMatch(/^ {2}largest gap [\d.]+ (us|ms) \([\w-]+\); largest latency in the switch [\d.]+ (us|ms) \([\w-]+\); largest sender lateness [\d.]+ (us|ms) \([\w-]+\)$/);
+    expect(lines.at(-2)).toMatch(/^ {2}largest gap [\d.]+ (µs|ms|s) \([\w-]+\); largest latency in the switch [\d.]+ (µs|ms|s) \([\w-]+\); largest sender lateness [\d.]+ (µs|ms|s) \([\w-]+\)$/);
     expect(lines.at(-1)).toBe(`cleaned up: 2 processes, 2 mem files, ${root ? 'tap ziudemo0, ' : ''}temp dir`);
     expect(r.stderr).toMatch(/^ziu demo: working in \/dev\/shm\/ziu-demo-\w+\n/);
     expect(r.stderr).toContain('traffic: 2000 frames/s of 128 bytes, vm1 -> vm2');

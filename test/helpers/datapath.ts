@@ -47,6 +47,7 @@ export interface DatapathStatus {
   instance: string;
   pid: number;
   ports: PortStatus[];
+  worker: { requested: { cpus: number[] | null; priority: number | null } | null; applied: { tid: number; policy: string; priority: number; cpus: number[] } };
 }
 
 /** A real ziu-datapath process with a tmpfs mem file, ready (READY=1 received) when this resolves. */

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 
-/** policy, rt_priority and the CPU it last ran on, from /proc/<pid>/task/<tid>/stat (fields 41, 40, 39) */
+/** policy and rt_priority from /proc/<pid>/task/<tid>/stat (fields 41, 40), and Cpus_allowed_list from its status */
 export function procSched(pid: number, tid: number): { policy: number; rtPriority: number; cpusAllowed: string } {
   const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
   // comm may hold spaces: the fields after it start past the last ')'

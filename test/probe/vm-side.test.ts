@@ -4,7 +4,8 @@ import { ControlClient } from '../../src/control/client.js';
 import { startTraffic, type Traffic } from '../../src/bench/traffic.js';
 import { measureWindow, type Replacement } from '../../src/bench/window.js';
 import { startProbe } from '../../src/probe/index.js';
-import { autoPlacement, formatCpuList } from '../../src/sched/placement.js';
+import { autoPlacement } from '../../src/sched/placement.js';
+import { workerArgs } from '../../src/datapath/bin.js';
 import { startDatapath, type RunningDatapath } from '../helpers/datapath.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -51,14 +52,10 @@ describe('what the VM sees, and whose fault it was', () => {
     // so that the host's own few-ms hiccups stay well below the 5 ms hold.
     const place = autoPlacement(1, 2000);
     if (place.note) console.log(`hold test without placement: ${place.note}`);
-    const workerArgs = [
-      ...(place.worker.cpus ? ['--worker-cpus', formatCpuList(place.worker.cpus)] : []),
-      ...(place.worker.priority ? ['--worker-priority', String(place.worker.priority)] : []),
-    ];
     const start = async (): Promise<Traffic> => {
       const up =
         dp === null
-          ? startDatapath({ ports: { a: 'client', b: 'client' }, socketPaths: { a: pair.tx, b: pair.rx }, env: { ZIU_TEST_HOOKS: '1' }, extraArgs: workerArgs })
+          ? startDatapath({ ports: { a: 'client', b: 'client' }, socketPaths: { a: pair.tx, b: pair.rx }, env: { ZIU_TEST_HOOKS: '1' }, extraArgs: workerArgs(place.worker) })
           : Promise.resolve(dp);
       const traffic = await startTraffic([pair], { rate: 2000, size: 128, placement: place.vm }, up.then((d) => (dp = d)));
       cleanups.push(() => traffic.stop());
