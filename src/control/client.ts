@@ -1,8 +1,8 @@
 import { ZiuError } from '../errors.js';
-import { native } from '../native/index.js';
 import { Framer, LENGTH_PREFIXED } from '../net/framing.js';
 import { UnixSocket } from '../net/socket.js';
 import { decodeControl, encodeControl, type ControlMessage, type ControlReply, type ControlRequest } from './protocol.js';
+import { closeFds } from '../native/fds.js';
 
 /** The client side of a datapath control socket: one request at a time, in order. */
 export class ControlClient {
@@ -26,13 +26,13 @@ export class ControlClient {
       for (const f of frames) {
         const w = this.#waiting.shift();
         if (!w) {
-          for (const fd of f.fds) native.close(fd);
+          closeFds(f.fds);
           continue;
         }
         try {
           w.resolve({ body: decodeControl<ControlReply>(f, `reply from ${path}`), fds: f.fds });
         } catch (err) {
-          for (const fd of f.fds) native.close(fd);
+          closeFds(f.fds);
           w.reject(err as Error);
         }
       }
@@ -59,7 +59,7 @@ export class ControlClient {
   async call<T extends Record<string, unknown>>(req: ControlRequest, fds: number[] = []): Promise<ControlMessage<T>> {
     const r = await this.request(req, fds);
     if (!r.body.ok) {
-      for (const fd of r.fds) native.close(fd);
+      closeFds(r.fds);
       throw new ZiuError(r.body.error.code, `${req.op} on ${this.path}: ${r.body.error.message}`);
     }
     return r as unknown as ControlMessage<T>;

@@ -4,6 +4,7 @@ import { native } from '../native/index.js';
 import { LENGTH_PREFIXED, readFrames } from '../net/framing.js';
 import { UnixListener, type UnixSocket } from '../net/socket.js';
 import { decodeControl, encodeControl, type ControlReply, type ControlRequest } from './protocol.js';
+import { closeFds } from '../native/fds.js';
 
 export interface HandlerResult {
   body: Record<string, unknown>;
@@ -77,7 +78,7 @@ export class ControlServer {
       const req = decodeControl<ControlRequest>({ header: Buffer.alloc(0), body, fds }, 'control request');
       const h = typeof req.op === 'string' ? this.#handlers.get(req.op) : undefined;
       if (!h) {
-        for (const fd of fds) native.close(fd);
+        closeFds(fds);
         throw new ZiuError('ERR_ZIU_CONTROL_UNKNOWN_OP', `unknown control op '${String(req.op)}'`);
       }
       const r = await h(req, fds);

@@ -1,6 +1,6 @@
 import { ZiuError } from '../errors.js';
-import { native } from '../native/index.js';
 import type { Chunk, UnixSocket } from './socket.js';
+import { closeFds } from '../native/fds.js';
 
 /** How a protocol frames its messages: a fixed header that tells the body size. */
 export interface FrameFormat {
@@ -55,7 +55,7 @@ export class Framer {
       if (chunk.fds.length > 0) this.#marks.push({ pos: this.#pos + this.#buf.length + chunk.data.length - 1, fds: chunk.fds });
       this.#buf = this.#buf.length === 0 ? chunk.data : Buffer.concat([this.#buf, chunk.data]);
     } else if (chunk.fds.length > 0) {
-      for (const fd of chunk.fds) native.close(fd);
+      closeFds(chunk.fds);
     }
     const out: Frame[] = [];
     const { headerSize, maxBody } = this.format;
@@ -64,7 +64,7 @@ export class Framer {
       const size = this.format.bodySize(header);
       if (!Number.isInteger(size) || size < 0 || size > maxBody) {
         this.discard();
-        for (const f of out) for (const fd of f.fds) native.close(fd);
+        closeFds(out.flatMap((f) => f.fds));
         throw new ZiuError(
           'ERR_ZIU_BAD_MESSAGE',
           `${this.format.name}: message announces ${size} body bytes; at most ${maxBody} are allowed`,
@@ -113,7 +113,7 @@ export class Framer {
 
   /** Drop buffered bytes and close their fds. */
   discard(): void {
-    for (const m of this.#marks) for (const fd of m.fds) native.close(fd);
+    closeFds(this.#marks.flatMap((m) => m.fds));
     this.#marks = [];
     this.#pos += this.#buf.length;
     this.#buf = Buffer.alloc(0);
@@ -143,7 +143,7 @@ export function readFrames(socket: UnixSocket, format: FrameFormat, events: Fram
   };
   socket.on('data', (chunk) => {
     if (done) {
-      for (const fd of chunk.fds) native.close(fd);
+      closeFds(chunk.fds);
       return;
     }
     let frames: Frame[];
@@ -155,7 +155,7 @@ export function readFrames(socket: UnixSocket, format: FrameFormat, events: Fram
     }
     for (const f of frames) {
       if (done) {
-        for (const fd of f.fds) native.close(fd);
+        closeFds(f.fds);
         continue;
       }
       events.onFrame(f);

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import { constants } from 'node:os';
 import { ZiuError, hasCode, sysError } from '../errors.js';
 import { check, closeFd, native, type PollHandle } from '../native/index.js';
+import { closeFds } from '../native/fds.js';
 
 export type SocketKind = 'stream' | 'seqpacket';
 
@@ -274,7 +275,7 @@ export class UnixSocket extends EventEmitter<UnixSocketEvents> {
         return;
       }
       if (r.trunc) {
-        for (const fd of r.fds) native.close(fd);
+        closeFds(r.fds);
         this.#fail(
           new ZiuError(
             'ERR_ZIU_MESSAGE_TRUNCATED',
@@ -289,7 +290,7 @@ export class UnixSocket extends EventEmitter<UnixSocketEvents> {
       }
       const chunk: Chunk = { data: Buffer.from(this.#readBuf.subarray(0, r.bytes)), fds: r.fds };
       if (this.listenerCount('data') === 0) {
-        for (const fd of chunk.fds) native.close(fd);
+        closeFds(chunk.fds);
       } else {
         this.emit('data', chunk);
       }

@@ -6,10 +6,10 @@
  */
 import { EventEmitter } from 'node:events';
 import { ZiuError } from '../errors.js';
-import { native } from '../native/index.js';
 import { readFrames, type Frame } from '../net/framing.js';
 import type { UnixSocket } from '../net/socket.js';
 import { DecodeError, decodeReply, encodeRequest, expectsReply, VHOST_USER_FRAME, type Reply, type Request } from '../vhost/index.js';
+import { closeFds } from '../native/fds.js';
 
 interface Pending {
   req: Request;
@@ -87,13 +87,13 @@ export class FrontendConnection extends EventEmitter<FrontendConnectionEvents> {
   #onFrame(f: Frame): void {
     const p = this.#settle();
     if (p === null) {
-      for (const fd of f.fds) native.close(fd);
+      closeFds(f.fds);
       this.close(new ZiuError('ERR_ZIU_VHOST_UNEXPECTED', `vhost-user '${this.path}': the back-end sent request ${f.header.readUInt32LE(0)} unasked`));
       return;
     }
     const reply = decodeReply(f, p.req);
     if (reply instanceof DecodeError) {
-      for (const fd of reply.fds) native.close(fd);
+      closeFds(reply.fds);
       p.reject(reply);
       this.close(reply);
       return;

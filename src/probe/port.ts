@@ -16,6 +16,7 @@ import { UnixListener, UnixSocket } from '../net/socket.js';
 import { formatMac, type Mac } from './addr.js';
 import { FrontendConnection } from './connection.js';
 import { negotiate, type Negotiated } from './frontend.js';
+import { closeFds } from '../native/fds.js';
 
 export type PortMode = 'client' | 'server';
 
@@ -87,7 +88,7 @@ export class ProbePort {
       const layout = check(native.probeAddPort(h, memFd, size, kick[0], kick[1], call[0], call[1]), 'probeAddPort', { fd: memFd });
       return new ProbePort(h, opts, memFd, kick, call, layout);
     } catch (err) {
-      for (const fd of made) native.close(fd);
+      closeFds(made);
       throw err;
     }
   }
@@ -193,6 +194,6 @@ export class ProbePort {
   releaseFds(): void {
     if (!this.#fdsOpen) return;
     this.#fdsOpen = false;
-    for (const fd of [this.#memFd, ...this.#kick, ...this.#call]) native.close(fd);
+    closeFds([this.#memFd, ...this.#kick, ...this.#call]);
   }
 }
