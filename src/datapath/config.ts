@@ -4,7 +4,7 @@ import { UsageError } from '../errors.js';
 import { checkNamePart } from '../memfile/index.js';
 import { checkSocketPath } from '../net/socket.js';
 import { NO_PLACEMENT, parseCpuList, parsePriority, type Placement } from '../sched/placement.js';
-import type { PortMode } from './vhost-port.js';
+import type { PortMode } from './vhost/port.js';
 
 export interface VhostUserSpec {
   name: string;

@@ -1,17 +1,20 @@
 import fs from 'node:fs';
 import { execa } from 'execa';
-import { ControlServer } from '../control/server.js';
+import { ControlServer, type Handler } from '../control/server.js';
 import { ZiuError } from '../errors.js';
 import { STATE_FORMATS, type StateFormat } from '../handover/state.js';
-import { logger, type Logger } from '../log.js';
+import type { Status } from '../handover/messages/index.js';
+import { logger, setLogContext, type Logger } from '../log.js';
 import { check, native } from '../native/index.js';
 import { VERSION } from '../version.js';
 import type { DatapathConfig, TapSpec } from './config.js';
 import { Engine } from './engine.js';
-import { Handover, type Fault, type HandoverHost, type TapPort } from './handover.js';
+import { Handover, type Fault, type HandoverHost, type TapPort } from './handover/index.js';
+import { serve } from './handover/serve.js';
 import { Notifier } from './notify.js';
-import { VhostPort, type VhostPortOptions } from './vhost-port.js';
+import { VhostPort, type VhostPortOptions } from './vhost/port.js';
 import { isPlaced, keepOff, placeThread, readPlacement, type Placement, type PlacementReport } from '../sched/placement.js';
+import { closeFds } from '../native/fds.js';
 
 interface MemFile {
   path: string;
@@ -32,6 +35,8 @@ export interface DatapathOptions {
   faults?: ReadonlySet<Fault>;
   /** ZIU_TEST_HOOKS=1: the control socket also answers `hold` (freeze the engine for a while, then thaw) */
   testHooks?: boolean;
+  /** the upgrade a standby instance was started for (ZIU_UPGRADE_ID): its log lines carry it from the start */
+  upgradeId?: string;
 }
 
 /**
@@ -72,7 +77,10 @@ export class Datapath {
       this.#engine = new Engine(first.fd, first.size, { macEntries: this.config.macEntries });
       // Before any ring is ours (ports open below, or import then resume in standby).
       if (isPlaced(this.config.worker)) this.placeWorker(this.config.worker);
-      this.#handover = new Handover(this.#host(), standby ? 'standby' : 'active');
+      this.#handover = new Handover(this.#host(), standby ? 'standby' : 'active', this.#opts.upgradeId ?? null);
+      // Every log line names the upgrade while one runs (an old instance from export, a new one from its start).
+      const handover = this.#handover;
+      setLogContext(() => (handover.upgradeId === null ? {} : { upgradeId: handover.upgradeId }));
       if (standby) {
         // Nothing is ours to poll until resume: the engine writes no guest memory while frozen.
         this.#engine.freeze();
@@ -142,13 +150,12 @@ export class Datapath {
   }
 
   #host(): HandoverHost {
-    // eslint-disable-next-line @typescript-eslint/no-this-alias
-    const dp = this;
+    const engine = (): Engine => this.#engine!;
     return {
       config: this.config,
       log: this.log,
       get engine() {
-        return dp.#engine!;
+        return engine();
       },
       ports: this.#ports,
       taps: this.#taps,
@@ -177,13 +184,13 @@ export class Datapath {
     };
   }
 
-  #handlers(): Parameters<typeof ControlServer.listen>[1] {
+  #handlers(): Record<string, Handler> {
     return {
-      status: () => ({ body: { status: this.status() } }),
-      shutdown: () => {
+      status: serve('status', () => ({ body: { status: this.status() } })),
+      shutdown: serve('shutdown', () => {
         setImmediate(() => void this.stop().then(() => process.exit(0)));
         return { body: { stopping: true } };
-      },
+      }),
       ...this.#handover!.handlers(),
       ...(this.#opts.testHooks ? { hold: (req) => this.#hold(req) } : {}),
     };
@@ -206,7 +213,7 @@ export class Datapath {
     return { body: { frozenNs: String(frozenNs), thawedNs: String(thawedNs) } };
   }
 
-  status(): Record<string, unknown> {
+  status(): Status {
     const stats = this.#engine?.stats() ?? [];
     const counters = (port: number) => stats.find((s) => s.port === port) ?? null;
     return {
@@ -245,7 +252,7 @@ export class Datapath {
         native.close(t.fd);
       }
       this.#engine?.destroy();
-      for (const m of this.#memFiles) native.close(m.fd);
+      closeFds(this.#memFiles.map((m) => m.fd));
       this.log.info({ role }, 'datapath stopped');
     })();
     return this.#stopping;

@@ -1,7 +1,8 @@
 import { Command, CommanderError } from 'commander';
 import { UsageError, ZiuError } from '../errors.js';
-import { HANDOVER_PROTOCOL, STATE_FORMATS, isStateFormat, type StateFormat } from '../handover/state.js';
-import type { Fault } from './handover.js';
+import { handoverInfo, handoverInfoCodec } from '../handover/messages/index.js';
+import { STATE_FORMATS, isStateFormat, type StateFormat } from '../handover/state.js';
+import type { Fault } from './handover/index.js';
 import { VERSION } from '../version.js';
 import { checkConfig, parseTap, parseVhostUser, readConfigFile, type DatapathConfig } from './config.js';
 import { Datapath } from './datapath.js';
@@ -54,7 +55,7 @@ export async function main(argv: string[]): Promise<number | null> {
     const o = cmd.opts<{ control?: string; memFile?: string[]; vhostUser?: DatapathConfig['vhostUser']; tap?: DatapathConfig['taps']; instance?: string; macEntries?: number; config?: string; stateFormats?: StateFormat[]; handoverInfo?: boolean; workerCpus?: number[]; workerPriority?: number }>();
     if (o.handoverInfo) {
       const formats = o.stateFormats ?? [...STATE_FORMATS];
-      process.stdout.write(`${JSON.stringify({ protocol: HANDOVER_PROTOCOL, datapath: 'ziu-datapath', version: VERSION, stateFormats: { export: formats, import: formats } })}\n`);
+      process.stdout.write(`${JSON.stringify(handoverInfoCodec.encode(handoverInfo(formats)))}\n`);
       return 0;
     }
     stateFormats = o.stateFormats;
@@ -83,6 +84,7 @@ export async function main(argv: string[]): Promise<number | null> {
     ...(stateFormats ? { stateFormats } : {}),
     faults,
     testHooks: process.env['ZIU_TEST_HOOKS'] === '1',
+    ...(standby && process.env['ZIU_UPGRADE_ID'] ? { upgradeId: process.env['ZIU_UPGRADE_ID'] } : {}),
   });
   try {
     await dp.start();

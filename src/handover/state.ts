@@ -1,4 +1,5 @@
 import { ZiuError } from '../errors.js';
+import { hex, Reader } from './reader.js';
 
 /**
  * Device state as it crosses the handover: what the old instance knows about
@@ -92,7 +93,7 @@ export function encodeState(format: StateFormat, s: StateExport): Record<string,
 /** Decode and validate; any problem is ERR_ZIU_STATE naming the field. */
 export function decodeState(format: number, doc: unknown): StateExport {
   if (!isStateFormat(format)) throw bad(`state format ${String(format)} is not one of ${STATE_FORMATS.join(', ')}`);
-  const r = new Reader(doc, `state (format ${format})`);
+  const r = reader(doc, `state (format ${format})`);
   if (r.num('format') !== format) throw bad(`state says format ${String(r.obj['format'])}, the message says ${format}`);
   return format === 1 ? decodeV1(r) : decodeV2(r);
 }
@@ -273,10 +274,12 @@ function decodeV2(r: Reader): StateExport {
 
 // ---- validation ----
 
-const NAME = /^[A-Za-z0-9._-]{1,32}$/;
+function reader(doc: unknown, where: string): Reader {
+  return new Reader(doc, where, 'ERR_ZIU_STATE');
+}
 
 function checkName(name: string, where: string): void {
-  if (!NAME.test(name)) throw bad(`${where}: device name '${name}' must be 1-32 of [A-Za-z0-9._-]`);
+  reader({}, where).checkName(name, where);
 }
 
 function ringsOf(d: Reader, rings: RingExport[]): RingExport[] {
@@ -290,101 +293,6 @@ function pendingOf(d: Reader): VhostExport['pending'] {
   return { data: p.str('data'), fds: p.num('fds') };
 }
 
-function hex(v: bigint): string {
-  return `0x${v.toString(16)}`;
-}
-
 function bad(message: string): ZiuError {
   return new ZiuError('ERR_ZIU_STATE', message);
-}
-
-/** Typed reads from an untrusted JSON document; every error names the field. */
-class Reader {
-  readonly obj: Record<string, unknown>;
-  readonly where: string;
-
-  constructor(v: unknown, where: string) {
-    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw bad(`${where}: expected an object`);
-    this.obj = v as Record<string, unknown>;
-    this.where = where;
-  }
-
-  #get(k: string): unknown {
-    if (!(k in this.obj)) throw bad(`${this.where}.${k}: missing`);
-    return this.obj[k];
-  }
-
-  nullable(k: string): boolean {
-    return this.#get(k) === null;
-  }
-
-  str(k: string): string {
-    const v = this.#get(k);
-    if (typeof v !== 'string') throw bad(`${this.where}.${k}: expected a string`);
-    return v;
-  }
-
-  name(k: string): string {
-    const v = this.str(k);
-    checkName(v, `${this.where}.${k}`);
-    return v;
-  }
-
-  num(k: string): number {
-    const v = this.#get(k);
-    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw bad(`${this.where}.${k}: expected a non-negative integer`);
-    return v;
-  }
-
-  bool(k: string): boolean {
-    const v = this.#get(k);
-    if (typeof v !== 'boolean') throw bad(`${this.where}.${k}: expected true or false`);
-    return v;
-  }
-
-  big(k: string): bigint {
-    return toBig(this.#get(k), `${this.where}.${k}`);
-  }
-
-  oneOf<T extends string | number>(k: string, allowed: readonly T[]): T {
-    const v = this.#get(k);
-    if (!allowed.includes(v as T)) throw bad(`${this.where}.${k}: expected one of ${allowed.join(', ')}`);
-    return v as T;
-  }
-
-  child(k: string): Reader {
-    return new Reader(this.#get(k), `${this.where}.${k}`);
-  }
-
-  list(k: string): Reader[] {
-    const v = this.#get(k);
-    if (!Array.isArray(v)) throw bad(`${this.where}.${k}: expected a list`);
-    return v.map((x, i) => new Reader(x, `${this.where}.${k}[${i}]`));
-  }
-
-  entries(k: string): Array<[string, Reader]> {
-    const c = this.child(k);
-    return Object.entries(c.obj).map(([n, v]) => [n, new Reader(v, `${c.where}.${n}`)]);
-  }
-
-  bigs(k: string, n: number): bigint[] {
-    const v = this.#get(k);
-    if (!Array.isArray(v) || v.length !== n) throw bad(`${this.where}.${k}: expected a list of ${n} numbers`);
-    return v.map((x, i) => toBig(x, `${this.where}.${k}[${i}]`));
-  }
-
-  tuples(k: string, n: number): bigint[][] {
-    const v = this.#get(k);
-    if (!Array.isArray(v)) throw bad(`${this.where}.${k}: expected a list`);
-    return v.map((x, i) => {
-      if (!Array.isArray(x) || x.length !== n) throw bad(`${this.where}.${k}[${i}]: expected a list of ${n} numbers`);
-      return x.map((y, j) => toBig(y, `${this.where}.${k}[${i}][${j}]`));
-    });
-  }
-}
-
-function toBig(v: unknown, where: string): bigint {
-  if (typeof v === 'string' && /^0x[0-9a-f]{1,16}$/i.test(v)) return BigInt(v);
-  if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) return BigInt(v);
-  throw bad(`${where}: expected a u64 as a "0x..." string`);
 }

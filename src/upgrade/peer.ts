@@ -1,41 +1,10 @@
 import fs from 'node:fs';
 import { ControlClient } from '../control/client.js';
 import { hasCode, ZiuError } from '../errors.js';
-import { native } from '../native/index.js';
-import type { Applied, Placement } from '../sched/placement.js';
+import { OPS, type Hello, type Op, type ReplyOf, type RequestOf, type Status } from '../handover/messages/index.js';
+import { closeFds } from '../native/fds.js';
 
-export interface Hello {
-  protocol: number;
-  datapath: string;
-  version: string;
-  instance: string;
-  pid: number;
-  role: string;
-  stateFormats: { export: number[]; import: number[] };
-  control: string;
-  /** the worker placement the instance was started with or inherited (absent from older datapaths) */
-  worker?: Placement | null;
-}
-
-export interface PortStatus {
-  name: string;
-  kind: string;
-  connected?: boolean;
-  disconnects?: number;
-  counters: { rxPackets: number; txPackets: number; dropsNoBuffer: number; dropsInvalid: number } | null;
-}
-
-export interface Status {
-  version: string;
-  instance: string;
-  pid: number;
-  role: string;
-  memFiles: Array<{ path: string; bytes: number }>;
-  ports: PortStatus[];
-  handover: { firstPassNs?: string; frozenNs?: string } | null;
-  /** the packet worker's placement, as asked and as the kernel has it */
-  worker?: { requested: Placement | null; applied: Applied; fallback: string | null } | null;
-}
+export type { Hello, PortStatus, Status } from '../handover/messages/index.js';
 
 /** One datapath as the orchestrator sees it: its control socket, spoken to in the handover protocol. */
 export class Peer {
@@ -66,8 +35,13 @@ export class Peer {
     }
   }
 
-  /** A call whose failure is an error naming the instance and the op; fds of the reply are the caller's. */
-  async call<T = Record<string, unknown>>(op: string, body: Record<string, unknown> = {}, fds: number[] = [], timeoutMs = 5000): Promise<{ body: T; fds: number[] }> {
+  /**
+   * One op of the handover protocol, typed both ways: the request is encoded
+   * by its codec, the reply validated by its own. A failure is an error
+   * naming the instance and the op; fds of the reply are the caller's.
+   */
+  async call<K extends Op>(op: K, req?: RequestOf<K>, fds: number[] = [], timeoutMs = 5000): Promise<{ body: ReplyOf<K>; fds: number[] }> {
+    const codec = OPS[op];
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
@@ -78,35 +52,42 @@ export class Peer {
     });
     let r;
     try {
-      r = await Promise.race([this.#client.request({ op, ...body }, fds), timeout]);
+      const encoded = (codec.request.encode as (v: RequestOf<K>) => Record<string, unknown>)(req ?? ({} as RequestOf<K>));
+      r = await Promise.race([this.#client.request({ op, ...encoded }, fds), timeout]);
     } finally {
       clearTimeout(timer);
     }
     if (!r.body.ok) {
-      for (const fd of r.fds) native.close(fd);
+      closeFds(r.fds);
       throw new ZiuError(r.body.error.code, `${op} on the ${this.label} instance (${this.path}): ${r.body.error.message}`);
     }
-    return { body: r.body as unknown as T, fds: r.fds };
+    try {
+      return { body: codec.reply.decode(r.body) as ReplyOf<K>, fds: r.fds };
+    } catch (err) {
+      closeFds(r.fds);
+      const e = err as ZiuError;
+      throw new ZiuError(e.code, `${op} on the ${this.label} instance (${this.path}): ${e.message}`, { cause: err });
+    }
   }
 
   /** hello, with a clear refusal for a peer that is not a handover datapath. */
   async hello(): Promise<Hello> {
-    let h: Hello;
     try {
-      h = (await this.call<Hello>('hello')).body;
+      return (await this.call('hello')).body;
     } catch (cause) {
       const code = (cause as { code?: string }).code;
-      const why = code === 'ERR_ZIU_CONTROL_UNKNOWN_OP' ? 'it does not know the handover protocol (no hello)' : (cause as Error).message;
+      const why =
+        code === 'ERR_ZIU_CONTROL_UNKNOWN_OP'
+          ? 'it does not know the handover protocol (no hello)'
+          : code === 'ERR_ZIU_CONTROL_BAD_MESSAGE'
+            ? `it answered hello without a valid protocol, pid and stateFormats (${(cause as Error).message})`
+            : (cause as Error).message;
       throw new ZiuError('ERR_ZIU_NOT_A_DATAPATH', `${this.path} is not a datapath speaking the ziu handover protocol: ${why}`, { cause });
     }
-    if (typeof h.protocol !== 'number' || typeof h.pid !== 'number' || !h.stateFormats) {
-      throw new ZiuError('ERR_ZIU_NOT_A_DATAPATH', `${this.path} answered hello without protocol, pid and stateFormats`);
-    }
-    return h;
   }
 
   async status(): Promise<Status> {
-    return (await this.call<{ status: Status }>('status')).body.status;
+    return (await this.call('status')).body.status;
   }
 
   close(): void {

@@ -74,7 +74,7 @@ export async function recover(o: { control: string; stateDir?: string; store: Me
         actions.push(`stopped the new instance (pid ${newPid})`);
       }
       newPeer?.peer.close();
-      const r = await oldPeer.peer.call<{ thawed: boolean }>('thaw', { force: true });
+      const r = await oldPeer.peer.call('thaw', { force: true });
       actions.push(r.body.thawed ? 'thawed the old instance' : `the old instance was already ${oldPeer.hello.role === 'active' ? 'forwarding' : 'thawed'}`);
       if (typeof doc['newMem'] === 'string') {
         await o.store.remove(doc['newMem']).then(

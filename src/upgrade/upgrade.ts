@@ -4,11 +4,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { hasCode, ZiuError } from '../errors.js';
-import { isStateFormat } from '../handover/state.js';
+import { DEAD_MAN_MS, handoverInfoCodec, type HandoverInfo } from '../handover/messages/index.js';
+import { isStateFormat, type StateFormat } from '../handover/state.js';
 import { plan, readStatus, formatBytes, PAGE_2M } from '../hugepages/index.js';
 import { logger, type Logger } from '../log.js';
 import type { MemFileStore } from '../memfile/index.js';
-import { native } from '../native/index.js';
+import { closeFds } from '../native/fds.js';
 import { acquireLock, Journal, upgradePaths } from './journal.js';
 import { launchDetached, stopProcess } from './launch.js';
 import { Peer, type Hello, type Status } from './peer.js';
@@ -35,7 +36,7 @@ export interface UpgradeOptions {
   upgradeId?: string;
 }
 
-export const DEFAULTS = { verifyMs: 300, readyTimeoutMs: 10_000, deadManMs: 200 };
+export const DEFAULTS: { verifyMs: number; readyTimeoutMs: number; deadManMs: number } = { verifyMs: 300, readyTimeoutMs: 10_000, deadManMs: DEAD_MAN_MS.default };
 
 /** Thrown by preflight: nothing was changed. */
 class Refusal extends ZiuError {}
@@ -68,7 +69,7 @@ export class Upgrade {
   #memInstance: string | null = null;
   #exported = false;
   #resumeSent = false;
-  #format = 1;
+  #format: StateFormat = 1;
   #paths: ReturnType<typeof upgradePaths>;
 
   constructor(o: UpgradeOptions) {
@@ -152,7 +153,7 @@ export class Upgrade {
       throw new Refusal('ERR_ZIU_HANDOVER_STATE', `the old instance (pid ${h.pid}) is ${h.role}, not active: another upgrade is under way or unfinished (see 'ziu status', 'ziu recover')`);
     }
     const info = await newCommandInfo(o.newCommand);
-    const formats = h.stateFormats.export.filter((f) => info.stateFormats.import.includes(f) && isStateFormat(f));
+    const formats = h.stateFormats.export.filter((f): f is StateFormat => info.stateFormats.import.includes(f) && isStateFormat(f));
     if (formats.length === 0) {
       throw new Refusal(
         'ERR_ZIU_STATE_FORMAT',
@@ -162,7 +163,7 @@ export class Upgrade {
     if (info.protocol !== h.protocol) {
       throw new Refusal('ERR_ZIU_PROTOCOL', `handover protocol ${h.protocol} on the old instance, ${info.protocol} on the new datapath`);
     }
-    this.#format = Math.max(...formats);
+    this.#format = formats.reduce((a, b) => (b > a ? b : a));
     this.#report.stateFormat = this.#format;
     if (o.mem !== undefined) await this.#checkMemory(o.mem, o.pageSize ?? PAGE_2M);
     try {
@@ -263,14 +264,14 @@ export class Upgrade {
   async #transfer(): Promise<Status> {
     const before = await this.#old!.status();
     if (this.#report.old) this.#report.old.worker = before.worker?.applied ?? null;
-    const x = await this.#old!.call<{ state: unknown; fds: string[] }>('export', { format: this.#format, upgradeId: this.id });
+    const x = await this.#old!.call('export', { format: this.#format, upgradeId: this.id });
     this.#exported = true;
     try {
       // The old worker's placement travels with the state: the new worker takes it before the rings.
-      const worker = this.#oldHello!.worker ?? null;
-      await this.#new!.call('import', { format: this.#format, state: x.body.state, fds: x.body.fds, upgradeId: this.id, ...(worker ? { worker } : {}) }, x.fds);
+      const worker = this.#oldHello!.worker;
+      await this.#new!.call('import', { format: x.body.format, state: x.body.state, fds: x.body.fds, upgradeId: this.id, ...(worker ? { worker } : {}) }, x.fds);
     } finally {
-      for (const fd of x.fds) native.close(fd);
+      closeFds(x.fds);
     }
     crashPoint('transfer');
     return before;
@@ -281,30 +282,27 @@ export class Upgrade {
     // The new instance's worker may take the rings the moment the old one
     // freezes (direct takeover): from here on a rollback must stop it first.
     this.#resumeSent = true;
-    const frozen = await this.#step('freeze', () =>
-      this.#old!.call<{ frozenNs: string; changed: { fds: string[] } | null }>('freeze', { deadManMs: this.o.deadManMs }),
-    );
+    const frozen = await this.#step('freeze', () => this.#old!.call('freeze', { deadManMs: this.o.deadManMs }));
     crashPoint('freeze');
     let resumed;
     try {
       resumed = await this.#step('resume', () => {
         const changed = frozen.body.changed;
-        return this.#new!.call<{ firstPassNs: string; thawedNs: string; takenOver: boolean }>('resume', { changed, fds: changed?.fds ?? [] }, frozen.fds);
+        return this.#new!.call('resume', { changed, fds: changed?.fds ?? [] }, frozen.fds);
         // Not journaled before: an fsync here would sit in the traffic gap. The
         // journal says 'freeze', and recover asks the instances which side holds the rings.
       }, { journal: false });
     } finally {
-      for (const fd of frozen.fds) native.close(fd);
+      closeFds(frozen.fds);
     }
-    const first = BigInt(resumed.body.firstPassNs);
-    const froze = BigInt(frozen.body.frozenNs);
+    const { firstPassNs: first, thawedNs: thawed, takenOver } = resumed.body;
+    const froze = frozen.body.frozenNs;
     this.#report.switchoverUs = first > 0n ? round(Number(first - froze) / 1000, 1) : null;
-    const thawed = BigInt(resumed.body.thawedNs);
     if (first > 0n) {
       this.#report.switchoverParts = {
         freezeToThawUs: round(Number(thawed - froze) / 1000, 1),
         thawToFirstPassUs: round(Number(first - thawed) / 1000, 1),
-        directTakeover: resumed.body.takenOver === true,
+        directTakeover: takenOver,
       };
     }
     this.#journal!.update({ phase: 'resume', switchoverUs: this.#report.switchoverUs });
@@ -316,8 +314,8 @@ export class Upgrade {
   // ---- commit ----
 
   async #commitNew(): Promise<void> {
-    const r = await this.#new!.call<{ control: string }>('commit');
-    if (this.#report.new) this.#report.new.control = r.body.control;
+    const r = await this.#new!.call('commit');
+    if (this.#report.new && r.body.control !== undefined) this.#report.new.control = r.body.control;
     this.#journal!.update({ committed: true });
   }
 
@@ -417,7 +415,7 @@ export async function upgrade(o: UpgradeOptions): Promise<UpgradeReport> {
 
 
 /** What the new datapath binary says it speaks (`<command> --handover-info`); a refusal if it cannot say. */
-export async function newCommandInfo(argv: string[]): Promise<{ protocol: number; version: string; stateFormats: { export: number[]; import: number[] } }> {
+export async function newCommandInfo(argv: string[]): Promise<HandoverInfo> {
   const [file, ...args] = argv;
   let stdout: string;
   try {
@@ -433,10 +431,9 @@ export async function newCommandInfo(argv: string[]): Promise<{ protocol: number
     throw new Refusal('ERR_ZIU_NEW_COMMAND', `'${argv.join(' ')} --handover-info' failed (exit ${c.exitCode ?? '?'}): ${why}`, { cause });
   }
   try {
-    const info = JSON.parse(stdout.trim().split('\n').at(-1) ?? '') as { protocol: number; version: string; stateFormats: { export: number[]; import: number[] } };
-    if (typeof info.protocol === 'number' && Array.isArray(info.stateFormats?.import)) return info;
+    return handoverInfoCodec.decode(JSON.parse(stdout.trim().split('\n').at(-1) ?? ''));
   } catch {
-    // fall through
+    // not JSON, or not handover info: said below
   }
   throw new Refusal('ERR_ZIU_NEW_COMMAND', `'${file} --handover-info' did not print the handover protocol and state formats as JSON: is it a datapath that speaks the ziu handover protocol?`);
 }

@@ -1,0 +1,58 @@
+import { ZiuError } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import type { Role } from '../../handover/messages/index.js';
+import type { StateFormat } from '../../handover/state.js';
+import type { Placement } from '../../sched/placement.js';
+import type { DatapathConfig, TapSpec } from '../config.js';
+import type { Engine } from '../engine.js';
+import type { VhostPort, VhostPortOptions } from '../vhost/port.js';
+
+/** Faults a test can inject through ZIU_FAULT (comma-separated); never set in production. */
+export type Fault = 'exit-before-ready' | 'never-ready' | 'import-fail' | 'crash-after-resume' | 'no-forward';
+
+export interface TapPort {
+  spec: TapSpec;
+  fd: number;
+  enginePort: number;
+}
+
+/** What the handover needs from the datapath it runs in. */
+export interface HandoverHost {
+  readonly config: DatapathConfig;
+  readonly log: Logger;
+  readonly engine: Engine;
+  readonly ports: VhostPort[];
+  readonly taps: TapPort[];
+  readonly faults: ReadonlySet<Fault>;
+  readonly stateFormats: readonly StateFormat[];
+  portOptions(spec: { name: string; path: string; mode: 'server' | 'client' }): VhostPortOptions;
+  /** the control socket's path and listening fd (a successor takes it over) */
+  control(): { path: string; listenerFd: number };
+  /** new side, at commit: serve on the predecessor's control listener (or bind our own path) */
+  takeOverControl(listenerFd: number | null): Promise<void>;
+  /** new side, at commit: open configured ports the predecessor did not have */
+  openMissingPorts(): Promise<void>;
+  notify(fields: Record<string, string | number>): Promise<void>;
+  /** the placement its worker has been given (its own flags, or inherited at import), or null */
+  worker(): Placement | null;
+  /** place the worker (a new instance takes its predecessor's placement before it takes the rings) */
+  placeWorker(want: Placement): unknown;
+}
+
+/**
+ * What both sides of one instance share: where it is in a handover
+ * (docs/handover-protocol.md, section 4), the upgrade it belongs to, and
+ * the times of its last freeze, resume or thaw. An instance is the new side
+ * of one upgrade and, once committed, the old side of the next.
+ */
+export interface Session {
+  role: Role;
+  upgradeId: string | null;
+  last: Record<string, bigint>;
+}
+
+export function expectRole(s: Session, op: string, roles: Role[]): void {
+  if (!roles.includes(s.role)) {
+    throw new ZiuError('ERR_ZIU_HANDOVER_STATE', `${op}: this instance is ${s.role}; ${op} needs ${roles.join(' or ')}`);
+  }
+}

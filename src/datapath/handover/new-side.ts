@@ -1,0 +1,258 @@
+import { ZiuError } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { Baton } from '../../handover/baton.js';
+import type { ChangedDevices, CommitReply, ImportRequest, ResumeReply, ResumeRequest } from '../../handover/messages/index.js';
+import { BATON_FD, CONTROL_LISTENER_FD, decodeState, fdName, GO_FD, type DeviceExport, type StateExport, type TapExport } from '../../handover/state.js';
+import { check, native, type PollHandle } from '../../native/index.js';
+import type { NamedFds } from '../../native/fds.js';
+import type { TapSpec } from '../config.js';
+import { VhostPort } from '../vhost/port.js';
+import { expectRole, type HandoverHost, type Session } from './host.js';
+import type { Answer } from './serve.js';
+
+/**
+ * The new side of a handover (docs/handover-protocol.md): adopt what the
+ * old instance exported without serving it, take the rings (its worker on
+ * the go signal, or resume), then own everything at commit.
+ */
+export class NewSide {
+  #s: Session;
+  #host: HandoverHost;
+  #log: Logger;
+  #baton: Baton | null = null;
+  /** the go eventfd: written by the old side's engine as it freezes, waited on by ours */
+  #go: number | null = null;
+  /** the eventfd our worker writes after it acted on go, and its poll handle */
+  #done: { fd: number; poll: PollHandle } | null = null;
+  /** the predecessor's control listener, taken at commit */
+  #controlFd: number | null = null;
+  #controlPath: string | null = null;
+
+  constructor(session: Session, host: HandoverHost, log: Logger) {
+    this.#s = session;
+    this.#host = host;
+    this.#log = log;
+  }
+
+  import(req: ImportRequest, fds: NamedFds): Answer<'import'> {
+    expectRole(this.#s, 'import', ['standby']);
+    try {
+      const formats = this.#host.stateFormats;
+      if (!formats.includes(req.format)) {
+        throw new ZiuError('ERR_ZIU_STATE_FORMAT', `this instance imports state formats ${formats.join(', ')}, not ${String(req.format)}`);
+      }
+      const state = decodeState(req.format, req.state);
+      this.#checkDevices(state);
+      // The predecessor's worker placement, unless we were started with our own: applied
+      // before any ring is ours, so the rings never run on a worse-placed thread.
+      if (req.worker && this.#host.worker() === null) this.#host.placeWorker(req.worker);
+      this.#adoptAll(state.devices, fds);
+      this.#controlFd = fds.take(CONTROL_LISTENER_FD);
+      this.#controlPath = state.control;
+      this.#baton = Baton.adopt(fds.need(BATON_FD, 'import'));
+      this.#go = fds.take(GO_FD);
+      if (this.#go !== null && !this.#host.faults.has('no-forward')) this.#arm(this.#go);
+      this.#s.upgradeId = req.upgradeId ?? null;
+      this.#s.role = 'imported';
+      this.#log.info({ devices: state.devices.map((d) => d.name), format: req.format }, 'imported device state');
+      return { body: { devices: state.devices.map((d) => d.name) } };
+    } catch (err) {
+      this.#dropImported();
+      throw err;
+    }
+  }
+
+  /** Every device the old instance has must be one we are configured for (or we take whatever comes). */
+  #checkDevices(state: StateExport): void {
+    const c = this.#host.config;
+    if (c.vhostUser.length === 0 && c.taps.length === 0) return;
+    for (const d of state.devices) {
+      const want = d.kind === 'tap' ? c.taps.find((t) => t.name === d.name) : c.vhostUser.find((v) => v.name === d.name);
+      if (!want) {
+        throw new ZiuError('ERR_ZIU_IMPORT', `device '${d.name}' (${d.kind}) of the old instance is not configured in the new one`);
+      }
+      const same = d.kind === 'tap' ? (want as TapSpec).ifname === d.ifname : 'path' in want && want.path === d.path && want.mode === d.mode;
+      if (!same) throw new ZiuError('ERR_ZIU_IMPORT', `device '${d.name}' is configured differently in the new instance (${describe(d)})`);
+    }
+  }
+
+  #adoptAll(devices: DeviceExport[], fds: NamedFds): void {
+    for (const d of devices) {
+      if (this.#host.faults.has('import-fail')) {
+        throw new ZiuError('ERR_ZIU_IMPORT', `device '${d.name}': injected fault (ZIU_FAULT=import-fail)`);
+      }
+      try {
+        if (d.kind === 'tap') this.#adoptTap(d, fds);
+        else this.#host.ports.push(VhostPort.adopt(this.#host.portOptions(d), d, fds));
+      } catch (err) {
+        if (err instanceof ZiuError && err.code === 'ERR_ZIU_IMPORT') throw err;
+        throw new ZiuError('ERR_ZIU_IMPORT', `device '${d.name}': ${(err as Error).message}`, { cause: err });
+      }
+    }
+  }
+
+  #adoptTap(t: TapExport, fds: NamedFds): void {
+    const fd = fds.need(fdName(t.name, 'tap'), `device '${t.name}'`);
+    try {
+      this.#host.taps.push({ spec: { name: t.name, ifname: t.ifname }, fd, enginePort: this.#host.engine.addPort('tap', fd) });
+    } catch (err) {
+      native.close(fd);
+      throw err;
+    }
+  }
+
+  /** Drop whatever was imported, without a word to any frontend. */
+  #dropImported(): void {
+    for (const p of this.#host.ports.splice(0)) p.discard();
+    for (const t of this.#host.taps.splice(0)) {
+      this.#host.engine.removePort(t.enginePort);
+      native.close(t.fd);
+    }
+    if (this.#controlFd !== null) native.close(this.#controlFd);
+    this.#controlFd = null;
+    this.#disarm();
+    this.#release();
+  }
+
+  #release(): void {
+    this.#baton?.close();
+    this.#baton = null;
+    if (this.#go !== null) native.close(this.#go);
+    this.#go = null;
+  }
+
+  /** Let our worker take the rings the moment the old side freezes (docs/handover-protocol.md, direct takeover). */
+  #arm(go: number): void {
+    const done = check(native.eventfd(0, false), 'eventfd', {});
+    try {
+      this.#host.engine.armTakeover(go, this.#baton!.fd, done);
+      const poll = check(native.pollStart(done, native.POLL_READABLE, () => this.#onTakeover()), 'uv_poll_start', { fd: done });
+      this.#done = { fd: done, poll };
+    } catch (err) {
+      this.#host.engine.disarmTakeover();
+      native.close(done);
+      throw err;
+    }
+  }
+
+  #disarm(): void {
+    if (this.#done === null) return;
+    this.#host.engine.disarmTakeover();
+    native.pollClose(this.#done.poll);
+    native.close(this.#done.fd);
+    this.#done = null;
+  }
+
+  /** Our worker acted on the go signal: if it won the baton, the devices are ours to serve now. */
+  #onTakeover(): void {
+    if (this.#done) native.eventfdRead(this.#done.fd);
+    if (this.#s.role !== 'imported') return;
+    const t = this.#host.engine.times();
+    if (t.takenOver) {
+      this.#activate();
+      this.#log.info({ thawedNs: t.thawedNs }, "took over directly on the old instance's freeze");
+    } else {
+      this.#log.warn('the old instance signalled its freeze but kept the rings (baton lost)');
+    }
+  }
+
+  /** The rings are ours (resume or direct takeover): read the sockets, wake the guests. */
+  #activate(): void {
+    this.#disarm();
+    this.#s.role = 'resumed';
+    for (const p of this.#host.ports) {
+      p.activate();
+      p.signalCalls();
+    }
+    if (this.#host.faults.has('crash-after-resume')) setTimeout(() => process.kill(process.pid, 'SIGKILL'), 5);
+    void this.#host.notify({ STATUS: 'forwarding (handover not yet committed)' });
+  }
+
+  async resume(req: ResumeRequest, fds: NamedFds): Promise<Answer<'resume'>> {
+    expectRole(this.#s, 'resume', ['imported', 'resumed']);
+    if (req.changed !== null && this.#s.role === 'resumed') {
+      throw new ZiuError('ERR_ZIU_HANDOVER_STATE', 'resume: changed devices can only be re-imported before this instance serves');
+    }
+    if (req.changed !== null) {
+      // Our worker was never signalled (the old side saw changes); make sure it cannot act on stale state.
+      this.#disarm();
+      this.#reimport(req.changed, fds);
+    }
+    const engine = this.#host.engine;
+    if (this.#s.role === 'imported') {
+      const prev = this.#baton!.takeForNew();
+      if (prev === 'frozen') {
+        this.#disarm();
+        if (!this.#host.faults.has('no-forward')) engine.thaw();
+      } else if (!(prev === 'new' && engine.times().takenOver)) {
+        throw new ZiuError(
+          'ERR_ZIU_BATON',
+          prev === 'active' ? 'the old instance has not frozen; not resuming' : 'the old instance has taken the rings back (dead-man switch or thaw); not resuming',
+        );
+      }
+      // (prev new and taken over: our worker won on the go signal; its event is still queued.)
+      this.#activate();
+    }
+    const thawedNs = engine.times().thawedNs;
+    // The first pass is stamped by the worker; it is due within microseconds.
+    let firstPassNs = 0n;
+    const deadline = performance.now() + 200;
+    while (thawedNs !== 0n && performance.now() < deadline) {
+      firstPassNs = engine.times().firstPassNs;
+      if (firstPassNs !== 0n) break;
+      // A loaded host may not schedule the worker at once: yield, then sleep a little.
+      await new Promise((r) => (performance.now() + 190 < deadline ? setImmediate(r) : setTimeout(r, 1)));
+    }
+    this.#s.last = { thawedNs, firstPassNs };
+    const takenOver = engine.times().takenOver;
+    this.#log.info({ thawedNs, firstPassNs, takenOver }, 'resumed: forwarding');
+    const body: ResumeReply = { thawedNs, firstPassNs, takenOver };
+    return { body };
+  }
+
+  /** Devices that changed between export and freeze: replace what was imported for them. */
+  #reimport(changed: ChangedDevices, fds: NamedFds): void {
+    const state = decodeState(changed.format, changed.state);
+    for (const d of state.devices) {
+      const ports = this.#host.ports;
+      const i = ports.findIndex((p) => p.name === d.name);
+      if (i >= 0) ports.splice(i, 1)[0]!.discard();
+    }
+    this.#adoptAll(state.devices, fds);
+    this.#log.info({ devices: state.devices.map((d) => d.name) }, 're-imported devices that changed after export');
+  }
+
+  async commit(): Promise<Answer<'commit'>> {
+    expectRole(this.#s, 'commit', ['resumed']);
+    const host = this.#host;
+    const fd = this.#controlFd;
+    this.#controlFd = null;
+    const same = this.#controlPath === host.config.control;
+    await host.takeOverControl(same ? fd : null);
+    if (fd !== null && !same) native.close(fd);
+    await host.openMissingPorts();
+    // Last: until here a failed commit is rolled back by stopping us, which must leave the frontends alone.
+    for (const p of host.ports) p.claim();
+    this.#release();
+    this.#s.role = 'active';
+    this.#log.info({ control: host.config.control }, 'handover committed: this instance is the datapath now');
+    void host.notify({ STATUS: `forwarding between ${host.ports.length + host.taps.length} ports` });
+    const body: CommitReply = { role: this.#s.role, control: host.config.control };
+    return { body };
+  }
+
+  /** imported -> standby: drop what was imported, unless our worker already serves. */
+  abort(): Answer<'abort'> {
+    if (this.#host.engine.times().takenOver) {
+      // Our worker already serves (its event is still queued): too late to drop anything.
+      throw new ZiuError('ERR_ZIU_HANDOVER_STATE', 'abort: this instance has taken over the rings; stop it instead');
+    }
+    this.#dropImported();
+    this.#s.role = 'standby';
+    return { body: { role: this.#s.role } };
+  }
+}
+
+function describe(d: DeviceExport): string {
+  return d.kind === 'tap' ? `tap ${d.ifname}` : `${d.path},${d.mode}`;
+}

@@ -1,0 +1,272 @@
+import { closeFds } from '../../native/fds.js';
+import { native } from '../../native/index.js';
+import { encodeReply, hasOwnReply, ProtocolFeature, requestFds, VirtioFeature, type Request, type RequestOf } from '../../vhost/index.js';
+import type { Engine, EngineRegion } from '../engine.js';
+
+/** One queue pair: ring 0 carries frames to the guest (RX), ring 1 from it (TX). */
+export const RINGS = 2;
+
+/**
+ * What we offer, and nothing we do not implement: VERSION_1, protocol
+ * features (bit 30), MRG_RXBUF (we always fill one chain per frame and say so
+ * in num_buffers = 1). No EVENT_IDX, IN_ORDER, packed rings or dirty logging.
+ */
+export const OFFERED_FEATURES = VirtioFeature.VERSION_1 | VirtioFeature.F_PROTOCOL_FEATURES | VirtioFeature.MRG_RXBUF;
+export const OFFERED_PROTOCOL_FEATURES = ProtocolFeature.MQ | ProtocolFeature.REPLY_ACK | ProtocolFeature.STATUS;
+
+/** The vhost-user state of one ring, as received from the frontend. */
+export interface RingState {
+  num: number | null;
+  addr: { desc: bigint; avail: bigint; used: bigint } | null;
+  /** SET_VRING_BASE, or where GET_VRING_BASE stopped it */
+  base: number;
+  kickFd: number | null;
+  /** the frontend said "no fd" for kick: the engine polls the ring */
+  kickNoFd: boolean;
+  callFd: number | null;
+  errFd: number | null;
+  enabled: boolean;
+  started: boolean;
+}
+
+export interface DeviceState {
+  owner: boolean;
+  features: bigint | null;
+  protocolFeatures: bigint;
+  status: number;
+  mtu: number | null;
+  regions: Array<EngineRegion>;
+  rings: RingState[];
+}
+
+function freshRing(): RingState {
+  return { num: null, addr: null, base: 0, kickFd: null, kickNoFd: false, callFd: null, errFd: null, enabled: false, started: false };
+}
+
+function freshDevice(): DeviceState {
+  return { owner: false, features: null, protocolFeatures: 0n, status: 0, mtu: null, regions: [], rings: [freshRing(), freshRing()] };
+}
+
+/** Why a connection must be closed: the frontend broke the protocol (not merely a request that failed). */
+export class ProtocolViolation extends Error {}
+
+type Handlers = { [T in Request['type']]: (req: RequestOf<T>) => Buffer | null };
+
+/**
+ * The device side of a vhost-user port: the state the frontend set up, one
+ * method per request, and the engine port programmed to match. Owns every fd
+ * the frontend sent (regions, kick, call, err).
+ */
+export class VhostDevice {
+  readonly enginePort: number;
+  #engine: Engine;
+  #onResync: (ring: number, base: number, lastAvail: number) => void;
+  state: DeviceState = freshDevice();
+
+  constructor(engine: Engine, onResync: (ring: number, base: number, lastAvail: number) => void) {
+    this.#engine = engine;
+    this.#onResync = onResync;
+    this.enginePort = engine.addPort('vhost');
+  }
+
+  /** Handle one request; returns the reply to send, or null. Throws to refuse it (ProtocolViolation: drop the connection). */
+  handle(req: Request): Buffer | null {
+    return (this.#handlers[req.type] as (r: Request) => Buffer | null)(req);
+  }
+
+  /** The REPLY_ACK a request asked for, if the frontend negotiated it. */
+  #ack(req: Request): Buffer | null {
+    return req.needReply && !hasOwnReply(req.type) && (this.state.protocolFeatures & ProtocolFeature.REPLY_ACK) !== 0n ? encodeReply(req, { ok: true }) : null;
+  }
+
+  #handlers: Handlers = {
+    GET_FEATURES: (req) => encodeReply(req, { features: OFFERED_FEATURES }),
+    SET_FEATURES: (req) => {
+      const extra = req.features & ~OFFERED_FEATURES;
+      if (extra !== 0n) throw new ProtocolViolation(`features 0x${req.features.toString(16)} include 0x${extra.toString(16)}, never offered`);
+      this.state.features = req.features;
+      this.applyFeatures(req.features);
+      // Without protocol features there is no SET_VRING_ENABLE: rings are enabled now.
+      if ((req.features & VirtioFeature.F_PROTOCOL_FEATURES) === 0n) {
+        for (const [q, r] of this.state.rings.entries()) {
+          r.enabled = true;
+          this.#engine.setEnabled(this.enginePort, q, true);
+        }
+      }
+      return this.#ack(req);
+    },
+    GET_PROTOCOL_FEATURES: (req) => encodeReply(req, { features: OFFERED_PROTOCOL_FEATURES }),
+    SET_PROTOCOL_FEATURES: (req) => {
+      const extra = req.features & ~OFFERED_PROTOCOL_FEATURES;
+      if (extra !== 0n) throw new ProtocolViolation(`protocol features include 0x${extra.toString(16)}, never offered`);
+      this.state.protocolFeatures = req.features;
+      return this.#ack(req);
+    },
+    GET_QUEUE_NUM: (req) => encodeReply(req, { queues: 1 }),
+    SET_OWNER: (req) => {
+      this.state.owner = true;
+      return this.#ack(req);
+    },
+    RESET_OWNER: (req) => {
+      // Deprecated; QEMU sends it on stop. Stop the rings, keep the connection.
+      for (const [q, r] of this.state.rings.entries()) this.#stopRing(q, r);
+      return this.#ack(req);
+    },
+    SET_MEM_TABLE: (req) => {
+      this.#setMemTable(req);
+      return this.#ack(req);
+    },
+    SET_VRING_NUM: (req) => {
+      this.state.rings[req.index]!.num = req.num;
+      return this.#ack(req);
+    },
+    SET_VRING_ADDR: (req) => {
+      this.state.rings[req.index]!.addr = { desc: req.desc, avail: req.avail, used: req.used };
+      return this.#ack(req);
+    },
+    SET_VRING_BASE: (req) => {
+      this.state.rings[req.index]!.base = req.num & 0xffff;
+      return this.#ack(req);
+    },
+    GET_VRING_BASE: (req) => {
+      const r = this.state.rings[req.index]!;
+      this.#stopRing(req.index, r);
+      return encodeReply(req, { num: r.base });
+    },
+    SET_VRING_KICK: (req) => {
+      this.#setKick(req);
+      return this.#ack(req);
+    },
+    SET_VRING_CALL: (req) => {
+      const r = this.state.rings[req.index]!;
+      closeFds([r.callFd]);
+      r.callFd = req.fd;
+      this.#engine.setCall(this.enginePort, req.index, req.fd ?? -1);
+      return this.#ack(req);
+    },
+    SET_VRING_ERR: (req) => {
+      const r = this.state.rings[req.index]!;
+      closeFds([r.errFd]);
+      r.errFd = req.fd;
+      return this.#ack(req);
+    },
+    SET_VRING_ENABLE: (req) => {
+      this.state.rings[req.index]!.enabled = req.enable;
+      this.#engine.setEnabled(this.enginePort, req.index, req.enable);
+      return this.#ack(req);
+    },
+    // A migrated guest announcing itself; the bridge learns from its traffic anyway.
+    SEND_RARP: (req) => this.#ack(req),
+    NET_SET_MTU: (req) => {
+      this.state.mtu = req.mtu;
+      return this.#ack(req);
+    },
+    SET_STATUS: (req) => {
+      this.state.status = req.status;
+      return this.#ack(req);
+    },
+    GET_STATUS: (req) => encodeReply(req, { status: this.state.status }),
+    // CONFIG is not offered: an empty payload reports failure.
+    GET_CONFIG: (req) => encodeReply(req, { data: null }),
+    SET_CONFIG: (req) => this.#neverOffered(req),
+    SET_LOG_BASE: (req) => this.#neverOffered(req),
+    SET_LOG_FD: (req) => this.#neverOffered(req),
+    GET_MAX_MEM_SLOTS: (req) => this.#neverOffered(req),
+    ADD_MEM_REG: (req) => this.#neverOffered(req),
+    REM_MEM_REG: (req) => this.#neverOffered(req),
+  };
+
+  #neverOffered(req: Request): never {
+    closeFds(requestFds(req));
+    throw new ProtocolViolation('needs a protocol feature this backend never offered');
+  }
+
+  applyFeatures(features: bigint): void {
+    const modern = (features & (VirtioFeature.VERSION_1 | VirtioFeature.MRG_RXBUF)) !== 0n;
+    this.#engine.setFeatures(this.enginePort, modern ? 12 : 10, (features & VirtioFeature.MRG_RXBUF) !== 0n);
+  }
+
+  #setMemTable(req: RequestOf<'SET_MEM_TABLE'>): void {
+    const d = this.state;
+    // The engine re-translates ring addresses against the new table: stop the
+    // started rings first (completing what they consumed), restart them after.
+    const restart: number[] = [];
+    for (const [q, r] of d.rings.entries()) {
+      if (r.started) {
+        this.#stopRing(q, r);
+        restart.push(q);
+      }
+    }
+    const regions = req.regions.map((r) => ({ gpa: r.guestPhysAddr, size: r.memorySize, uaddr: r.userspaceAddr, offset: r.mmapOffset, fd: r.fd }));
+    try {
+      this.#engine.setMemTable(this.enginePort, regions);
+    } catch (err) {
+      closeFds(regions.map((r) => r.fd));
+      throw err;
+    }
+    closeFds(d.regions.map((r) => r.fd));
+    d.regions = regions;
+    for (const q of restart) this.#startRing(q, d.rings[q]!);
+  }
+
+  #setKick(req: RequestOf<'SET_VRING_KICK'>): void {
+    const r = this.state.rings[req.index]!;
+    closeFds([r.kickFd]);
+    r.kickFd = req.fd;
+    r.kickNoFd = req.fd === null;
+    this.#engine.setKick(this.enginePort, req.index, req.fd ?? -1);
+    // A ring starts on kick (VHOST-USER.md): its size and addresses must be known by now.
+    if (r.started) this.#stopRing(req.index, r);
+    this.#startRing(req.index, r);
+  }
+
+  #startRing(q: number, r: RingState): void {
+    if (r.num === null || r.addr === null) {
+      throw new ProtocolViolation(`ring ${q} kicked before SET_VRING_NUM and SET_VRING_ADDR`);
+    }
+    if (this.state.regions.length === 0) throw new ProtocolViolation(`ring ${q} kicked before SET_MEM_TABLE`);
+    this.#engine.setVring(this.enginePort, q, { num: r.num, ...r.addr, lastAvail: r.base });
+    this.#engine.start(this.enginePort, q);
+    // dpStart takes last_avail from used->idx: a frontend reconnecting to a new
+    // backend sends base 0 (virtio-user), and once every consumed chain is
+    // completed the two are equal.
+    const now = this.#engine.rings(this.enginePort)[q]?.lastAvail;
+    if (now !== undefined && now !== r.base) {
+      this.#onResync(q, r.base, now);
+      r.base = now;
+    }
+    r.started = true;
+  }
+
+  #stopRing(q: number, r: RingState): void {
+    if (!r.started) return;
+    r.base = this.#engine.stop(this.enginePort, q);
+    r.started = false;
+  }
+
+  /** Stop every ring and forget the device: the next frontend starts from scratch. */
+  reset(): void {
+    const d = this.state;
+    for (const [q, r] of d.rings.entries()) {
+      if (r.started) this.#engine.stop(this.enginePort, q);
+      this.#engine.setKick(this.enginePort, q, -1);
+      this.#engine.setCall(this.enginePort, q, -1);
+      this.#engine.setEnabled(this.enginePort, q, false);
+      closeFds([r.kickFd, r.callFd, r.errFd]);
+    }
+    this.#engine.setMemTable(this.enginePort, []);
+    closeFds(d.regions.map((r) => r.fd));
+    this.state = freshDevice();
+  }
+
+  /** Signal every call fd once: the guest looks at what was completed across the gap. */
+  signalCalls(): void {
+    for (const r of this.state.rings) if (r.callFd !== null) native.eventfdWrite(r.callFd, 1n);
+  }
+
+  /** reset(), and the engine port goes too. */
+  close(): void {
+    this.reset();
+    this.#engine.removePort(this.enginePort);
+  }
+}

@@ -1,0 +1,191 @@
+import { checkPlacement, type Applied, type Placement, type Policy } from '../../sched/placement.js';
+import { VERSION } from '../../version.js';
+import { HANDOVER_PROTOCOL, type StateFormat } from '../state.js';
+import { ZiuError } from '../../errors.js';
+import { hex, type Reader } from '../reader.js';
+import { body, type Codec } from './codec.js';
+
+/**
+ * hello and status (docs/handover-protocol.md, section 5): who an instance
+ * is, what it speaks, where it is in a handover; and its full status.
+ */
+
+/** Where an instance is in a handover (section 4). */
+export type Role = 'active' | 'exporting' | 'frozen' | 'handed-over' | 'standby' | 'imported' | 'resumed';
+
+/** What a datapath binary speaks: `<command> --handover-info`, and the first fields of hello. */
+export interface HandoverInfo {
+  protocol: number;
+  datapath: string;
+  version: string;
+  stateFormats: { export: number[]; import: number[] };
+}
+
+export interface Hello extends HandoverInfo {
+  instance: string;
+  pid: number;
+  /** a Role from ziu-datapath; another datapath may say something else */
+  role: string;
+  /** the path it listens on now (the standby path on a new instance before commit) */
+  control: string;
+  /** the worker placement it was started with or inherited; null when none (or an older datapath) */
+  worker: Placement | null;
+}
+
+/** This binary's handover info, for the formats it was told to speak. */
+export function handoverInfo(formats: readonly StateFormat[]): HandoverInfo {
+  return { protocol: HANDOVER_PROTOCOL, datapath: 'ziu-datapath', version: VERSION, stateFormats: { export: [...formats], import: [...formats] } };
+}
+
+const INFO_FIELDS = ['protocol', 'datapath', 'version', 'stateFormats'] as const;
+
+function decodeInfo(doc: unknown, where: string): HandoverInfo {
+  const r = body(doc, where);
+  const f = r.child('stateFormats');
+  return { protocol: r.num('protocol'), datapath: r.has('datapath') ? r.str('datapath') : 'unknown', version: r.str('version'), stateFormats: { export: f.nums('export'), import: f.nums('import') } };
+}
+
+/** The line `<command> --handover-info` prints. */
+export const handoverInfoCodec: Codec<HandoverInfo> = {
+  encode: (v) => ({ ...v }),
+  decode: (doc) => decodeInfo(doc, 'handover info'),
+  fields: INFO_FIELDS,
+};
+
+export const helloReply: Codec<Hello> = {
+  encode: (v) => ({ ...v }),
+  decode(doc) {
+    const info = decodeInfo(doc, 'hello reply');
+    const r = body(doc, 'hello reply');
+    let worker: Placement | null = null;
+    if (r.has('worker') && !r.nullable('worker')) {
+      try {
+        worker = checkPlacement(r.raw('worker'), 'hello reply.worker');
+      } catch (cause) {
+        throw new ZiuError('ERR_ZIU_CONTROL_BAD_MESSAGE', (cause as Error).message, { cause });
+      }
+    }
+    return { ...info, instance: r.str('instance'), pid: r.num('pid'), role: r.str('role'), control: r.str('control'), worker };
+  },
+  fields: [...INFO_FIELDS, 'instance', 'pid', 'role', 'control', 'worker'],
+};
+
+// ---- status ----
+
+export interface PortCounters {
+  rxPackets: number;
+  txPackets: number;
+  dropsNoBuffer: number;
+  dropsInvalid: number;
+}
+
+export interface PortStatus {
+  kind: string;
+  name: string;
+  connected?: boolean;
+  disconnects?: number;
+  lastError?: string | null;
+  counters: PortCounters | null;
+  [more: string]: unknown;
+}
+
+/** An instance's part in a handover; times are "0x..." CLOCK_MONOTONIC ns, "0x0" = not yet. */
+export interface HandoverStatus {
+  role: string;
+  upgradeId: string | null;
+  frozen: boolean;
+  frozenNs: string;
+  thawedNs: string;
+  firstPassNs: string;
+  /** the times of the last freeze, resume or thaw */
+  last: Record<string, string>;
+}
+
+export interface WorkerStatus {
+  requested: Placement | null;
+  applied: Applied;
+  fallback: string | null;
+}
+
+export interface Status {
+  version: string;
+  instance: string;
+  pid: number;
+  uptimeMs: number;
+  role: string;
+  handover: HandoverStatus | null;
+  memFiles: Array<{ path: string; bytes: number }>;
+  /** the packet worker's placement, as asked and as the kernel has it (absent from older datapaths) */
+  worker: WorkerStatus | null;
+  ports: PortStatus[];
+  [more: string]: unknown;
+}
+
+/**
+ * The status document is for people and programs alike: the fields the
+ * orchestrator acts on are checked, the rest (ring detail, counters it
+ * does not read) passes through to `ziu status` unchanged.
+ */
+export const statusReply: Codec<{ status: Status }> = {
+  encode: (v) => ({ status: v.status }),
+  decode(doc) {
+    const r = body(doc, 'status reply').child('status');
+    const ports = r.list('ports').map((p): PortStatus => {
+      const counters = p.nullable('counters') ? null : p.child('counters');
+      return {
+        ...p.obj,
+        kind: p.str('kind'),
+        name: p.str('name'),
+        ...(p.has('connected') ? { connected: p.bool('connected') } : {}),
+        ...(p.has('disconnects') ? { disconnects: p.num('disconnects') } : {}),
+        counters: counters && {
+          ...counters.obj,
+          rxPackets: counters.num('rxPackets'),
+          txPackets: counters.num('txPackets'),
+          dropsNoBuffer: counters.num('dropsNoBuffer'),
+          dropsInvalid: counters.num('dropsInvalid'),
+        },
+      };
+    });
+    const status: Status = {
+      ...r.obj,
+      version: r.str('version'),
+      instance: r.str('instance'),
+      pid: r.num('pid'),
+      uptimeMs: r.has('uptimeMs') ? r.num('uptimeMs') : 0,
+      role: r.str('role'),
+      handover: r.has('handover') && !r.nullable('handover') ? handoverStatus(r.child('handover')) : null,
+      memFiles: r.list('memFiles').map((m) => ({ path: m.str('path'), bytes: m.num('bytes') })),
+      worker: r.has('worker') && !r.nullable('worker') ? workerStatus(r.child('worker')) : null,
+      ports,
+    };
+    return { status };
+  },
+  fields: ['status'],
+};
+
+function handoverStatus(h: Reader): HandoverStatus {
+  const ns = (k: string): string => hex(h.big(k));
+  const last = h.child('last');
+  return {
+    role: h.str('role'),
+    upgradeId: h.nullable('upgradeId') ? null : h.str('upgradeId'),
+    frozen: h.bool('frozen'),
+    frozenNs: ns('frozenNs'),
+    thawedNs: ns('thawedNs'),
+    firstPassNs: ns('firstPassNs'),
+    last: Object.fromEntries(Object.keys(last.obj).map((k) => [k, hex(last.big(k))])),
+  };
+}
+
+function workerStatus(w: Reader): WorkerStatus {
+  const a = w.child('applied');
+  const placement = (p: Reader): Placement => ({ cpus: p.nullable('cpus') ? null : p.nums('cpus'), priority: p.nullable('priority') ? null : p.num('priority') });
+  return {
+    requested: w.nullable('requested') ? null : placement(w.child('requested')),
+    applied: { tid: a.num('tid'), policy: a.oneOf('policy', POLICIES), priority: a.num('priority'), cpus: a.nums('cpus') },
+    fallback: w.nullable('fallback') ? null : w.str('fallback'),
+  };
+}
+
+const POLICIES: readonly Policy[] = ['other', 'fifo', 'rr', 'batch', 'idle'];
