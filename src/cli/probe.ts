@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { UsageError } from '../errors.js';
+import { EXIT, UsageError } from '../errors.js';
 import { startEcho, startProbe, type EchoReport, type ProbeReport } from '../probe/index.js';
 import { parseIpv4, parseMac } from '../probe/addr.js';
 import {
@@ -13,7 +13,6 @@ import {
   parseNumber,
 } from '../probe/options.js';
 import { output } from './output.js';
-import { EXIT } from './exit.js';
 import type { Run } from './main.js';
 import { describePlacement, NO_PLACEMENT, parseCpuList, parsePriority, type Placement } from '../sched/placement.js';
 

@@ -1,4 +1,4 @@
-import { ZiuError } from '../errors.js';
+import { relayedCode, ZiuError } from '../errors.js';
 import { native } from '../native/index.js';
 import { Framer, LENGTH_PREFIXED } from '../net/framing.js';
 import { UnixSocket } from '../net/socket.js';
@@ -60,7 +60,7 @@ export class ControlClient {
     const r = await this.request(req, fds);
     if (!r.body.ok) {
       for (const fd of r.fds) native.close(fd);
-      throw new ZiuError(r.body.error.code, `${req.op} on ${this.path}: ${r.body.error.message}`);
+      throw new ZiuError(relayedCode(r.body.error.code), `${req.op} on ${this.path}: ${r.body.error.message}`);
     }
     return r as unknown as ControlMessage<T>;
   }

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { ControlClient } from '../control/client.js';
-import { hasCode, ZiuError } from '../errors.js';
+import { hasCode, relayedCode, ZiuError } from '../errors.js';
 import { native } from '../native/index.js';
 import type { Applied, Placement } from '../sched/placement.js';
 
@@ -84,7 +84,7 @@ export class Peer {
     }
     if (!r.body.ok) {
       for (const fd of r.fds) native.close(fd);
-      throw new ZiuError(r.body.error.code, `${op} on the ${this.label} instance (${this.path}): ${r.body.error.message}`);
+      throw new ZiuError(relayedCode(r.body.error.code), `${op} on the ${this.label} instance (${this.path}): ${r.body.error.message}`);
     }
     return { body: r.body as unknown as T, fds: r.fds };
   }
