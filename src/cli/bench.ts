@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { EXIT, UsageError, ZiuError } from '../errors.js';
 import { formatBytes, parseSize } from '../hugepages/index.js';
 import { checkMem, checkPorts, checkRate, checkSize, checkUpgrades, DEFAULTS, describeRun, FILES, formatUs, LIMITS, parseModes, runBench, type BenchResult } from '../bench/index.js';
-import { parseNumber } from '../probe/options.js';
+import { parseNumber } from '../options.js';
 import { context } from './context.js';
 import type { Run } from './main.js';
 import { output, table } from './output.js';
