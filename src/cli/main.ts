@@ -6,7 +6,7 @@ import { probeCommand } from './probe.js';
 import { upgradeCommands } from './upgrade.js';
 import { demoCommand } from './demo.js';
 import { benchCommand } from './bench.js';
-import { snakeCase } from './output.js';
+import { snakeCase } from '../snake-case.js';
 
 /** Per-run state an action can set: an exit code other than 0 that is not an error (plan: "does not fit"). */
 export interface Run {

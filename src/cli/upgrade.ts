@@ -9,7 +9,8 @@ import { EXIT_FOR, type UpgradeReport } from '../upgrade/report.js';
 import { DEFAULTS, upgrade } from '../upgrade/upgrade.js';
 import { context } from './context.js';
 import type { Run } from './main.js';
-import { output, snakeCase, table } from './output.js';
+import { snakeCase } from '../snake-case.js';
+import { output, table } from './output.js';
 
 interface UpgradeCliOpts {
   control?: string;
