@@ -1,4 +1,7 @@
 import { getSystemErrorMap } from 'node:util';
+import { ERRORS, EXIT, isErrorCode, type ErrorCode } from './error-codes.js';
+
+export { EXIT, type ErrorCode } from './error-codes.js';
 
 const errnoMap = getSystemErrorMap();
 
@@ -46,13 +49,20 @@ export function hasCode(err: unknown, code: string): boolean {
   return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === code;
 }
 
+declare const foreign: unique symbol;
+
+/** A code from outside ziu's own (a system error's 'EBADF', another library's), passed on as is. */
+export type ForeignCode = string & { readonly [foreign]: true };
+
 /**
  * An error ziu raises itself (bad input, a refused operation, a protocol
  * violation). `code` is stable and meant for programs; the message for people.
+ * Only registered codes are accepted (error-codes.ts); a code that arrives
+ * from elsewhere goes through relayedCode().
  */
 export class ZiuError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
+  readonly code: ErrorCode | ForeignCode;
+  constructor(code: ErrorCode | ForeignCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = 'ZiuError';
     this.code = code;
@@ -65,4 +75,25 @@ export class UsageError extends ZiuError {
     super('ERR_ZIU_USAGE', message, options);
     this.name = 'UsageError';
   }
+}
+
+/**
+ * The code to give an error built from another one's (a datapath's reply, a
+ * wrapped cause): a registered code stays, an ERR_ZIU_ code this ziu does not
+ * know (a newer datapath's) or no code at all becomes ERR_ZIU_INTERNAL, and a
+ * code from outside ziu ('EBADF') is passed on.
+ */
+export function relayedCode(code: unknown): ErrorCode | ForeignCode {
+  if (isErrorCode(code)) return code;
+  if (typeof code !== 'string' || code.startsWith('ERR_ZIU_')) return 'ERR_ZIU_INTERNAL';
+  return code as ForeignCode;
+}
+
+/**
+ * The exit code for an error that ends a command: its registered class for a
+ * ZiuError, 1 (failed) for anything else.
+ */
+export function exitCodeFor(err: unknown): number {
+  if (!(err instanceof ZiuError) || !isErrorCode(err.code)) return EXIT.failed;
+  return EXIT[ERRORS[err.code].class];
 }

@@ -7,7 +7,7 @@
 import { ZiuError } from '../errors.js';
 import type { HugepageHost } from '../hugepages/index.js';
 import { logger, type Logger } from '../log.js';
-import { checkInteger } from '../probe/options.js';
+import { checkInteger } from '../options.js';
 import { replace } from './modes.js';
 import { checkMem, checkPorts, checkRate, checkSize, checkUpgrades, DEFAULTS, LIMITS, PAGE_SIZE, type Mode } from './options.js';
 import { machine, summarizeRun, writeResults, type Results, type Sample, type Setup } from './results.js';

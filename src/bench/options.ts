@@ -6,7 +6,8 @@
 import os from 'node:os';
 import { UsageError } from '../errors.js';
 import { formatBytes, PAGE_2M } from '../hugepages/index.js';
-import { checkInteger, LIMITS as PROBE_LIMITS } from '../probe/options.js';
+import { checkInteger } from '../options.js';
+import { LIMITS as PROBE_LIMITS } from '../probe/options.js';
 
 /** How the datapath is replaced under traffic. */
 export const MODES = ['handover', 'restart', 'restart-cold'] as const;

@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { snakeCase } from '../cli/output.js';
+import { snakeCase } from '../snake-case.js';
 import { formatBytes } from '../hugepages/index.js';
 import { VERSION } from '../version.js';
 import { pairRatio, summarize, type PairRatio, type Summary } from './stats.js';

@@ -1,12 +1,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { UsageError, ZiuError } from '../errors.js';
+import { EXIT, UsageError, ZiuError } from '../errors.js';
 import { formatBytes, parseSize } from '../hugepages/index.js';
 import { checkMem, checkPorts, checkRate, checkSize, checkUpgrades, DEFAULTS, describeRun, FILES, formatUs, LIMITS, parseModes, runBench, type BenchResult } from '../bench/index.js';
-import { parseNumber } from '../probe/options.js';
+import { parseNumber } from '../options.js';
 import { context } from './context.js';
-import { EXIT } from './exit.js';
 import type { Run } from './main.js';
 import { output, table } from './output.js';
 import { autoPlacement, NO_PLACEMENT, parseCpuList, parsePriority, type Placement } from '../sched/placement.js';

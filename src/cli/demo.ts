@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
-import { ZiuError } from '../errors.js';
+import { EXIT, ZiuError } from '../errors.js';
 import { DEMO_DEFAULTS, DEMO_MEM, DEMO_TAP, runDemo, type DemoReport } from '../demo/demo.js';
-import { checkInteger, LIMITS, parseNumber } from '../probe/options.js';
+import { checkInteger, parseNumber } from '../options.js';
+import { LIMITS } from '../probe/options.js';
 import { context } from './context.js';
-import { EXIT } from './exit.js';
 import type { Run } from './main.js';
 import { output } from './output.js';
 import { humanReport } from './upgrade.js';

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { UsageError } from '../errors.js';
+import { EXIT, UsageError } from '../errors.js';
 import {
   formatBytes,
   pageSizeInfo,
@@ -13,7 +13,6 @@ import {
 } from '../hugepages/index.js';
 import { context, requireRoot } from './context.js';
 import type { Run } from './main.js';
-import { EXIT } from './exit.js';
 import { output, table } from './output.js';
 
 interface SizeOpts {

@@ -1,28 +1,12 @@
 import { Command, CommanderError } from 'commander';
-import { UsageError, ZiuError } from '../errors.js';
-import { EXIT } from './exit.js';
+import { EXIT, exitCodeFor, UsageError } from '../errors.js';
 import { hugepagesCommand } from './hugepages.js';
 import { memfileCommand } from './memfile.js';
 import { probeCommand } from './probe.js';
 import { upgradeCommands } from './upgrade.js';
 import { demoCommand } from './demo.js';
 import { benchCommand } from './bench.js';
-import { snakeCase } from './output.js';
-
-
-/** ZiuError codes that mean "bad input or refused, nothing changed". */
-const REFUSALS = new Set([
-  'ERR_ZIU_USAGE',
-  'ERR_ZIU_NOT_HUGETLBFS',
-  'ERR_ZIU_NOT_TMPFS',
-  'ERR_ZIU_MEMFILE_EXISTS',
-  'ERR_ZIU_NO_MEMFILE',
-  'ERR_ZIU_NO_HUGEPAGES',
-  'ERR_ZIU_SOCKET_PATH',
-  'ERR_ZIU_NO_CONTROL',
-  'ERR_ZIU_NOT_A_DATAPATH',
-  'ERR_ZIU_LOCKED',
-]);
+import { snakeCase } from '../snake-case.js';
 
 /** Per-run state an action can set: an exit code other than 0 that is not an error (plan: "does not fit"). */
 export interface Run {
@@ -68,14 +52,13 @@ export async function main(argv: string[]): Promise<number> {
       // help and --version are not errors; commander printed its own message otherwise
       if (err.exitCode === 0) return EXIT.ok;
       if (json) printJsonError('ERR_ZIU_USAGE', err.message.replace(/^error: /, ''));
-      return EXIT.usage;
+      return EXIT.refused;
     }
-    const refused = err instanceof ZiuError && REFUSALS.has(err.code);
     const message = err instanceof Error ? err.message : String(err);
     process.stderr.write(`ziu: ${message}\n`);
     if (json) printJsonError((err as { code?: string }).code ?? 'ERR_ZIU_INTERNAL', message);
     if (process.env['ZIU_DEBUG']) console.error(err);
-    return refused ? EXIT.usage : EXIT.failed;
+    return exitCodeFor(err);
   }
 }
 

@@ -1,3 +1,8 @@
+import { snakeCase } from '../snake-case.js';
+
+// scripts/bench-dpdk-restart still imports it from here (dist/cli/output.js).
+export { snakeCase };
+
 /** Where a command's result goes: stdout, as JSON or as lines for a person. */
 export interface Output {
   json: boolean;
@@ -13,18 +18,6 @@ export function output(json: boolean): Output {
       else for (const line of human()) process.stdout.write(`${line}\n`);
     },
   };
-}
-
-/** JSON reports use snake_case keys (page_size, switchover_us), as operators' tools expect. */
-export function snakeCase(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(snakeCase);
-  if (value === null || typeof value !== 'object') return value;
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value)) {
-    if (v === undefined) continue;
-    out[k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)] = snakeCase(v);
-  }
-  return out;
 }
 
 /** Fixed-width columns for human output. */

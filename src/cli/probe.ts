@@ -1,19 +1,10 @@
 import type { Command } from 'commander';
-import { UsageError } from '../errors.js';
+import { EXIT, UsageError } from '../errors.js';
 import { startEcho, startProbe, type EchoReport, type ProbeReport } from '../probe/index.js';
 import { parseIpv4, parseMac } from '../probe/addr.js';
-import {
-  checkDurationS,
-  checkInteger,
-  checkProbeSocket,
-  checkRingSize,
-  checkTimeoutMs,
-  DEFAULTS,
-  LIMITS,
-  parseNumber,
-} from '../probe/options.js';
+import { checkInteger, checkTimeoutMs, parseNumber } from '../options.js';
+import { checkDurationS, checkProbeSocket, checkRingSize, DEFAULTS, LIMITS } from '../probe/options.js';
 import { output } from './output.js';
-import { EXIT } from './exit.js';
 import type { Run } from './main.js';
 import { describePlacement, NO_PLACEMENT, parseCpuList, parsePriority, type Placement } from '../sched/placement.js';
 

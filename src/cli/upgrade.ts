@@ -7,9 +7,11 @@ import { parsePageSize, parseSize, formatBytes } from '../hugepages/index.js';
 import { overview, recover, RECOVER_EXIT } from '../upgrade/recover.js';
 import { EXIT_FOR, type UpgradeReport } from '../upgrade/report.js';
 import { DEFAULTS, upgrade } from '../upgrade/upgrade.js';
+import { DEAD_MAN_MS } from '../handover/messages/index.js';
 import { context } from './context.js';
 import type { Run } from './main.js';
-import { output, snakeCase, table } from './output.js';
+import { snakeCase } from '../snake-case.js';
+import { output, table } from './output.js';
 
 interface UpgradeCliOpts {
   control?: string;
@@ -66,7 +68,7 @@ export function upgradeCommands(program: Command, run: Run): void {
         ...(pageSize !== undefined ? { pageSize } : {}),
         verifyMs: ms('--verify-ms', o.verifyMs, DEFAULTS.verifyMs, 0),
         readyTimeoutMs: ms('--ready-timeout-ms', o.readyTimeoutMs, DEFAULTS.readyTimeoutMs, 1),
-        deadManMs: ms('--dead-man-ms', o.deadManMs, DEFAULTS.deadManMs, 10, 60_000),
+        deadManMs: ms('--dead-man-ms', o.deadManMs, DEFAULTS.deadManMs, DEAD_MAN_MS.min, DEAD_MAN_MS.max),
         ...(o.healthUrl ? { healthUrl: checkUrl(o.healthUrl) } : {}),
         store: context().store,
       });

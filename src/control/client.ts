@@ -1,4 +1,4 @@
-import { ZiuError } from '../errors.js';
+import { relayedCode, ZiuError } from '../errors.js';
 import { Framer, LENGTH_PREFIXED } from '../net/framing.js';
 import { UnixSocket } from '../net/socket.js';
 import { decodeControl, encodeControl, type ControlMessage, type ControlReply, type ControlRequest } from './protocol.js';
@@ -60,7 +60,7 @@ export class ControlClient {
     const r = await this.request(req, fds);
     if (!r.body.ok) {
       closeFds(r.fds);
-      throw new ZiuError(r.body.error.code, `${req.op} on ${this.path}: ${r.body.error.message}`);
+      throw new ZiuError(relayedCode(r.body.error.code), `${req.op} on ${this.path}: ${r.body.error.message}`);
     }
     return r as unknown as ControlMessage<T>;
   }

@@ -1,5 +1,5 @@
 import { Command, CommanderError } from 'commander';
-import { UsageError, ZiuError } from '../errors.js';
+import { EXIT, exitCodeFor, hasCode, UsageError } from '../errors.js';
 import { handoverInfo, handoverInfoCodec } from '../handover/messages/index.js';
 import { STATE_FORMATS, isStateFormat, type StateFormat } from '../handover/state.js';
 import type { Fault } from './handover/index.js';
@@ -75,7 +75,8 @@ export async function main(argv: string[]): Promise<number | null> {
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
     process.stderr.write(`ziu-datapath: ${(err as Error).message}\n`);
-    return err instanceof UsageError ? 2 : 1;
+    // A bad socket path has always made ziu-datapath exit 1 (ziu exits 2): kept as it was.
+    return hasCode(err, 'ERR_ZIU_SOCKET_PATH') ? EXIT.failed : exitCodeFor(err);
   }
   const faults = new Set((process.env['ZIU_FAULT'] ?? '').split(',').filter(Boolean) as Fault[]);
   const dp = new Datapath(config, {
@@ -90,7 +91,7 @@ export async function main(argv: string[]): Promise<number | null> {
     await dp.start();
   } catch (err) {
     process.stderr.write(`ziu-datapath: ${(err as Error).message}\n`);
-    return err instanceof UsageError || (err instanceof ZiuError && err.code === 'ERR_ZIU_MEMFILE') ? 2 : 1;
+    return hasCode(err, 'ERR_ZIU_SOCKET_PATH') ? EXIT.failed : exitCodeFor(err);
   }
   for (const sig of ['SIGTERM', 'SIGINT'] as const) {
     process.once(sig, () => void dp.stop().then(() => process.exit(0)));

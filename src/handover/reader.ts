@@ -1,4 +1,4 @@
-import { ZiuError } from '../errors.js';
+import { ZiuError, type ErrorCode } from '../errors.js';
 
 /** A handover document arrives as untrusted JSON: every read checks its type and names the field. */
 export type Doc = Record<string, unknown>;
@@ -14,9 +14,9 @@ const NAME = /^[A-Za-z0-9._-]{1,32}$/;
 export class Reader {
   readonly obj: Doc;
   readonly where: string;
-  readonly code: string;
+  readonly code: ErrorCode;
 
-  constructor(v: unknown, where: string, code: string) {
+  constructor(v: unknown, where: string, code: ErrorCode) {
     this.where = where;
     this.code = code;
     if (typeof v !== 'object' || v === null || Array.isArray(v)) throw this.fail(`${where}: expected an object`);

@@ -1,7 +1,7 @@
 /**
  * The front-end's message sequence, as DPDK's virtio-user sends it at probe
- * (docs: VHOST-USER.md, "Order at probe"), for one virtio-net device with one
- * queue pair: ring 0 RX, ring 1 TX.
+ * (drivers/net/virtio/virtio_user/virtio_user_dev.c), for one virtio-net
+ * device with one queue pair: ring 0 RX, ring 1 TX.
  */
 import { ZiuError } from '../errors.js';
 import { ProtocolFeature, VirtioFeature, type Reply, type Request, type RequestName } from '../vhost/index.js';

@@ -5,6 +5,10 @@
  */
 import { UsageError } from '../errors.js';
 import { MAX_SOCKET_PATH } from '../net/socket.js';
+import { checkInteger } from '../options.js';
+
+// scripts/bench-dpdk-restart still imports it from here (dist/probe/options.js).
+export { parseNumber } from '../options.js';
 
 export const LIMITS = {
   size: { min: 64, max: 9000 },
@@ -21,13 +25,6 @@ export const DEFAULTS = {
   replyTimeoutMs: 5_000,
 } as const;
 
-export function checkInteger(value: number, min: number, max: number, label: string, unit = ''): number {
-  if (!Number.isSafeInteger(value) || value < min || value > max) {
-    throw new UsageError(`invalid ${label} '${value}': use a whole number in ${min}..${max}${unit}`);
-  }
-  return value;
-}
-
 export function checkRingSize(n: number, label = 'ringSize'): number {
   checkInteger(n, LIMITS.ringSize.min, LIMITS.ringSize.max, label);
   if ((n & (n - 1)) !== 0) throw new UsageError(`invalid ${label} '${n}': a ring size is a power of two`);
@@ -41,11 +38,6 @@ export function checkDurationS(s: number, label = 'duration'): number {
   return s;
 }
 
-export function checkTimeoutMs(ms: number, label: string): number {
-  if (!Number.isFinite(ms) || ms <= 0) throw new UsageError(`invalid ${label} '${ms}': use milliseconds, more than 0`);
-  return ms;
-}
-
 export function checkProbeSocket(p: string, label: string): string {
   if (typeof p !== 'string' || p.length === 0) throw new UsageError(`${label}: the socket path is empty`);
   const bytes = Buffer.byteLength(p);
@@ -54,13 +46,4 @@ export function checkProbeSocket(p: string, label: string): string {
   }
   if (p.includes('\0')) throw new UsageError(`${label}: socket path '${p}' contains a NUL byte`);
   return p;
-}
-
-/** A CLI number: the whole string must be one (commander hands over '12abc' as is). */
-export function parseNumber(text: string, label: string, integer: boolean): number {
-  const re = integer ? /^[0-9]+$/ : /^[0-9]+(\.[0-9]+)?$/;
-  if (!re.test(text.trim())) {
-    throw new UsageError(`invalid ${label} '${text}': use ${integer ? 'a whole number' : 'a number'}`);
-  }
-  return Number(text);
 }

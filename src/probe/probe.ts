@@ -9,7 +9,8 @@ import { check, native } from '../native/index.js';
 import type { ProbeHandle, ProbeNativeStats } from '../native/probe-native.js';
 import { logger } from '../log.js';
 import { BROADCAST_MAC, formatIpv4, formatMac, parseIpv4, parseMac, randomMac, type Mac } from './addr.js';
-import { checkInteger, checkProbeSocket, checkRingSize, checkTimeoutMs, DEFAULTS, LIMITS } from './options.js';
+import { checkInteger, checkTimeoutMs } from '../options.js';
+import { checkProbeSocket, checkRingSize, DEFAULTS, LIMITS } from './options.js';
 import { ProbePort, type PortMode } from './port.js';
 import { isPlaced, placeThread, type Applied, type Placement } from '../sched/placement.js';
 

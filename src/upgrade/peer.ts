@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { ControlClient } from '../control/client.js';
-import { hasCode, ZiuError } from '../errors.js';
+import { hasCode, relayedCode, ZiuError } from '../errors.js';
 import { OPS, type Hello, type Op, type ReplyOf, type RequestOf, type Status } from '../handover/messages/index.js';
 import { closeFds } from '../native/fds.js';
 
@@ -59,7 +59,7 @@ export class Peer {
     }
     if (!r.body.ok) {
       closeFds(r.fds);
-      throw new ZiuError(r.body.error.code, `${op} on the ${this.label} instance (${this.path}): ${r.body.error.message}`);
+      throw new ZiuError(relayedCode(r.body.error.code), `${op} on the ${this.label} instance (${this.path}): ${r.body.error.message}`);
     }
     try {
       return { body: codec.reply.decode(r.body) as ReplyOf<K>, fds: r.fds };

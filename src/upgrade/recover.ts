@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import { randomUUID } from 'node:crypto';
+import { EXIT } from '../errors.js';
 import { logger, type Logger } from '../log.js';
 import type { MemFileStore } from '../memfile/index.js';
 import { acquireLock, Journal, readLastUpgrade, readLock, upgradePaths } from './journal.js';
@@ -19,7 +20,13 @@ export interface RecoverReport {
   message?: string;
 }
 
-export const RECOVER_EXIT: Record<RecoverReport['result'], number> = { nothing_to_do: 0, committed: 0, rolled_back: 1, failed: 3 };
+/** Exit codes: failed (neither instance can serve) needs the operator. */
+export const RECOVER_EXIT: Record<RecoverReport['result'], number> = {
+  nothing_to_do: EXIT.ok,
+  committed: EXIT.ok,
+  rolled_back: EXIT.failed,
+  failed: EXIT.operator,
+};
 
 /**
  * Finish or undo an upgrade whose orchestrator died, from its journal and

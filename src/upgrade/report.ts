@@ -1,4 +1,5 @@
 /** What `ziu upgrade` (and `ziu recover`) report: one document, also the journal's final word. */
+import { EXIT } from '../errors.js';
 import type { Applied } from '../sched/placement.js';
 
 export type UpgradeResult = 'committed' | 'rolled_back' | 'refused' | 'failed';
@@ -50,4 +51,10 @@ export interface UpgradeReport {
   totalMs: number;
 }
 
-export const EXIT_FOR: Record<UpgradeResult, number> = { committed: 0, rolled_back: 1, refused: 2, failed: 3 };
+/** Exit codes: rolled back is a failure (traffic stays on the old instance); failed, not rolled back, needs the operator. */
+export const EXIT_FOR: Record<UpgradeResult, number> = {
+  committed: EXIT.ok,
+  rolled_back: EXIT.failed,
+  refused: EXIT.refused,
+  failed: EXIT.operator,
+};

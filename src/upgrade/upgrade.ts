@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { hasCode, ZiuError } from '../errors.js';
+import { hasCode, relayedCode, ZiuError } from '../errors.js';
 import { DEAD_MAN_MS, handoverInfoCodec, type HandoverInfo } from '../handover/messages/index.js';
 import { isStateFormat, type StateFormat } from '../handover/state.js';
 import { plan, readStatus, formatBytes, PAGE_2M } from '../hugepages/index.js';
@@ -461,7 +461,7 @@ function getNice(pid: number): number | null {
 function refusal(err: unknown): Refusal {
   if (err instanceof Refusal) return err;
   const e = err as { code?: string; message?: string };
-  return new Refusal(e.code ?? 'ERR_ZIU_INTERNAL', e.message ?? String(err), { cause: err });
+  return new Refusal(relayedCode(e.code), e.message ?? String(err), { cause: err });
 }
 
 
