@@ -36,7 +36,8 @@ describe('what the VM sees, and whose fault it was', () => {
     expect(r.maxGapUs).toBeGreaterThanOrEqual(58_000);
     // ...and the sender owns it: its slots went out 60 ms late, when the stall began.
     expect(r.latenessUs.max).toBeGreaterThanOrEqual(59_000);
-    expect(r.maxLatenessAtMs).toBeGreaterThan(stallAtMs - 5);
+    // (A sender already behind its schedule when the stall came, on a loaded 2-core host, owns slots a few ms earlier.)
+    expect(r.maxLatenessAtMs).toBeGreaterThan(stallAtMs - 20);
     expect(r.maxLatenessAtMs).toBeLessThan(stallAtMs + 50);
     // The frames themselves crossed the switch as fast as ever.
     expect(r.latencyUs.max).toBeLessThan(r.latenessUs.max / 2);
