@@ -50,7 +50,7 @@ function crashPoint(point: 'transfer' | 'freeze' | 'resume'): void {
 }
 
 /**
- * One upgrade, phase by phase (DESIGN.md): every phase timed and journaled;
+ * One upgrade, phase by phase (docs/design.md): every phase timed and journaled;
  * any failure before commit rolls back to the old instance.
  */
 export class Upgrade {

@@ -215,7 +215,7 @@ export class VhostDevice {
     r.kickFd = req.fd;
     r.kickNoFd = req.fd === null;
     this.#engine.setKick(this.enginePort, req.index, req.fd ?? -1);
-    // A ring starts on kick (VHOST-USER.md): its size and addresses must be known by now.
+    // A ring starts on kick (the vhost-user spec, "Starting and stopping rings"): its size and addresses must be known by now.
     if (r.started) this.#stopRing(req.index, r);
     this.#startRing(req.index, r);
   }
