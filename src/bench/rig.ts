@@ -16,7 +16,7 @@ import { datapathArgv, workerArgs } from '../datapath/bin.js';
 import type { HugepageHost } from '../hugepages/index.js';
 import type { Logger } from '../log.js';
 import type { Backing, CreateResult, MemFileStore } from '../memfile/index.js';
-import { stopProcess } from '../upgrade/launch.js';
+import { stopProcess } from '../process/index.js';
 import { Workspace, type WorkspaceCleanup } from '../workspace/workspace.js';
 import { PAGE_SIZE } from './options.js';
 import { NO_PLACEMENT, type Placement } from '../sched/placement.js';

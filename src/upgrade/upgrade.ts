@@ -10,7 +10,7 @@ import { logger, type Logger } from '../log.js';
 import type { MemFileStore } from '../memfile/index.js';
 import { native } from '../native/index.js';
 import { acquireLock, Journal, upgradePaths } from './journal.js';
-import { launchDetached, stopProcess } from './launch.js';
+import { launchDetached, stopProcess } from '../process/index.js';
 import { Peer, type Hello, type Status } from './peer.js';
 import { retireOld } from './retire.js';
 import type { Phase, UpgradeReport } from './report.js';

@@ -4,7 +4,7 @@ import { hasCode } from '../errors.js';
 import { pageSizeInfo, PAGE_SIZES, unmount, type HugepageHost } from '../hugepages/index.js';
 import type { Logger } from '../log.js';
 import { MemFileStore, type CreateResult } from '../memfile/index.js';
-import { launchDetached, processAlive, stopProcess } from '../upgrade/launch.js';
+import { launchDetached, processAlive, stopProcess } from '../process/index.js';
 
 // The instance serving at teardown gets this long to close its ports and exit on SIGTERM.
 const STOP_GRACE_MS = 3000;

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
-import { processAlive } from '../../src/upgrade/launch.js';
+import { processAlive } from '../../src/process/index.js';
 import { realHugepagesUnavailable } from '../helpers/hugepages.js';
 import { ziu } from './helpers.js';
 

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { DATAPATH_BIN } from '../../src/datapath/bin.js';
 import { startProbe, type ProbeReport } from '../../src/probe/index.js';
-import { processAlive } from '../../src/upgrade/launch.js';
+import { processAlive } from '../../src/process/index.js';
 import { ziu, type CliResult } from '../cli/helpers.js';
 import { startDatapath, type DatapathOptions, type RunningDatapath } from './datapath.js';
 import { hostSnapshot, realHugepagesUnavailable } from './hugepages.js';

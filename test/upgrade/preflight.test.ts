@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { processAlive } from '../../src/upgrade/launch.js';
+import { processAlive } from '../../src/process/index.js';
 import { upgradePaths } from '../../src/upgrade/journal.js';
 import { fdCount, startRig, type Rig } from '../helpers/upgrade.js';
 

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { ControlClient } from '../../src/control/client.js';
 import { upgradePaths } from '../../src/upgrade/journal.js';
-import { processAlive } from '../../src/upgrade/launch.js';
+import { processAlive } from '../../src/process/index.js';
 import { startRig, type Rig } from '../helpers/upgrade.js';
 import fs from 'node:fs';
 

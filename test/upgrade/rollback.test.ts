@@ -1,7 +1,7 @@
 import nock from 'nock';
 import { afterEach, describe, expect, it } from 'vitest';
 import { context } from '../../src/cli/context.js';
-import { processAlive } from '../../src/upgrade/launch.js';
+import { processAlive } from '../../src/process/index.js';
 import { upgrade } from '../../src/upgrade/upgrade.js';
 import { ControlClient } from '../../src/control/client.js';
 import { fdCount, startRig, type Rig } from '../helpers/upgrade.js';

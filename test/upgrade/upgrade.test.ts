@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
-import { processAlive } from '../../src/upgrade/launch.js';
+import { processAlive } from '../../src/process/index.js';
 import { pool, realHugepagesUnavailable } from '../helpers/hugepages.js';
 import { fdCount, startRig, type Rig } from '../helpers/upgrade.js';
 

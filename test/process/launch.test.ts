@@ -7,7 +7,7 @@ import { execa } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ZiuError } from '../../src/errors.js';
 import { logger } from '../../src/log.js';
-import { launchDetached, processAlive, stopProcess, type LaunchOptions } from '../../src/upgrade/launch.js';
+import { launchDetached, processAlive, stopProcess, type LaunchOptions } from '../../src/process/index.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');

@@ -1,9 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { createSocket, type UnixDgramSocket } from 'unix-dgram';
-import { hasCode, sysError, UsageError, ZiuError } from '../errors.js';
+import { UsageError, ZiuError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { bindNotify, closeNotify } from './notify.js';
+import { killQuietly, stopGroup } from './stop.js';
 
 export interface LaunchOptions {
   /** argv[0] = executable (looked up in PATH), rest = args */
@@ -31,12 +31,8 @@ export interface Launched {
   notices: string[];
 }
 
-// A child that ignores SIGTERM on a failed start gets this long before SIGKILL.
-const KILL_GRACE_MS = 1000;
 // How many lines of the child's log go into an error message.
 const TAIL_LINES = 5;
-// sockaddr_un.sun_path holds 108 bytes with the NUL; unix-dgram truncates silently.
-const SUN_PATH_MAX = 107;
 
 /**
  * Start a datapath in its own session, detached from us, and resolve once it
@@ -131,99 +127,6 @@ export async function launchDetached(opts: LaunchOptions): Promise<Launched> {
   }
 }
 
-/**
- * Send SIGTERM, wait up to graceMs for the process to be gone, then SIGKILL and
- * wait again. Resolves how it ended. Works for a pid we did not spawn (recover).
- */
-export async function stopProcess(pid: number, graceMs: number): Promise<'exited' | 'killed' | 'not-running'> {
-  checkPid(pid);
-  return terminate(pid, pid, graceMs);
-}
-
-/**
- * True if a process with this pid exists (kill(pid, 0); EPERM counts as alive)
- * and is not a zombie: a child of ours that died stays in the process table
- * until it is reaped, yet it is gone for every purpose here.
- */
-export function processAlive(pid: number): boolean {
-  checkPid(pid);
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    if (hasCode(err, 'EPERM')) return true;
-    if (hasCode(err, 'ESRCH')) return false;
-    throw err;
-  }
-  let stat: string;
-  try {
-    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch (err) {
-    // It existed a moment ago: ENOENT means it has just been reaped.
-    if (hasCode(err, 'ENOENT') || hasCode(err, 'ESRCH')) return false;
-    return true;
-  }
-  // The command name in parentheses may itself contain ') ', so the state is after the last one.
-  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-  return state !== 'Z' && state !== 'X';
-}
-
-function checkPid(pid: number): void {
-  // 0 and negative pids address process groups (-1: every process we may signal).
-  if (!Number.isSafeInteger(pid) || pid <= 0) throw new UsageError(`pid must be a positive integer, got ${pid}`);
-}
-
-/** Signal `target` (a pid, or -pgid for a whole group) and watch `pid` until it is gone. */
-async function terminate(target: number, pid: number, graceMs: number): Promise<'exited' | 'killed' | 'not-running'> {
-  if (!processAlive(pid)) return 'not-running';
-  if (!signal(target, 'SIGTERM')) return 'exited';
-  if (await waitGone(pid, graceMs)) return 'exited';
-  signal(target, 'SIGKILL');
-  // SIGKILL cannot be ignored, but a process in uninterruptible sleep (D) dies only when the syscall returns.
-  if (await waitGone(pid, Math.max(graceMs, KILL_GRACE_MS))) return 'killed';
-  throw new ZiuError('ERR_ZIU_STOP', `process ${pid} is still there after SIGKILL; it is probably stuck in the kernel (see /proc/${pid}/stack), stop it by hand`);
-}
-
-/** false if there was nothing left to signal */
-function signal(target: number, sig: NodeJS.Signals): boolean {
-  try {
-    process.kill(target, sig);
-    return true;
-  } catch (err) {
-    if (hasCode(err, 'ESRCH')) return false;
-    throw err;
-  }
-}
-
-function killQuietly(target: number, sig: NodeJS.Signals): void {
-  try {
-    process.kill(target, sig);
-  } catch {
-    // nothing left in the group: the usual case
-  }
-}
-
-/** Wait up to ms for pid to be gone (exited, or a zombie); true if it is. */
-export async function waitGone(pid: number, ms: number): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    if (!processAlive(pid)) return true;
-    if (Date.now() >= deadline) return false;
-    await sleep(10);
-  }
-}
-
-/** Stop a child we launched: its whole process group, so no helper it forked survives. */
-async function stopGroup(pid: number, log: Logger): Promise<string> {
-  try {
-    const how = await terminate(-pid, pid, KILL_GRACE_MS);
-    killQuietly(-pid, 'SIGKILL');
-    return how === 'killed' ? 'SIGKILL after SIGTERM was ignored' : 'SIGTERM';
-  } catch (err) {
-    log.error({ pid, err }, 'could not stop the new datapath');
-    return `it may still run: ${(err as Error).message}`;
-  }
-}
-
 function spawnDetached(file: string, args: string[], opts: LaunchOptions): ChildProcess {
   const logFd = fs.openSync(opts.logFile, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT, 0o600);
   try {
@@ -259,59 +162,6 @@ function spawned(child: ChildProcess, file: string): Promise<number> {
     child.once('spawn', onSpawn);
     child.once('error', onError);
   });
-}
-
-function bindNotify(path: string, log: Logger, onMessage: (msg: Buffer) => void): UnixDgramSocket {
-  if (path.startsWith('@') || path.includes('\0')) {
-    // unix-dgram copies the name with strncpy, which stops at the leading NUL of an abstract name.
-    throw new UsageError(`notify socket '${path}' must be a filesystem path: abstract names cannot be bound here`);
-  }
-  if (Buffer.byteLength(path) > SUN_PATH_MAX) {
-    throw new UsageError(`notify socket path '${path}' is longer than ${SUN_PATH_MAX} bytes (the limit of a unix socket address); use a shorter state directory`);
-  }
-  removeStaleSocket(path);
-  const sock = createSocket('unix_dgram', onMessage);
-  let bindErr: (Error & { errno?: number }) | undefined;
-  const onBindError = (err: Error & { errno?: number }): void => {
-    bindErr = err;
-  };
-  // unix-dgram reports a failed bind as an 'error' event emitted inside bind().
-  sock.on('error', onBindError);
-  sock.bind(path);
-  sock.off('error', onBindError);
-  if (bindErr !== undefined) {
-    sock.close();
-    const cause = typeof bindErr.errno === 'number' ? sysError(bindErr.errno, 'bind', { path }, bindErr) : bindErr;
-    throw new ZiuError('ERR_ZIU_NOTIFY_SOCKET', `cannot bind the notify socket for the new datapath: ${cause.message}`, { cause });
-  }
-  sock.on('error', (err) => log.warn({ err, path }, 'notify socket error'));
-  return sock;
-}
-
-function removeStaleSocket(path: string): void {
-  let st: fs.Stats;
-  try {
-    st = fs.lstatSync(path);
-  } catch (err) {
-    if (hasCode(err, 'ENOENT')) return;
-    throw err;
-  }
-  // Left by a crashed orchestrator (the upgrade lock rules out a live one); anything else is not ours to delete.
-  if (!st.isSocket()) throw new ZiuError('ERR_ZIU_NOTIFY_SOCKET', `notify socket path '${path}' exists and is not a socket; remove it or choose another path`);
-  fs.unlinkSync(path);
-}
-
-function closeNotify(sock: UnixDgramSocket, path: string, log: Logger): void {
-  try {
-    sock.close();
-  } catch (err) {
-    log.warn({ err, path }, 'closing the notify socket failed');
-  }
-  try {
-    fs.unlinkSync(path);
-  } catch (err) {
-    if (!hasCode(err, 'ENOENT')) log.warn({ err, path }, 'removing the notify socket failed');
-  }
 }
 
 /** The last lines of the child's log, for an error message a person can act on. */
