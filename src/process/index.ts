@@ -4,6 +4,6 @@
  * (SIGTERM, then SIGKILL) and wait until it is gone. It knows nothing of
  * upgrades, datapaths or the CLI: those rooms build on this one.
  */
-export { launchDetached, type Launched, type LaunchOptions } from './launch.js';
+export { launchDetached, type Exit, type Launched, type LaunchOptions } from './launch.js';
 export { removeStaleSocket } from './notify.js';
-export { processAlive, stopProcess, waitGone, type Stopped } from './stop.js';
+export { processAlive, processState, stopProcess, waitGone, type Stopped } from './stop.js';

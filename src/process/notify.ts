@@ -7,7 +7,7 @@ import type { Logger } from '../log.js';
 const SUN_PATH_MAX = 107;
 
 /** Bind the NOTIFY_SOCKET (unix datagram) a child's sd_notify messages come to; a stale one is replaced. */
-export function bindNotify(path: string, log: Logger, onMessage: (msg: Buffer) => void): UnixDgramSocket {
+export function bindNotify(path: string, what: string, log: Logger, onMessage: (msg: Buffer) => void): UnixDgramSocket {
   if (path.startsWith('@') || path.includes('\0')) {
     // unix-dgram copies the name with strncpy, which stops at the leading NUL of an abstract name.
     throw new UsageError(`notify socket '${path}' must be a filesystem path: abstract names cannot be bound here`);
@@ -28,7 +28,7 @@ export function bindNotify(path: string, log: Logger, onMessage: (msg: Buffer) =
   if (bindErr !== undefined) {
     sock.close();
     const cause = typeof bindErr.errno === 'number' ? sysError(bindErr.errno, 'bind', { path }, bindErr) : bindErr;
-    throw new ZiuError('ERR_ZIU_NOTIFY_SOCKET', `cannot bind the notify socket for the new datapath: ${cause.message}`, { cause });
+    throw new ZiuError('ERR_ZIU_NOTIFY_SOCKET', `cannot bind the notify socket for the ${what}: ${cause.message}`, { cause });
   }
   sock.on('error', (err) => log.warn({ err, path }, 'notify socket error'));
   return sock;

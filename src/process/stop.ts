@@ -31,17 +31,33 @@ export function processAlive(pid: number): boolean {
     if (hasCode(err, 'ESRCH')) return false;
     throw err;
   }
+  let state: string | null;
+  try {
+    state = processState(pid);
+  } catch {
+    return true;
+  }
+  // It existed a moment ago: null means it has just been reaped.
+  return state !== null && state !== 'Z' && state !== 'X';
+}
+
+/**
+ * Its main thread's state from /proc/<pid>/stat: R running, S sleeping (for a
+ * Node process: waiting in its event loop), D, Z zombie, ...; null if there is
+ * no such process.
+ */
+export function processState(pid: number): string | null {
+  checkPid(pid);
   let stat: string;
   try {
     stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
   } catch (err) {
-    // It existed a moment ago: ENOENT means it has just been reaped.
-    if (hasCode(err, 'ENOENT') || hasCode(err, 'ESRCH')) return false;
-    return true;
+    if (hasCode(err, 'ENOENT') || hasCode(err, 'ESRCH')) return null;
+    throw err;
   }
   // The command name in parentheses may itself contain ') ', so the state is after the last one.
-  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-  return state !== 'Z' && state !== 'X';
+  const at = stat.lastIndexOf(')') + 2;
+  return stat.slice(at, at + 1);
 }
 
 /** Wait up to ms for pid to be gone (exited, or a zombie); true if it is. */
@@ -55,13 +71,13 @@ export async function waitGone(pid: number, ms: number): Promise<boolean> {
 }
 
 /** Stop a child we launched: its whole process group, so no helper it forked survives. */
-export async function stopGroup(pid: number, log: Logger): Promise<string> {
+export async function stopGroup(pid: number, what: string, log: Logger): Promise<string> {
   try {
     const how = await terminate(-pid, pid, KILL_GRACE_MS);
     killQuietly(-pid, 'SIGKILL');
     return how === 'killed' ? 'SIGKILL after SIGTERM was ignored' : 'SIGTERM';
   } catch (err) {
-    log.error({ pid, err }, 'could not stop the new datapath');
+    log.error({ pid, err }, `could not stop the ${what}`);
     return `it may still run: ${(err as Error).message}`;
   }
 }

@@ -35,7 +35,7 @@ afterEach(() => {
   tmp.remove();
 });
 
-function opts(argv: string[], extra: Partial<LaunchOptions> = {}): LaunchOptions {
+function opts(argv: string[], extra: Partial<LaunchOptions> = {}): LaunchOptions & { logFile: string } {
   return { argv, readyTimeoutMs: 5000, logFile: path.join(tmp.dir, 'new.log'), notifyPath: path.join(tmp.dir, 'notify.sock'), log, ...extra };
 }
 
