@@ -131,11 +131,13 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
     else say(`placement: packet worker on ${describePlacement(place.worker)}; the VM's threads on ${describePlacement(place.vm)}`);
     const control = ws.path('dp.sock');
     const ports = ['--vhost-user', `vm1=${ws.path('vm1.sock')}`, '--vhost-user', `vm2=${ws.path('vm2.sock')}`, ...(tap ? ['--tap', `uplink=${DEMO_TAP}`] : [])];
+    // The new instance's command line (`ziu upgrade --new`); ws.launch builds the old one's.
     const datapath = [...datapathArgv(), '--control', control];
     const old = {
       pid: await ws.launch({
         name: 'old',
-        argv: [...datapath, '--mem-file', mem.path!, ...ports, '--instance', 'demo-old', ...workerArgs(place.worker)],
+        control,
+        args: ['--mem-file', mem.path!, ...ports, '--instance', 'demo-old', ...workerArgs(place.worker)],
         readyTimeoutMs: READY_TIMEOUT_MS,
         ...(o.signal ? { signal: o.signal } : {}),
       }),

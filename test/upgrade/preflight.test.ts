@@ -18,7 +18,7 @@ describe('ziu upgrade refuses bad input in preflight, changing nothing (exit 2)'
 
   async function refused(args: string[], message: string, code: string): Promise<void> {
     const r = rig!;
-    const pid = r.dp.proc.pid!;
+    const pid = r.dp.pid;
     const fds = fdCount(pid);
     const out = await r.cli(['upgrade', '--json', ...args]);
     expect(out.exitCode, out.stderr).toBe(2);
