@@ -155,7 +155,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
     const upgradeAtMs = nowMs();
     const report = await upgrade({ control, newCommand: [...datapath, ...ports, '--instance', 'demo-new'], mem: DEMO_MEM, pageSize: PAGE_2M, stateDir: dir, store: ws.store, upgradeId });
     if (report.new) ws.pids.add(report.new.pid);
-    if (report.memory) ws.memInstances.add(`upgrade-${upgradeId}`);
+    if (report.memory) ws.memInstances.add(report.memory.instance);
     // After a commit the new instance serves; otherwise the old one still does (or, after a failed rollback, maybe neither).
     ws.servingPid = report.result === 'committed' ? (report.new?.pid ?? null) : report.result === 'failed' ? null : old.pid;
     say(`upgrade ${upgradeId}: ${report.result.replace('_', ' ')}${ws.servingPid !== null ? `; traffic goes on through pid ${ws.servingPid} for ${trafficMs} ms` : ''}`);

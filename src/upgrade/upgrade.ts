@@ -213,7 +213,7 @@ export class Upgrade {
     this.#memInstance = `upgrade-${this.id}`;
     this.#journal!.update({ newMem: this.#memInstance });
     const m = await o.store.create({ instance: this.#memInstance, role: 'packets', size: o.mem, pageSize: o.pageSize ?? PAGE_2M, backing: 'auto' });
-    this.#report.memory = { path: m.path!, bytes: m.bytes, pageSize: m.pageSize, backing: m.backing, prepopulateMs: round(m.prepopulateMs, 3), notes: m.notes };
+    this.#report.memory = { instance: this.#memInstance, path: m.path!, bytes: m.bytes, pageSize: m.pageSize, backing: m.backing, prepopulateMs: round(m.prepopulateMs, 3), notes: m.notes };
     return [...o.newCommand, '--mem-file', m.path!];
   }
 
