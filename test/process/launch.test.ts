@@ -117,6 +117,38 @@ describe('launchDetached', () => {
     }
   });
 
+  it('with keepNotify hears the notices after READY=1 until the child exits, and gives its exit status', async () => {
+    const shm = fs.mkdtempSync('/dev/shm/ziu-launch-');
+    try {
+      const mem = path.join(shm, 'mem');
+      fs.closeSync(fs.openSync(mem, 'w'));
+      await execa('fallocate', ['-l', '32M', mem]);
+      const o = opts([process.execPath, datapathBin, '--control', path.join(shm, 'ctl.sock'), '--mem-file', mem, '--vhost-user', `a=${shm}/a.sock`, '--instance', 'x'], {
+        env: { ZIU_LOG_LEVEL: 'warn' },
+        readyTimeoutMs: 10_000,
+        keepNotify: true,
+      });
+      const launched = await launchDetached(o);
+      started.push(launched.pid);
+      expect(fs.existsSync(o.notifyPath)).toBe(true);
+      expect(await stopProcess(launched.pid, 5000)).toBe('exited');
+      expect(await launched.exited).toEqual({ code: 0, signal: null });
+      expect(launched.notices.at(-1)).toBe('STOPPING=1');
+      // The socket goes with the child.
+      for (const deadline = Date.now() + 1000; fs.existsSync(o.notifyPath) && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 10));
+      expect(fs.existsSync(o.notifyPath)).toBe(false);
+    } finally {
+      fs.rmSync(shm, { recursive: true, force: true });
+    }
+  });
+
+  it('names the child as told, and without a log file says where its output went', async () => {
+    const { logFile: _logFile, ...o } = opts(['sh', '-c', 'exit 3'], { what: 'test child' });
+    const err = await rejection(launchDetached(o));
+    expect(err.code).toBe('ERR_ZIU_NEW_EXITED');
+    expect(err.message).toMatch(/^test child 'sh -c "exit 3"' \(pid \d+\) exited with code 3 before it was ready \(no READY=1 after \d+ ms\); fix what its log says and retry\. Its output went to our stderr\.$/);
+  });
+
   it('names a command that does not exist and leaves nothing behind', async () => {
     const o = opts(['ziu-no-such-datapath']);
     const err = await rejection(launchDetached(o));
