@@ -83,18 +83,21 @@ function spawnGroup(script: string): { pid: number; exited: Promise<unknown>; sa
   return { pid, exited: once(child, 'exit'), said };
 }
 
+/** A ziu-datapath with a 32M mem file and one port in shm, to launch with these options. */
+async function datapathOpts(shm: string, extra: Partial<LaunchOptions>): Promise<LaunchOptions & { logFile: string }> {
+  const mem = path.join(shm, 'mem');
+  fs.closeSync(fs.openSync(mem, 'w'));
+  await execa('fallocate', ['-l', '32M', mem]);
+  const argv = [process.execPath, datapathBin, '--control', path.join(shm, 'ctl.sock'), '--mem-file', mem, '--vhost-user', `a=${shm}/a.sock`, '--instance', 'x'];
+  return opts(argv, { readyTimeoutMs: 10_000, ...extra });
+}
+
 describe('launchDetached', () => {
   it('starts ziu-datapath, resolves on READY=1 and leaves it running after the launching process exits', async () => {
     const shm = fs.mkdtempSync('/dev/shm/ziu-launch-');
     let pid: number | undefined;
     try {
-      const mem = path.join(shm, 'mem');
-      fs.closeSync(fs.openSync(mem, 'w'));
-      await execa('fallocate', ['-l', '32M', mem]);
-      const o = opts([process.execPath, datapathBin, '--control', path.join(shm, 'ctl.sock'), '--mem-file', mem, '--vhost-user', `a=${shm}/a.sock`, '--instance', 'x'], {
-        env: { ZIU_LOG_LEVEL: 'info' },
-        readyTimeoutMs: 10_000,
-      });
+      const o = await datapathOpts(shm, { env: { ZIU_LOG_LEVEL: 'info' } });
       const { log: _log, ...json } = o;
       const parent = await execa(process.execPath, [parentFixture, JSON.stringify(json)], { timeout: 20_000 });
       const launched = JSON.parse(parent.stdout) as { pid: number; status: string | null; notices: string[]; error?: string; message?: string };
@@ -120,14 +123,7 @@ describe('launchDetached', () => {
   it('with keepNotify hears the notices after READY=1 until the child exits, and gives its exit status', async () => {
     const shm = fs.mkdtempSync('/dev/shm/ziu-launch-');
     try {
-      const mem = path.join(shm, 'mem');
-      fs.closeSync(fs.openSync(mem, 'w'));
-      await execa('fallocate', ['-l', '32M', mem]);
-      const o = opts([process.execPath, datapathBin, '--control', path.join(shm, 'ctl.sock'), '--mem-file', mem, '--vhost-user', `a=${shm}/a.sock`, '--instance', 'x'], {
-        env: { ZIU_LOG_LEVEL: 'warn' },
-        readyTimeoutMs: 10_000,
-        keepNotify: true,
-      });
+      const o = await datapathOpts(shm, { env: { ZIU_LOG_LEVEL: 'warn' }, keepNotify: true });
       const launched = await launchDetached(o);
       started.push(launched.pid);
       expect(fs.existsSync(o.notifyPath)).toBe(true);
