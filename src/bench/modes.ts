@@ -37,14 +37,15 @@ async function handover(rig: Rig): Promise<Replacement> {
     log: rig.o.log,
   });
   if (r.new) rig.pids.add(r.new.pid);
-  if (r.memory) rig.memInstances.add(`upgrade-${r.upgradeId}`);
+  if (r.memory) rig.memInstances.add(r.memory.instance);
   if (r.result !== 'committed' || r.new === null) {
     // Rolled back: the old instance still serves. Failed: maybe neither does; teardown stops both.
     if (r.result === 'failed') rig.serving = null;
     const why = r.rollback ? `rolled back in ${r.rollback.phase}: ${r.rollback.reason}` : (r.message ?? r.result);
     throw new ZiuError('ERR_ZIU_BENCH_UPGRADE', `handover upgrade ${r.upgradeId} did not commit (${why})`);
   }
-  rig.serving = { pid: r.new.pid, instance, mem: `upgrade-${r.upgradeId}` };
+  // The rig always asks for memory, so a committed upgrade made some.
+  rig.serving = { pid: r.new.pid, instance, mem: r.memory!.instance };
   return {
     oldPid: old.pid,
     newPid: r.new.pid,

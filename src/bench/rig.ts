@@ -16,7 +16,7 @@ import { datapathArgv, workerArgs } from '../datapath/bin.js';
 import type { HugepageHost } from '../hugepages/index.js';
 import type { Logger } from '../log.js';
 import type { Backing, CreateResult, MemFileStore } from '../memfile/index.js';
-import { stopProcess } from '../upgrade/launch.js';
+import { stopProcess } from '../process/index.js';
 import { Workspace, type WorkspaceCleanup } from '../workspace/workspace.js';
 import { PAGE_SIZE } from './options.js';
 import { NO_PLACEMENT, type Placement } from '../sched/placement.js';
@@ -114,10 +114,15 @@ export class Rig {
     return rig;
   }
 
-  /** The datapath's command line without memory: its ports connect to the probes. */
+  /** The datapath's command line without memory (as `ziu upgrade --new` takes it): its ports connect to the probes. */
   datapathArgv(instance: string): string[] {
+    return [...datapathArgv(), '--control', this.control, ...this.#datapathArgs(instance)];
+  }
+
+  /** Its flags after --control. */
+  #datapathArgs(instance: string): string[] {
     const ports = this.pairs.flatMap((p, i) => ['--vhost-user', `a${i}=${p.tx},client`, '--vhost-user', `b${i}=${p.rx},client`]);
-    return [...datapathArgv(), '--control', this.control, ...ports, '--instance', instance, ...workerArgs(this.o.worker ?? NO_PLACEMENT)];
+    return [...ports, '--instance', instance, ...workerArgs(this.o.worker ?? NO_PLACEMENT)];
   }
 
   /** bench-1, bench-2, ...: the datapath instance id and its mem file instance. */
@@ -137,7 +142,8 @@ export class Rig {
   launch(instance: string, memPath: string): Promise<number> {
     return this.ws.launch({
       name: instance,
-      argv: [...this.datapathArgv(instance), '--mem-file', memPath],
+      control: this.control,
+      args: [...this.#datapathArgs(instance), '--mem-file', memPath],
       readyTimeoutMs: READY_TIMEOUT_MS,
       ...(this.o.signal ? { signal: this.o.signal } : {}),
     });

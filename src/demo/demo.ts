@@ -132,11 +132,13 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
     else say(`placement: packet worker on ${describePlacement(place.worker)}; the VM's threads on ${describePlacement(place.vm)}`);
     const control = ws.path('dp.sock');
     const ports = ['--vhost-user', `vm1=${ws.path('vm1.sock')}`, '--vhost-user', `vm2=${ws.path('vm2.sock')}`, ...(tap ? ['--tap', `uplink=${DEMO_TAP}`] : [])];
+    // The new instance's command line (`ziu upgrade --new`); ws.launch builds the old one's.
     const datapath = [...datapathArgv(), '--control', control];
     const old = {
       pid: await ws.launch({
         name: 'old',
-        argv: [...datapath, '--mem-file', mem.path!, ...ports, '--instance', 'demo-old', ...workerArgs(place.worker)],
+        control,
+        args: ['--mem-file', mem.path!, ...ports, '--instance', 'demo-old', ...workerArgs(place.worker)],
         readyTimeoutMs: READY_TIMEOUT_MS,
         ...(o.signal ? { signal: o.signal } : {}),
       }),
@@ -154,7 +156,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
     const upgradeAtMs = nowMs();
     const report = await upgrade({ control, newCommand: [...datapath, ...ports, '--instance', 'demo-new'], mem: DEMO_MEM, pageSize: PAGE_2M, stateDir: dir, store: ws.store, upgradeId });
     if (report.new) ws.pids.add(report.new.pid);
-    if (report.memory) ws.memInstances.add(`upgrade-${upgradeId}`);
+    if (report.memory) ws.memInstances.add(report.memory.instance);
     // After a commit the new instance serves; otherwise the old one still does (or, after a failed rollback, maybe neither).
     ws.servingPid = report.result === 'committed' ? (report.new?.pid ?? null) : report.result === 'failed' ? null : old.pid;
     say(`upgrade ${upgradeId}: ${report.result.replace('_', ' ')}${ws.servingPid !== null ? `; traffic goes on through pid ${ws.servingPid} for ${trafficMs} ms` : ''}`);

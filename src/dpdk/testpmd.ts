@@ -7,7 +7,9 @@ import { execa, type ResultPromise } from 'execa';
  * virtio driver talking to a ziu datapath. Used by the interop tests and by
  * scripts/bench-forward. With `switchPaths` it is the other side instead: a
  * plain DPDK switch, io forwarding between two net_vhost backend ports, the
- * peer ziu-datapath's forwarding rate is measured against.
+ * peer ziu-datapath's forwarding rate is measured against (bench-forward),
+ * and, as a client that reconnects, the DPDK switch whose restart
+ * scripts/bench-dpdk-restart measures.
  */
 
 /** Why testpmd cannot run here, or null. */
@@ -26,6 +28,8 @@ export interface TestpmdOptions {
   switchPaths?: [string, string];
   /** server=1: testpmd listens and the backend connects */
   server?: boolean;
+  /** as a switch, client=1: it connects to frontends that listen, and connects again after they restart */
+  client?: boolean;
   mode: 'txonly' | 'rxonly' | 'icmpecho' | 'io' | 'macswap';
   /** frame size for txonly */
   txpkts?: number;
@@ -38,6 +42,8 @@ export interface TestpmdOptions {
   lcores?: string;
   /** prefix of the EAL file prefix, which also names /var/run/dpdk/<prefix> */
   tag?: string;
+  /** --total-num-mbufs (default 4096) */
+  mbufs?: number;
 }
 
 export interface TestpmdStats {
@@ -71,18 +77,22 @@ export class Testpmd {
     };
     proc.stdout?.on('data', keep);
     proc.stderr?.on('data', keep);
+    // A command that could not be started has no output of its own to show.
+    void proc.then((r) => {
+      if (r.failed && r.exitCode === undefined && r.signal === undefined) keep(Buffer.from(`${r.shortMessage}\n`));
+    });
   }
 
   static start(o: TestpmdOptions): Testpmd {
     const prefix = `${o.tag ?? 'ziu-test'}-${process.pid}-${++seq}`;
     if ((o.path === undefined) === (o.switchPaths === undefined)) throw new Error('testpmd: give path (a VM) or switchPaths (a switch)');
     const vdevs = o.switchPaths
-      ? o.switchPaths.map((p, i) => `net_vhost${i},iface=${p},queues=1`)
+      ? o.switchPaths.map((p, i) => `net_vhost${i},iface=${p},queues=1${o.client ? ',client=1' : ''}`)
       : [['net_virtio_user0', `path=${o.path}`, 'queues=1', 'queue_size=256', ...(o.server ? ['server=1'] : []), ...(o.mac ? [`mac=${o.mac}`] : [])].join(',')];
     const args = [
       ...(o.lcores ? [`--lcores=${o.lcores}`] : ['-l', '0-1']),
       '--no-pci', '--no-huge', '-m', '512', '--single-file-segments', `--file-prefix=${prefix}`, ...vdevs.map((v) => `--vdev=${v}`),
-      '--', '--total-num-mbufs=4096', `--forward-mode=${o.mode}`, '--auto-start', '--stats-period=0',
+      '--', `--total-num-mbufs=${o.mbufs ?? 4096}`, `--forward-mode=${o.mode}`, '--auto-start', '--stats-period=0',
       ...(o.txpkts ? [`--txpkts=${o.txpkts}`] : []),
       ...(o.ethPeer ? [`--eth-peer=0,${o.ethPeer}`] : []),
       ...(o.burst ? [`--burst=${o.burst}`] : []),
@@ -101,6 +111,10 @@ export class Testpmd {
     return this.proc.exitCode === null && this.proc.signalCode === null;
   }
 
+  get pid(): number | null {
+    return this.proc.pid ?? null;
+  }
+
   /** Resolves once forwarding has started (testpmd then waits for enter). */
   async ready(timeoutMs = 15_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
@@ -108,7 +122,8 @@ export class Testpmd {
       if (!this.running || Date.now() > deadline) {
         throw new Error(`dpdk-testpmd ${this.mode} did not start forwarding:\n${this.#out.trim().split('\n').slice(-15).join('\n')}`);
       }
-      await new Promise((r) => setTimeout(r, 5));
+      // Short: the restart benchmark's wall time ends here.
+      await new Promise((r) => setTimeout(r, 2));
     }
   }
 
@@ -132,12 +147,21 @@ export class Testpmd {
   }
 
   /** SIGINT, then SIGKILL; reaped, and its runtime dir removed either way. */
-  async kill(): Promise<void> {
+  kill(): Promise<void> {
+    return this.#end('SIGINT', 3_000, 2_000);
+  }
+
+  /** SIGTERM, as a service manager stops it (a restart); SIGKILL after graceMs. Its runtime dir goes too. */
+  terminate(graceMs = 5_000): Promise<void> {
+    return this.#end('SIGTERM', graceMs, graceMs);
+  }
+
+  async #end(signal: NodeJS.Signals, graceMs: number, killWaitMs: number): Promise<void> {
     if (this.running) {
-      this.proc.kill('SIGINT');
-      if (!(await this.#exited(3_000))) {
+      this.proc.kill(signal);
+      if (!(await this.#exited(graceMs))) {
         this.proc.kill('SIGKILL');
-        await this.#exited(2_000);
+        await this.#exited(killWaitMs);
       }
     }
     this.#removeRuntimeDir();

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { hasCode, ZiuError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { processAlive } from './launch.js';
+import { processAlive } from '../process/index.js';
 
 export interface LockInfo {
   pid: number;

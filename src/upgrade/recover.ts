@@ -4,7 +4,7 @@ import { EXIT } from '../errors.js';
 import { logger, type Logger } from '../log.js';
 import type { MemFileStore } from '../memfile/index.js';
 import { acquireLock, Journal, readLastUpgrade, readLock, upgradePaths } from './journal.js';
-import { processAlive, stopProcess } from './launch.js';
+import { processAlive, stopProcess } from '../process/index.js';
 import { retireOld } from './retire.js';
 import { Peer, type Hello, type Status } from './peer.js';
 

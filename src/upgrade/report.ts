@@ -43,7 +43,8 @@ export interface UpgradeReport {
   new: InstanceInfo | null;
   stateFormat: number | null;
   deadManMs: number;
-  memory: { path: string; bytes: number; pageSize: number; backing: string; prepopulateMs: number; notes: string[] } | null;
+  /** the new instance's memory; instance names it in the mem file store (`ziu memfile remove <instance>`) */
+  memory: { instance: string; path: string; bytes: number; pageSize: number; backing: string; prepopulateMs: number; notes: string[] } | null;
   rollback?: { phase: Phase; reason: string; code: string };
   /** only with result 'failed' or 'refused': what to do */
   message?: string;

@@ -1,5 +1,5 @@
 import type { MemFileStore } from '../memfile/index.js';
-import { stopProcess, waitGone } from './launch.js';
+import { stopProcess, waitGone } from '../process/index.js';
 import type { Peer } from './peer.js';
 
 /** How long a retired instance gets to exit after shutdown, before signals. */

@@ -11,7 +11,7 @@ import { logger, type Logger } from '../log.js';
 import type { MemFileStore } from '../memfile/index.js';
 import { closeFds } from '../native/fds.js';
 import { acquireLock, Journal, upgradePaths } from './journal.js';
-import { launchDetached, stopProcess } from './launch.js';
+import { launchDetached, stopProcess } from '../process/index.js';
 import { Peer, type Hello, type Status } from './peer.js';
 import { retireOld } from './retire.js';
 import type { Phase, UpgradeReport } from './report.js';
@@ -214,7 +214,7 @@ export class Upgrade {
     this.#memInstance = `upgrade-${this.id}`;
     this.#journal!.update({ newMem: this.#memInstance });
     const m = await o.store.create({ instance: this.#memInstance, role: 'packets', size: o.mem, pageSize: o.pageSize ?? PAGE_2M, backing: 'auto' });
-    this.#report.memory = { path: m.path!, bytes: m.bytes, pageSize: m.pageSize, backing: m.backing, prepopulateMs: round(m.prepopulateMs, 3), notes: m.notes };
+    this.#report.memory = { instance: this.#memInstance, path: m.path!, bytes: m.bytes, pageSize: m.pageSize, backing: m.backing, prepopulateMs: round(m.prepopulateMs, 3), notes: m.notes };
     return [...o.newCommand, '--mem-file', m.path!];
   }
 

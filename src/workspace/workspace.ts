@@ -1,10 +1,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { launchDatapath } from '../datapath/launch.js';
 import { hasCode } from '../errors.js';
 import { pageSizeInfo, PAGE_SIZES, unmount, type HugepageHost } from '../hugepages/index.js';
 import type { Logger } from '../log.js';
 import { MemFileStore, type CreateResult } from '../memfile/index.js';
-import { launchDetached, processAlive, stopProcess } from '../upgrade/launch.js';
+import { processAlive, stopProcess } from '../process/index.js';
 
 // The instance serving at teardown gets this long to close its ports and exit on SIGTERM.
 const STOP_GRACE_MS = 3000;
@@ -78,9 +79,10 @@ export class Workspace {
   }
 
   /** Start a datapath here (log and notify socket named after it); resolves at READY=1. */
-  async launch(o: { name: string; argv: string[]; readyTimeoutMs: number; signal?: AbortSignal }): Promise<number> {
-    const l = await launchDetached({
-      argv: o.argv,
+  async launch(o: { name: string; control: string; args: string[]; readyTimeoutMs: number; signal?: AbortSignal }): Promise<number> {
+    const l = await launchDatapath({
+      control: o.control,
+      args: o.args,
       readyTimeoutMs: o.readyTimeoutMs,
       logFile: this.path(`${o.name}.log`),
       notifyPath: this.path(`${o.name}.notify.sock`),

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { processAlive } from '../../src/upgrade/launch.js';
+import { processAlive } from '../../src/process/index.js';
 import { VERSION } from '../../src/version.js';
 import { ziu } from '../cli/helpers.js';
 import { tempDir } from '../helpers/tmp.js';

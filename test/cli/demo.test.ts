@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
-import { processAlive } from '../../src/upgrade/launch.js';
+import { processAlive } from '../../src/process/index.js';
 import { realHugepagesUnavailable } from '../helpers/hugepages.js';
 import { ziu } from './helpers.js';
 
@@ -12,11 +12,12 @@ const PHASES = ['preflight', 'reserve', 'start', 'ready', 'transfer', 'freeze', 
 
 interface DemoDoc {
   result: string;
+  upgrade_id: string;
   switchover_us: number;
   phases: Record<string, number>;
   old: { pid: number; instance: string };
   new: { pid: number; instance: string };
-  memory: { backing: string; bytes: number };
+  memory: { instance: string; backing: string; bytes: number };
   traffic: { sent: number; received: number; lost: number; max_gap_us: number };
   mode: { root: boolean; memory: string; tap: boolean; note: string | null };
   dir: string;
@@ -50,7 +51,7 @@ describe('ziu demo', () => {
       tap: root,
       note: !root ? 'not root: tmpfs memory instead of hugepages, no tap' : hugepages ? null : expect.any(String),
     });
-    expect(doc.memory).toMatchObject({ backing: doc.mode.memory, bytes: 64 * 2 ** 20 });
+    expect(doc.memory).toMatchObject({ instance: `upgrade-${doc.upgrade_id}`, backing: doc.mode.memory, bytes: 64 * 2 ** 20 });
     expect(doc.cleanup).toEqual({ processes: 2, mem_files: 2, tap: root, temp_dir: true, problems: [] });
 
     expect(processAlive(doc.old.pid)).toBe(false);

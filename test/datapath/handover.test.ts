@@ -7,7 +7,7 @@ import { closeFds } from '../../src/native/fds.js';
 import { native } from '../../src/native/index.js';
 import { UnixSocket } from '../../src/net/socket.js';
 import { startProbe } from '../../src/probe/index.js';
-import { launchDetached, stopProcess } from '../../src/upgrade/launch.js';
+import { launchDetached, stopProcess } from '../../src/process/index.js';
 import { Peer } from '../../src/upgrade/peer.js';
 import { startDatapath, type RunningDatapath } from '../helpers/datapath.js';
 import { DATAPATH_BIN } from '../../src/datapath/bin.js';

@@ -1,10 +1,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { execa, type ResultPromise } from 'execa';
-import { createSocket, type UnixDgramSocket } from 'unix-dgram';
+import { execa } from 'execa';
 import { ControlClient } from '../../src/control/client.js';
-import { DATAPATH_BIN } from '../../src/datapath/bin.js';
-
+import { launchDatapath, type LaunchedDatapath } from '../../src/datapath/launch.js';
+import { logger } from '../../src/log.js';
+import { processState } from '../../src/process/index.js';
 
 export interface DatapathOptions {
   /** vhost-user ports: name -> mode ('server' default) */
@@ -22,7 +22,8 @@ export interface DatapathOptions {
 
 export interface RunningDatapath {
   dir: string;
-  proc: ResultPromise;
+  /** the ziu-datapath process */
+  pid: number;
   control: string;
   /** socket path of each vhost-user port */
   sock: Record<string, string>;
@@ -58,33 +59,35 @@ export async function startDatapath(o: DatapathOptions = {}): Promise<RunningDat
   fs.closeSync(fd);
   await execa('fallocate', ['-l', String(o.memBytes ?? 32 * 1024 * 1024), mem]);
   const control = path.join(dir, 'ctl.sock');
-  const notifyPath = path.join(dir, 'notify.sock');
-  const notices: string[] = [];
-  const notify: UnixDgramSocket = createSocket('unix_dgram', (msg) => notices.push(msg.toString()));
-  notify.bind(notifyPath);
   const sock: Record<string, string> = {};
-  const args = ['--control', control, '--mem-file', mem, '--instance', 'test'];
+  const args = ['--mem-file', mem, '--instance', 'test'];
   for (const [name, mode] of Object.entries(o.ports ?? { a: 'server', b: 'server' })) {
     sock[name] = o.socketPaths?.[name] ?? path.join(dir, `${name}.sock`);
     args.push('--vhost-user', `${name}=${sock[name]},${mode}`);
   }
   for (const [name, ifname] of Object.entries(o.taps ?? {})) args.push('--tap', `${name}=${ifname}`);
   args.push(...(o.extraArgs ?? []));
-  const proc = execa('node', [DATAPATH_BIN, ...args], { reject: false, env: { NOTIFY_SOCKET: notifyPath, ZIU_LOG_LEVEL: process.env['ZIU_TEST_DP_LOG'] ?? 'warn', ...o.env }, stdout: 'inherit', stderr: 'inherit' });
-
-  const cleanup = (): void => {
-    if (proc.exitCode === null) proc.kill('SIGKILL');
-    notify.close();
-    fs.rmSync(dir, { recursive: true, force: true });
-  };
-  const deadline = Date.now() + 10_000;
-  while (!notices.some((n) => n.split('\n').includes('READY=1'))) {
-    if (proc.exitCode !== null || Date.now() > deadline) {
-      cleanup();
-      throw new Error(`ziu-datapath did not become ready (exit ${proc.exitCode})`);
-    }
-    await new Promise((r) => setTimeout(r, 20));
+  const cleanup = (): void => fs.rmSync(dir, { recursive: true, force: true });
+  let dp: LaunchedDatapath;
+  try {
+    // Its output is the test's (no log file), its notices kept to the end (STOPPING=1).
+    dp = await launchDatapath({
+      control,
+      args,
+      env: { ZIU_LOG_LEVEL: process.env['ZIU_TEST_DP_LOG'] ?? 'warn', ...o.env },
+      readyTimeoutMs: 10_000,
+      notifyPath: path.join(dir, 'notify.sock'),
+      keepNotify: true,
+      what: 'ziu-datapath',
+      log: logger('test-datapath'),
+    });
+  } catch (err) {
+    cleanup();
+    throw err;
   }
+  // READY=1 arrives while the datapath is still in the tick that sent it, before it closes the
+  // socket it sent from: once its main thread sleeps again, an fd count taken now holds.
+  for (const deadline = Date.now() + 1000; processState(dp.pid) === 'R' && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 1));
 
   const call = async (op: string): Promise<Record<string, unknown>> => {
     const c = await ControlClient.connect(control);
@@ -96,18 +99,14 @@ export async function startDatapath(o: DatapathOptions = {}): Promise<RunningDat
   };
   return {
     dir,
-    proc,
+    pid: dp.pid,
     control,
     sock,
-    notices,
+    notices: dp.notices,
     status: async () => (await call('status'))['status'] as DatapathStatus,
     stop: async () => {
       try {
-        if (proc.exitCode === null) await call('shutdown');
-        const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
-        const r = await proc;
-        clearTimeout(timer);
-        return r.exitCode ?? -1;
+        return (await dp.stop(5000)).code ?? -1;
       } finally {
         cleanup();
       }

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { DATAPATH_BIN } from '../../src/datapath/bin.js';
 import { startProbe, type ProbeReport } from '../../src/probe/index.js';
-import { processAlive } from '../../src/upgrade/launch.js';
+import { processAlive } from '../../src/process/index.js';
 import { ziu, type CliResult } from '../cli/helpers.js';
 import { startDatapath, type DatapathOptions, type RunningDatapath } from './datapath.js';
 import { hostSnapshot, realHugepagesUnavailable } from './hugepages.js';
@@ -29,7 +29,7 @@ export async function startRig(o: { rate?: number; dp?: DatapathOptions; datapat
   const snapshot = realHugepagesUnavailable() === null ? hostSnapshot() : null;
   const dp = await startDatapath({ ...o.dp, ...(o.datapathArgs ? { extraArgs: o.datapathArgs } : {}) });
   const stateDir = fs.mkdtempSync('/tmp/ziu-state-');
-  const pids = new Set<number>([dp.proc.pid!]);
+  const pids = new Set<number>([dp.pid]);
   let n = 0;
   // 1024 descriptors, as the demo: room for the scheduling stalls of a 2-core host while a new runtime
   // starts beside the datapath. With 256, one CI run lost 63 of 127,422 frames in the 20-upgrade test;

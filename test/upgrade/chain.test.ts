@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { processAlive } from '../../src/upgrade/launch.js';
+import { processAlive } from '../../src/process/index.js';
 import { pool, realHugepagesUnavailable } from '../helpers/hugepages.js';
 import { fdCount, startRig, type Rig } from '../helpers/upgrade.js';
 
@@ -17,7 +17,7 @@ describe('20 upgrades in a row under traffic', () => {
     const fds: number[] = [];
     const pools: number[] = [];
     const switchovers: number[] = [];
-    let previous = rig.dp.proc.pid!;
+    let previous = rig.dp.pid;
     for (let i = 0; i < 20; i++) {
       const r = await rig.upgrade(['--verify-ms', '100']);
       expect(r.exitCode, `upgrade ${i + 1}: ${r.stderr}`).toBe(0);

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { processAlive } from '../../src/upgrade/launch.js';
+import { processAlive } from '../../src/process/index.js';
 import { upgradePaths } from '../../src/upgrade/journal.js';
 import { fdCount, startRig, type Rig } from '../helpers/upgrade.js';
 
@@ -18,7 +18,7 @@ describe('ziu upgrade refuses bad input in preflight, changing nothing (exit 2)'
 
   async function refused(args: string[], message: string, code: string): Promise<void> {
     const r = rig!;
-    const pid = r.dp.proc.pid!;
+    const pid = r.dp.pid;
     const fds = fdCount(pid);
     const out = await r.cli(['upgrade', '--json', ...args]);
     expect(out.exitCode, out.stderr).toBe(2);

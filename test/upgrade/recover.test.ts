@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { ControlClient } from '../../src/control/client.js';
 import { upgradePaths } from '../../src/upgrade/journal.js';
-import { processAlive } from '../../src/upgrade/launch.js';
+import { processAlive } from '../../src/process/index.js';
 import { startRig, type Rig } from '../helpers/upgrade.js';
 import fs from 'node:fs';
 
@@ -16,7 +16,7 @@ async function hello(control: string): Promise<{ role: string; pid: number }> {
 
 /** Pids of datapaths started for this rig that are still alive. */
 function alive(rig: Rig, newPid: number | null): number[] {
-  return [rig.dp.proc.pid!, ...(newPid ? [newPid] : [])].filter(processAlive);
+  return [rig.dp.pid, ...(newPid ? [newPid] : [])].filter(processAlive);
 }
 
 describe('the orchestrator killed with SIGKILL mid-upgrade; ziu recover', () => {
@@ -53,7 +53,7 @@ describe('the orchestrator killed with SIGKILL mid-upgrade; ziu recover', () => 
       expect(rec.exitCode, rec.stderr).toBe(c.exit);
       const doc = JSON.parse(rec.stdout) as { result: string; serving: { pid: number }; actions: string[] };
       expect(doc.result).toBe(c.result);
-      const servingPid = c.serving === 'old' ? rig.dp.proc.pid! : newPid;
+      const servingPid = c.serving === 'old' ? rig.dp.pid : newPid;
       expect(doc.serving.pid).toBe(servingPid);
       await new Promise((res) => setTimeout(res, 200));
       expect(alive(rig, newPid)).toEqual([servingPid]);

@@ -1,7 +1,7 @@
 import nock from 'nock';
 import { afterEach, describe, expect, it } from 'vitest';
 import { context } from '../../src/cli/context.js';
-import { processAlive } from '../../src/upgrade/launch.js';
+import { processAlive } from '../../src/process/index.js';
 import { upgrade } from '../../src/upgrade/upgrade.js';
 import { ControlClient } from '../../src/control/client.js';
 import { fdCount, startRig, type Rig } from '../helpers/upgrade.js';
@@ -28,7 +28,7 @@ async function expectRolledBack(rig: Rig, r: { exitCode: number; stderr: string;
   expect(r.exitCode, r.stderr).toBe(1);
   expect(rep.result).toBe('rolled_back');
   expect(rep.rollback?.phase).toBe(phase);
-  const oldPid = rig.dp.proc.pid!;
+  const oldPid = rig.dp.pid;
   expect(processAlive(oldPid)).toBe(true);
   expect(await role(rig.dp.control)).toBe('active');
   if (rep.new?.pid) expect(processAlive(rep.new.pid)).toBe(false);
@@ -61,7 +61,7 @@ describe('ziu upgrade rolls back to the old instance', () => {
     it(`new instance fault ${c.fault}: rolled back in ${c.phase}, zero frames lost, no reconnect, nothing left`, async () => {
       rig = await startRig({ rate: 2000 });
       await new Promise((res) => setTimeout(res, 200));
-      const fds = fdCount(rig.dp.proc.pid!);
+      const fds = fdCount(rig.dp.pid);
       const r = await rig.upgrade(c.args ?? [], { ZIU_FAULT: c.fault });
       const rep = await expectRolledBack(rig, r, c.phase, fds);
       expect(rep.rollback!.reason).toMatch(c.reason);
@@ -74,7 +74,7 @@ describe('ziu upgrade rolls back to the old instance', () => {
 
   it('when the health URL answers 500: rolled back in verify (in-process orchestrator, nock for the endpoint)', async () => {
     rig = await startRig({ rate: 2000 });
-    const fds = fdCount(rig.dp.proc.pid!);
+    const fds = fdCount(rig.dp.pid);
     nock.disableNetConnect();
     nock('http://health.example').get('/ready').reply(500, 'no');
     process.env['ZIU_STATE_DIR'] = rig.stateDir;

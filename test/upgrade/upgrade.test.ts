@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
-import { processAlive } from '../../src/upgrade/launch.js';
+import { processAlive } from '../../src/process/index.js';
 import { pool, realHugepagesUnavailable } from '../helpers/hugepages.js';
 import { fdCount, startRig, type Rig } from '../helpers/upgrade.js';
 
@@ -16,7 +16,7 @@ describe('ziu upgrade: a handover under traffic', () => {
   it('hands every connection to a new instance: committed, no VM reconnects, zero frames lost, old instance gone with its memory', async () => {
     const poolBefore = hugepages ? pool() : null;
     rig = await startRig({ rate: 5000 });
-    const oldPid = rig.dp.proc.pid!;
+    const oldPid = rig.dp.pid;
     const r = await rig.upgrade();
     expect(r.exitCode, r.stderr).toBe(0);
     const rep = r.report as {

@@ -7,7 +7,7 @@ import { execa } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ZiuError } from '../../src/errors.js';
 import { logger } from '../../src/log.js';
-import { launchDetached, processAlive, stopProcess, type LaunchOptions } from '../../src/upgrade/launch.js';
+import { launchDetached, processAlive, stopProcess, type LaunchOptions } from '../../src/process/index.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -35,7 +35,7 @@ afterEach(() => {
   tmp.remove();
 });
 
-function opts(argv: string[], extra: Partial<LaunchOptions> = {}): LaunchOptions {
+function opts(argv: string[], extra: Partial<LaunchOptions> = {}): LaunchOptions & { logFile: string } {
   return { argv, readyTimeoutMs: 5000, logFile: path.join(tmp.dir, 'new.log'), notifyPath: path.join(tmp.dir, 'notify.sock'), log, ...extra };
 }
 
@@ -83,18 +83,21 @@ function spawnGroup(script: string): { pid: number; exited: Promise<unknown>; sa
   return { pid, exited: once(child, 'exit'), said };
 }
 
+/** A ziu-datapath with a 32M mem file and one port in shm, to launch with these options. */
+async function datapathOpts(shm: string, extra: Partial<LaunchOptions>): Promise<LaunchOptions & { logFile: string }> {
+  const mem = path.join(shm, 'mem');
+  fs.closeSync(fs.openSync(mem, 'w'));
+  await execa('fallocate', ['-l', '32M', mem]);
+  const argv = [process.execPath, datapathBin, '--control', path.join(shm, 'ctl.sock'), '--mem-file', mem, '--vhost-user', `a=${shm}/a.sock`, '--instance', 'x'];
+  return opts(argv, { readyTimeoutMs: 10_000, ...extra });
+}
+
 describe('launchDetached', () => {
   it('starts ziu-datapath, resolves on READY=1 and leaves it running after the launching process exits', async () => {
     const shm = fs.mkdtempSync('/dev/shm/ziu-launch-');
     let pid: number | undefined;
     try {
-      const mem = path.join(shm, 'mem');
-      fs.closeSync(fs.openSync(mem, 'w'));
-      await execa('fallocate', ['-l', '32M', mem]);
-      const o = opts([process.execPath, datapathBin, '--control', path.join(shm, 'ctl.sock'), '--mem-file', mem, '--vhost-user', `a=${shm}/a.sock`, '--instance', 'x'], {
-        env: { ZIU_LOG_LEVEL: 'info' },
-        readyTimeoutMs: 10_000,
-      });
+      const o = await datapathOpts(shm, { env: { ZIU_LOG_LEVEL: 'info' } });
       const { log: _log, ...json } = o;
       const parent = await execa(process.execPath, [parentFixture, JSON.stringify(json)], { timeout: 20_000 });
       const launched = JSON.parse(parent.stdout) as { pid: number; status: string | null; notices: string[]; error?: string; message?: string };
@@ -115,6 +118,31 @@ describe('launchDetached', () => {
       if (pid !== undefined && processAlive(pid)) process.kill(-pid, 'SIGKILL');
       fs.rmSync(shm, { recursive: true, force: true });
     }
+  });
+
+  it('with keepNotify hears the notices after READY=1 until the child exits, and gives its exit status', async () => {
+    const shm = fs.mkdtempSync('/dev/shm/ziu-launch-');
+    try {
+      const o = await datapathOpts(shm, { env: { ZIU_LOG_LEVEL: 'warn' }, keepNotify: true });
+      const launched = await launchDetached(o);
+      started.push(launched.pid);
+      expect(fs.existsSync(o.notifyPath)).toBe(true);
+      expect(await stopProcess(launched.pid, 5000)).toBe('exited');
+      expect(await launched.exited).toEqual({ code: 0, signal: null });
+      expect(launched.notices.at(-1)).toBe('STOPPING=1');
+      // The socket goes with the child.
+      for (const deadline = Date.now() + 1000; fs.existsSync(o.notifyPath) && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 10));
+      expect(fs.existsSync(o.notifyPath)).toBe(false);
+    } finally {
+      fs.rmSync(shm, { recursive: true, force: true });
+    }
+  });
+
+  it('names the child as told, and without a log file says where its output went', async () => {
+    const { logFile: _logFile, ...o } = opts(['sh', '-c', 'exit 3'], { what: 'test child' });
+    const err = await rejection(launchDetached(o));
+    expect(err.code).toBe('ERR_ZIU_NEW_EXITED');
+    expect(err.message).toMatch(/^test child 'sh -c "exit 3"' \(pid \d+\) exited with code 3 before it was ready \(no READY=1 after \d+ ms\); fix what its log says and retry\. Its output went to our stderr\.$/);
   });
 
   it('names a command that does not exist and leaves nothing behind', async () => {
