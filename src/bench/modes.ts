@@ -5,7 +5,7 @@
  */
 import { ZiuError } from '../errors.js';
 import { round } from './stats.js';
-import { upgrade } from '../upgrade/upgrade.js';
+import { upgrade } from '../upgrade/index.js';
 import type { Mode } from './options.js';
 import { PAGE_SIZE } from './options.js';
 import type { Rig } from './rig.js';

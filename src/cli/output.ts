@@ -1,8 +1,5 @@
 import { snakeCase } from '../snake-case.js';
 
-// scripts/bench-dpdk-restart still imports it from here (dist/cli/output.js).
-export { snakeCase };
-
 /** Where a command's result goes: stdout, as JSON or as lines for a person. */
 export interface Output {
   json: boolean;

@@ -12,8 +12,7 @@ import type { Backing } from '../memfile/index.js';
 import { startProbe, type RunningProbe } from '../probe/index.js';
 import { checkInteger } from '../options.js';
 import { LIMITS } from '../probe/options.js';
-import type { UpgradeReport } from '../upgrade/report.js';
-import { upgrade } from '../upgrade/upgrade.js';
+import { upgrade, type UpgradeReport } from '../upgrade/index.js';
 import { Workspace, type WorkspaceCleanup } from '../workspace/workspace.js';
 
 /** The tap uplink the demo creates as root; non-persistent, so it goes with the last fd to it. */

@@ -7,9 +7,6 @@ import { UsageError } from '../errors.js';
 import { MAX_SOCKET_PATH } from '../net/socket.js';
 import { checkInteger } from '../options.js';
 
-// scripts/bench-dpdk-restart still imports it from here (dist/probe/options.js).
-export { parseNumber } from '../options.js';
-
 export const LIMITS = {
   size: { min: 64, max: 9000 },
   rate: { min: 1, max: 10_000_000 },

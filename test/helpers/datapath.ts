@@ -1,10 +1,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
-import { ControlClient } from '../../src/control/client.js';
 import { launchDatapath, type LaunchedDatapath } from '../../src/datapath/launch.js';
+import type { Status } from '../../src/handover/messages/index.js';
 import { logger } from '../../src/log.js';
 import { processState } from '../../src/process/index.js';
+import { Peer } from '../../src/upgrade/peer.js';
 
 export interface DatapathOptions {
   /** vhost-user ports: name -> mode ('server' default) */
@@ -29,26 +30,9 @@ export interface RunningDatapath {
   sock: Record<string, string>;
   /** every sd_notify datagram received, in order */
   notices: string[];
-  status(): Promise<DatapathStatus>;
+  status(): Promise<Status>;
   /** shut down over the control socket and wait for the exit code; cleans up */
   stop(): Promise<number>;
-}
-
-export interface PortStatus {
-  name: string;
-  kind: string;
-  connected?: boolean;
-  disconnects?: number;
-  lastError?: string | null;
-  counters: { rxPackets: number; txPackets: number; dropsNoBuffer: number; dropsInvalid: number } | null;
-}
-
-export interface DatapathStatus {
-  version: string;
-  instance: string;
-  pid: number;
-  ports: PortStatus[];
-  worker: { requested: { cpus: number[] | null; priority: number | null } | null; applied: { tid: number; policy: string; priority: number; cpus: number[] } };
 }
 
 /** A real ziu-datapath process with a tmpfs mem file, ready (READY=1 received) when this resolves. */
@@ -89,12 +73,12 @@ export async function startDatapath(o: DatapathOptions = {}): Promise<RunningDat
   // socket it sent from: once its main thread sleeps again, an fd count taken now holds.
   for (const deadline = Date.now() + 1000; processState(dp.pid) === 'R' && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 1));
 
-  const call = async (op: string): Promise<Record<string, unknown>> => {
-    const c = await ControlClient.connect(control);
+  const status = async (): Promise<Status> => {
+    const peer = await Peer.connect('test', control);
     try {
-      return (await c.call({ op })).body;
+      return await peer.status();
     } finally {
-      c.close();
+      peer.close();
     }
   };
   return {
@@ -103,7 +87,7 @@ export async function startDatapath(o: DatapathOptions = {}): Promise<RunningDat
     control,
     sock,
     notices: dp.notices,
-    status: async () => (await call('status'))['status'] as DatapathStatus,
+    status,
     stop: async () => {
       try {
         return (await dp.stop(5000)).code ?? -1;

@@ -22,9 +22,10 @@ describe.skipIf(why !== null)('the packet worker keeps its CPU and SCHED_FIFO pr
   async function expectPlaced(r: Rig): Promise<number> {
     // The control socket is the serving instance's: after a commit, the new one's.
     const s = await r.dp.status();
-    const w = procSched(s.pid, s.worker.applied.tid);
+    expect(s.worker).not.toBeNull();
+    const w = procSched(s.pid, s.worker!.applied.tid);
     expect(w).toEqual({ policy: SCHED_FIFO, rtPriority: 30, cpusAllowed: String(packetCpu) });
-    expect(s.worker.applied).toMatchObject({ policy: 'fifo', priority: 30, cpus: [packetCpu] });
+    expect(s.worker!.applied).toMatchObject({ policy: 'fifo', priority: 30, cpus: [packetCpu] });
     // The Node side of the datapath stays off the packet CPU.
     expect(procSched(s.pid, s.pid).cpusAllowed).toBe(others);
     expect(procSched(s.pid, s.pid).policy).toBe(0);
