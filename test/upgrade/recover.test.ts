@@ -1,16 +1,16 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { ControlClient } from '../../src/control/client.js';
+import { Peer, type Hello } from '../../src/upgrade/peer.js';
 import { upgradePaths } from '../../src/upgrade/journal.js';
 import { processAlive } from '../../src/process/index.js';
 import { startRig, type Rig } from '../helpers/upgrade.js';
 import fs from 'node:fs';
 
-async function hello(control: string): Promise<{ role: string; pid: number }> {
-  const c = await ControlClient.connect(control);
+async function hello(control: string): Promise<Hello> {
+  const peer = await Peer.connect('test', control);
   try {
-    return (await c.call({ op: 'hello' })).body as unknown as { role: string; pid: number };
+    return await peer.hello();
   } finally {
-    c.close();
+    peer.close();
   }
 }
 

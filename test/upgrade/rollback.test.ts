@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { context } from '../../src/cli/context.js';
 import { processAlive } from '../../src/process/index.js';
 import { upgrade } from '../../src/upgrade/upgrade.js';
-import { ControlClient } from '../../src/control/client.js';
+import { Peer } from '../../src/upgrade/peer.js';
 import { fdCount, startRig, type Rig } from '../helpers/upgrade.js';
 
 interface Report {
@@ -14,11 +14,11 @@ interface Report {
 }
 
 async function role(control: string): Promise<string> {
-  const c = await ControlClient.connect(control);
+  const peer = await Peer.connect('test', control);
   try {
-    return ((await c.call({ op: 'hello' })).body as { role: string }).role;
+    return (await peer.hello()).role;
   } finally {
-    c.close();
+    peer.close();
   }
 }
 
