@@ -74,17 +74,22 @@ export class ControlServer {
   async #serve(sock: UnixSocket, body: Buffer, fds: number[]): Promise<void> {
     let reply: ControlReply;
     let out: number[] = [];
+    // The fds are ours until a handler takes them: any refusal before that closes them.
+    let taken = false;
     try {
-      const req = decodeControl<ControlRequest>({ header: Buffer.alloc(0), body, fds }, 'control request');
-      const h = typeof req.op === 'string' ? this.#handlers.get(req.op) : undefined;
+      const req = decodeControl<unknown>({ header: Buffer.alloc(0), body, fds }, 'control request');
+      const op = typeof req === 'object' && req !== null && !Array.isArray(req) ? (req as { op?: unknown }).op : undefined;
+      const h = typeof op === 'string' ? this.#handlers.get(op) : undefined;
       if (!h) {
-        closeFds(fds);
-        throw new ZiuError('ERR_ZIU_CONTROL_UNKNOWN_OP', `unknown control op '${String(req.op)}'`);
+        const what = op === undefined ? 'a control request is a JSON object with an "op"' : `unknown control op '${String(op)}'`;
+        throw new ZiuError('ERR_ZIU_CONTROL_UNKNOWN_OP', what);
       }
-      const r = await h(req, fds);
+      taken = true;
+      const r = await h(req as ControlRequest, fds);
       reply = { ok: true, ...r.body };
       out = r.fds ?? [];
     } catch (err) {
+      if (!taken) closeFds(fds);
       const e = err as { code?: string; message?: string };
       reply = { ok: false, error: { code: e.code ?? 'ERR_ZIU_INTERNAL', message: e.message ?? String(err) } };
     }
