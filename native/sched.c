@@ -3,8 +3,11 @@
  * policy, set and read back by thread id (a tid from gettid(), which both
  * sched_setaffinity and sched_setscheduler take), so the control plane can
  * place the engine's worker or the probe's loops from the JS thread and a
- * test can read back exactly what the kernel applied.
+ * test can read back exactly what the kernel applied. Also pidfds, so that
+ * a process is signalled as itself and never as a pid someone reused.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -191,6 +194,37 @@ static napi_value n_noise_stop(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/*
+ * pidfdOpen(pid) -> fd | -errno, pidfdSendSignal(fd, sig) -> 0 | -errno.
+ * A pidfd pins one process: once it is open and the process behind it is
+ * checked (its start time), a signal sent through it can never reach another
+ * process that reused the pid (recover, rollback and retire signal pids that
+ * came from a journal or a lock file).
+ */
+static napi_value n_pidfd_open(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 1);
+  int32_t pid;
+  if (!ziu_get_i32(env, argv[0], &pid)) return NULL;
+  if (pid <= 0) return ziu_errno(env, EINVAL);
+  long fd = syscall(SYS_pidfd_open, (pid_t)pid, 0);
+  if (fd < 0) return ziu_errno(env, errno);
+  /* pidfds are not inherited by what we spawn */
+  if (fcntl((int)fd, F_SETFD, FD_CLOEXEC) < 0) {
+    int err = errno;
+    close((int)fd);
+    return ziu_errno(env, err);
+  }
+  return ziu_int(env, fd);
+}
+
+static napi_value n_pidfd_send_signal(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 2);
+  int32_t fd, sig;
+  if (!ziu_get_i32(env, argv[0], &fd) || !ziu_get_i32(env, argv[1], &sig)) return NULL;
+  if (syscall(SYS_pidfd_send_signal, fd, sig, NULL, 0) < 0) return ziu_errno(env, errno);
+  return ziu_int(env, 0);
+}
+
 napi_value ziu_init_sched(napi_env env, napi_value exports) {
   ziu_register_const(env, exports, "SCHED_FIFO_MAX", sched_get_priority_max(SCHED_FIFO));
   ziu_register(env, exports, "schedSet", n_sched_set);
@@ -198,5 +232,7 @@ napi_value ziu_init_sched(napi_env env, napi_value exports) {
   ziu_register(env, exports, "gettid", n_gettid);
   ziu_register(env, exports, "noiseStart", n_noise_start);
   ziu_register(env, exports, "noiseStop", n_noise_stop);
+  ziu_register(env, exports, "pidfdOpen", n_pidfd_open);
+  ziu_register(env, exports, "pidfdSendSignal", n_pidfd_send_signal);
   return exports;
 }

@@ -13,7 +13,7 @@ const MAY: Record<string, string[]> = {
   net: ['native'],
   sched: ['native'],
   hugepages: [],
-  process: [],
+  process: ['native'],
   dpdk: ['process'],
   vhost: ['net'],
   control: ['net', 'native'],

@@ -108,6 +108,10 @@ export interface NativeAddon extends DatapathAddon, ProbeAddon {
   schedGet(tid: number): { policy: number; priority: number; cpus: number[] } | Errno;
   /** the calling thread's id */
   gettid(): number;
+  /** pidfd_open(2): an fd that refers to this one process for as long as it is open (O_CLOEXEC). */
+  pidfdOpen(pid: number): number | Errno;
+  /** pidfd_send_signal(2): signal the process the pidfd refers to, never a reused pid. */
+  pidfdSendSignal(fd: number, signal: number): 0 | Errno;
   /** A thread on `cpu` at SCHED_FIFO `priority` (0: SCHED_OTHER; FIFO falls back to it without privilege) waking every periodNs. */
   noiseStart(cpu: number, priority: number, periodNs: number): NoiseHandle | Errno;
   /** Stop it and say how late its wake-ups were. */

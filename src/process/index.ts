@@ -7,3 +7,4 @@
 export { launchDetached, type Exit, type Launched, type LaunchOptions } from './launch.js';
 export { removeStaleSocket } from './notify.js';
 export { processAlive, processState, stopProcess, waitGone, type Stopped } from './stop.js';
+export { isSameProcess, processRef, toProcessRef, type ProcessRef } from './identity.js';

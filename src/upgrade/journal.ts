@@ -3,10 +3,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { hasCode, ZiuError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { processAlive } from '../process/index.js';
+import { processAlive, processRef, toProcessRef } from '../process/index.js';
 
 export interface LockInfo {
   pid: number;
+  /** the holder's start time (/proc/<pid>/stat): a pid reused since is not the holder; absent in older locks */
+  startTime?: number;
   upgradeId: string;
   /** ISO time */
   since: string;
@@ -51,8 +53,11 @@ export function upgradePaths(control: string, stateDir: string = process.env['ZI
  * (a crashed orchestrator) is replaced with a warning. Returns a release
  * function (idempotent; removes the file only if it is still ours).
  */
-export function acquireLock(lockPath: string, info: LockInfo, log: Logger): () => void {
-  checkLockInfo(info, lockPath, 'acquireLock');
+export function acquireLock(lockPath: string, lockInfo: LockInfo, log: Logger): () => void {
+  checkLockInfo(lockInfo, lockPath, 'acquireLock');
+  // The holder is named by pid and start time: a later process with the same pid does not hold it.
+  const self = lockInfo.pid === process.pid ? processRef(process.pid) : null;
+  const info: LockInfo = self !== null && lockInfo.startTime === undefined ? { ...lockInfo, startTime: self.startTime } : lockInfo;
   fs.mkdirSync(path.dirname(lockPath), { recursive: true, mode: 0o700 });
   // Written in full under a private name and then link()ed into place: link
   // fails with EEXIST exactly as O_EXCL does, but nobody can ever read a lock
@@ -70,14 +75,14 @@ export function acquireLock(lockPath: string, info: LockInfo, log: Logger): () =
       const holder = readLock(lockPath);
       if (holder === null && attempt < 5) continue; // released between link() and read: try again
       if (holder === null) throw new ZiuError('ERR_ZIU_LOCKED', `upgrade lock ${lockPath} keeps appearing and vanishing; is another ziu starting upgrades in a loop?`);
-      if (processAlive(holder.pid) || attempt >= 5) {
+      if (lockHolderAlive(holder) || attempt >= 5) {
         throw new ZiuError(
           'ERR_ZIU_LOCKED',
           `another upgrade of ${holder.control} is running: pid ${holder.pid}, upgrade ${holder.upgradeId}, since ${holder.since} (lock ${lockPath}); ` +
             `wait for it to finish, or if pid ${holder.pid} is not a ziu upgrade, remove the lock`,
         );
       }
-      log.warn({ lock: lockPath, stale: holder }, `replacing a stale upgrade lock: pid ${holder.pid} (upgrade ${holder.upgradeId}) is gone`);
+      log.warn({ lock: lockPath, stale: holder }, `replacing a stale upgrade lock: pid ${holder.pid} (upgrade ${holder.upgradeId}) is gone${processAlive(holder.pid) ? ' (its pid now belongs to another process)' : ''}`);
       // Two orchestrators replacing the same stale lock at the same instant could
       // both win here; a stale lock at all needs a crash first, so that is accepted.
       rmIfPresent(lockPath);
@@ -102,6 +107,12 @@ export function acquireLock(lockPath: string, info: LockInfo, log: Logger): () =
       rmIfPresent(lockPath);
     }
   };
+}
+
+/** True while the process that took the lock runs (by pid and start time when the lock has one). */
+export function lockHolderAlive(holder: LockInfo): boolean {
+  const ref = toProcessRef(holder);
+  return ref !== null ? processAlive(ref) : processAlive(holder.pid);
 }
 
 /** The lock's holder, or null if there is no lock; ERR_ZIU_LOCK if the file is not a ziu lock. */

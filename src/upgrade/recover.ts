@@ -3,8 +3,8 @@ import { randomUUID } from 'node:crypto';
 import { EXIT } from '../errors.js';
 import { logger, type Logger } from '../log.js';
 import type { MemFileStore } from '../memfile/index.js';
-import { acquireLock, Journal, readLastUpgrade, readLock, upgradePaths } from './journal.js';
-import { processAlive, stopProcess } from '../process/index.js';
+import { acquireLock, Journal, lockHolderAlive, readLastUpgrade, readLock, upgradePaths } from './journal.js';
+import { processAlive, stopProcess, toProcessRef, type ProcessRef } from '../process/index.js';
 import { retireOld } from './retire.js';
 import { Peer, type Hello, type Status } from './peer.js';
 
@@ -40,7 +40,7 @@ export async function recover(o: { control: string; stateDir?: string; store: Me
   const journal = Journal.open(paths.journal);
   if (journal === null) {
     const lock = readLock(paths.lock);
-    if (lock !== null && !processAlive(lock.pid)) fs.rmSync(paths.lock, { force: true });
+    if (lock !== null && !lockHolderAlive(lock)) fs.rmSync(paths.lock, { force: true });
     return { result: 'nothing_to_do', upgradeId: null, phase: null, actions: lock ? [`removed the stale lock of pid ${lock.pid}`] : [], serving: null };
   }
   const doc = journal.doc;
@@ -51,10 +51,13 @@ export async function recover(o: { control: string; stateDir?: string; store: Me
   try {
     const oldPid = (doc['old'] as { pid?: number } | undefined)?.pid ?? null;
     const newPid = typeof doc['newPid'] === 'number' ? doc['newPid'] : null;
+    // By pid and start time where the journal has both: a pid reused since the crash is someone else's.
+    const oldProc: number | ProcessRef | null = toProcessRef(doc['old']) ?? oldPid;
+    const newProc: number | ProcessRef | null = toProcessRef({ pid: newPid, startTime: doc['newStartTime'] }) ?? newPid;
     const newControl = typeof doc['newControl'] === 'string' ? doc['newControl'] : null;
-    const oldPeer = oldPid !== null && processAlive(oldPid) ? await peerWithPid('old', o.control, oldPid, peers) : null;
+    const oldPeer = oldProc !== null && oldPid !== null && processAlive(oldProc) ? await peerWithPid('old', o.control, oldPid, peers) : null;
     let newPeer: { peer: Peer; hello: Hello } | null = null;
-    if (newPid !== null && processAlive(newPid)) {
+    if (newProc !== null && newPid !== null && processAlive(newProc)) {
       // Before commit the new instance listens on its standby socket; after it, on the datapath's.
       newPeer = (newControl ? await peerWithPid('new', newControl, newPid, peers) : null) ?? (await peerWithPid('new', o.control, newPid, peers));
     }
@@ -67,7 +70,7 @@ export async function recover(o: { control: string; stateDir?: string; store: Me
         actions.push('committed the new instance');
       }
       if (oldPeer) {
-        await retireOld(oldPeer.peer, oldPid!, o.store, {
+        await retireOld(oldPeer.peer, oldProc!, o.store, {
           note: (problem) => actions.push(`warning: ${problem}`),
           done: (action) => actions.push(action),
         });
@@ -76,8 +79,8 @@ export async function recover(o: { control: string; stateDir?: string; store: Me
       report.serving = { pid: newPid!, role: 'active' };
     } else if (oldPeer) {
       // The new instance never took the rings (or died): undo.
-      if (newPid !== null && processAlive(newPid)) {
-        await stopProcess(newPid, 2000);
+      if (newProc !== null && processAlive(newProc)) {
+        await stopProcess(newProc, 2000);
         actions.push(`stopped the new instance (pid ${newPid})`);
       }
       newPeer?.peer.close();
@@ -151,7 +154,7 @@ export async function overview(control: string, stateDir?: string): Promise<Data
       hello,
       status,
       lastUpgrade: readLastUpgrade(control, stateDir),
-      pending: j ? { upgradeId: j.upgradeId, phase: j.phase, orchestratorAlive: lock !== null && processAlive(lock.pid) } : null,
+      pending: j ? { upgradeId: j.upgradeId, phase: j.phase, orchestratorAlive: lock !== null && lockHolderAlive(lock) } : null,
     };
   } finally {
     peer.close();

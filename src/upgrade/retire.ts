@@ -1,5 +1,5 @@
 import type { MemFileStore } from '../memfile/index.js';
-import { stopProcess, waitGone } from '../process/index.js';
+import { stopProcess, waitGone, type ProcessRef } from '../process/index.js';
 import type { Peer } from './peer.js';
 
 /** How long a retired instance gets to exit after shutdown, before signals. */
@@ -13,10 +13,11 @@ const EXIT_WAIT_MS = 3000;
  */
 export async function retireOld(
   peer: Peer,
-  pid: number,
+  proc: number | ProcessRef,
   store: MemFileStore,
   tell: { note(problem: string): void; done(action: string): void },
 ): Promise<void> {
+  const pid = typeof proc === 'number' ? proc : proc.pid;
   let memFiles: string[] = [];
   try {
     memFiles = (await peer.status()).memFiles.map((m) => m.path);
@@ -26,8 +27,8 @@ export async function retireOld(
     tell.note(`the old instance (pid ${pid}) did not shut down cleanly: ${(err as Error).message}`);
   }
   peer.close();
-  if (!(await waitGone(pid, EXIT_WAIT_MS))) {
-    const how = await stopProcess(pid, 1000);
+  if (!(await waitGone(proc, EXIT_WAIT_MS))) {
+    const how = await stopProcess(proc, 1000);
     tell.note(`the old instance (pid ${pid}) had to be stopped with a signal (${how})`);
   }
   tell.done(`stopped the old instance (pid ${pid})`);

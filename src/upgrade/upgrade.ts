@@ -11,7 +11,7 @@ import { logger, type Logger } from '../log.js';
 import type { MemFileStore } from '../memfile/index.js';
 import { closeFds } from '../native/fds.js';
 import { acquireLock, Journal, upgradePaths } from './journal.js';
-import { launchDetached, stopProcess } from '../process/index.js';
+import { launchDetached, processRef, stopProcess, type ProcessRef } from '../process/index.js';
 import { Peer, type Hello, type Status } from './peer.js';
 import { retireOld } from './retire.js';
 import type { Phase, UpgradeReport } from './report.js';
@@ -66,6 +66,9 @@ export class Upgrade {
   #new: Peer | null = null;
   #oldHello: Hello | null = null;
   #newPid: number | null = null;
+  /** the new instance as pid and start time: rollback never signals a pid that was reused */
+  #newRef: ProcessRef | null = null;
+  #oldRef: ProcessRef | null = null;
   #memInstance: string | null = null;
   #exported = false;
   #resumeSent = false;
@@ -149,6 +152,7 @@ export class Upgrade {
     }
     const h = this.#oldHello;
     this.#report.old = { pid: h.pid, version: h.version, instance: h.instance, control: o.control };
+    this.#oldRef = processRef(h.pid);
     if (h.role !== 'active') {
       throw new Refusal('ERR_ZIU_HANDOVER_STATE', `the old instance (pid ${h.pid}) is ${h.role}, not active: another upgrade is under way or unfinished (see 'ziu status', 'ziu recover')`);
     }
@@ -174,7 +178,7 @@ export class Upgrade {
         control: o.control,
         phase: 'preflight',
         phases: [],
-        old: this.#report.old,
+        old: { ...this.#report.old, startTime: this.#oldRef?.startTime ?? null },
         deadManMs: o.deadManMs,
       });
     } catch (err) {
@@ -241,9 +245,10 @@ export class Upgrade {
       // The pid goes in the journal as soon as it is known: recover must find it even if we die now.
       onSpawn: (pid: number) => {
         this.#newPid = pid;
+        this.#newRef = processRef(pid);
         // Starting a runtime is CPU-heavy; on a small host it must not starve the instance that forwards.
         setNice(pid, BACKGROUND_NICE);
-        this.#journal!.update({ newPid: pid, newControl: this.#standbyControl });
+        this.#journal!.update({ newPid: pid, newStartTime: this.#newRef?.startTime ?? null, newControl: this.#standbyControl });
       },
     });
     this.#newPid = launched.pid;
@@ -322,7 +327,7 @@ export class Upgrade {
   /** The new instance serves and owns the devices: the old one lets go and exits, its memory goes back. */
   async #retireOld(): Promise<void> {
     const t = performance.now();
-    await retireOld(this.#old!, this.#oldHello!.pid, this.o.store, {
+    await retireOld(this.#old!, this.#oldRef ?? this.#oldHello!.pid, this.o.store, {
       note: (msg) => {
         this.#report.warnings.push(msg);
         this.log.warn(msg);
@@ -343,7 +348,7 @@ export class Upgrade {
     this.#journal?.update({ phase: 'rollback', rollback: this.#report.rollback });
     let thawError: Error | null = null;
     // Once resume was sent the new instance may hold the rings: it must be gone before the old one takes them back.
-    if (this.#resumeSent && this.#newPid !== null) await stopProcess(this.#newPid, 2000);
+    if (this.#resumeSent && this.#newPid !== null) await stopProcess(this.#newRef ?? this.#newPid, 2000);
     if (this.#exported) {
       try {
         await this.#thawOld();
@@ -352,7 +357,7 @@ export class Upgrade {
       }
     }
     this.#new?.close();
-    if (this.#newPid !== null) await stopProcess(this.#newPid, 2000);
+    if (this.#newPid !== null) await stopProcess(this.#newRef ?? this.#newPid, 2000);
     if (this.#memInstance !== null) {
       try {
         await this.o.store.remove(this.#memInstance);

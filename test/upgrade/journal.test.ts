@@ -5,6 +5,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ZiuError } from '../../src/errors.js';
 import { logger } from '../../src/log.js';
+import { processRef } from '../../src/process/index.js';
 import { acquireLock, Journal, readLastUpgrade, readLock, upgradePaths, type JournalDoc, type LockInfo } from '../../src/upgrade/journal.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -87,7 +88,7 @@ describe('acquireLock', () => {
   it('holds the lock until released, and refuses a second upgrade meanwhile', () => {
     const lock = path.join(tmp.dir, 'upgrade', 'dp.lock');
     const release = acquireLock(lock, info(), log);
-    expect(readLock(lock)).toEqual(info());
+    expect(readLock(lock)).toEqual({ ...info(), startTime: processRef(process.pid)!.startTime });
     expect(fs.statSync(lock).mode & 0o777).toBe(0o600);
     expect(fs.statSync(path.dirname(lock)).mode & 0o777).toBe(0o700);
 
@@ -97,7 +98,7 @@ describe('acquireLock', () => {
       `another upgrade of /run/ziu/dp.sock is running: pid ${process.pid}, upgrade u-1, since 2025-01-02T03:04:05.000Z (lock ${lock}); ` +
         `wait for it to finish, or if pid ${process.pid} is not a ziu upgrade, remove the lock`,
     );
-    expect(readLock(lock)).toEqual(info());
+    expect(readLock(lock)).toEqual({ ...info(), startTime: processRef(process.pid)!.startTime });
 
     release();
     expect(readLock(lock)).toBeNull();
@@ -113,7 +114,7 @@ describe('acquireLock', () => {
     const dead = await deadPid();
     fs.writeFileSync(lock, JSON.stringify(info({ pid: dead, upgradeId: 'crashed' })));
     const release = acquireLock(lock, info(), log);
-    expect(readLock(lock)).toEqual(info());
+    expect(readLock(lock)).toEqual({ ...info(), startTime: processRef(process.pid)!.startTime });
     release();
     expect(fs.existsSync(lock)).toBe(false);
   });
