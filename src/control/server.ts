@@ -97,9 +97,12 @@ export class ControlServer {
     await sock.send(encodeControl(reply), out).catch((err) => this.#log.warn({ err }, 'could not send a control reply'));
   }
 
-  /** Stop accepting (and remove the path); connections already open are still served. */
-  stopListening(): void {
-    this.#listener.close();
+  /**
+   * Stop accepting; connections already open are still served. The path is
+   * removed unless keepPath (a successor accepts on the same listener).
+   */
+  stopListening(options: { keepPath?: boolean } = {}): void {
+    this.#listener.close(options);
   }
 
   /** Stop serving; keepPath leaves the socket file to a successor that holds the listener too. */

@@ -174,6 +174,7 @@ export class Datapath {
         standby.stopListening();
         this.#standbyControl = standby;
       },
+      stopAccepting: () => this.#control?.stopListening({ keepPath: true }),
       openMissingPorts: async () => {
         for (const t of this.config.taps) if (!this.#taps.some((x) => x.spec.name === t.name)) this.#taps.push(await this.#openTap(t));
         for (const v of this.config.vhostUser) if (!this.#ports.some((p) => p.name === v.name)) await this.#openPort(v);
@@ -244,7 +245,10 @@ export class Datapath {
       const role = this.#handover?.role;
       const shared = role === 'frozen' || role === 'handed-over' || role === 'exporting';
       if (shared) for (const p of this.#ports) p.detach();
-      this.#control?.close({ keepPath: shared });
+      // A new instance that has not committed may already serve the predecessor's control
+      // listener (a commit that failed half-way): that path is still the old instance's.
+      const uncommitted = role === 'imported' || role === 'resumed';
+      this.#control?.close({ keepPath: shared || (uncommitted && this.#control.path === this.config.control) });
       this.#standbyControl?.close();
       for (const p of this.#ports) p.close();
       for (const t of this.#taps) {

@@ -75,6 +75,17 @@ describe('handover protocol on ziu-datapath', () => {
     await expect(oldPeer.call('thaw')).rejects.toMatchObject({ code: 'ERR_ZIU_BATON' });
     await newPeer.call('commit');
     await oldPeer.call('commit');
+    // Both hold the control listener until the old one exits: only the new one accepts on it.
+    for (let i = 0; i < 20; i++) {
+      const p = await Peer.connect('after commit', dp.control);
+      try {
+        expect((await p.hello()).pid).toBe(newPid);
+      } finally {
+        p.close();
+      }
+    }
+    // The orchestrator's connection to the old instance, opened before, still works.
+    expect((await oldPeer.hello()).role).toBe('handed-over');
     await oldPeer.call('shutdown');
     await new Promise((r2) => setTimeout(r2, 300));
     const after = await Peer.connect('committed', dp.control);

@@ -56,6 +56,8 @@ describe('ziu upgrade rolls back to the old instance', () => {
     { fault: 'import-fail', phase: 'transfer', reason: /device 'a': injected fault/ },
     { fault: 'crash-after-resume', phase: 'verify', reason: /^the new instance stopped answering during verify: / },
     { fault: 'no-forward', phase: 'verify', reason: /port a forwarded nothing in 300 ms/ },
+    // The new instance already serves the old one's control listener when its commit fails: stopping it must not remove that path.
+    { fault: 'commit-fail', phase: 'commit', reason: /commit: injected fault after taking the control listener/ },
   ];
   for (const c of cases) {
     it(`new instance fault ${c.fault}: rolled back in ${c.phase}, zero frames lost, no reconnect, nothing left`, async () => {

@@ -8,7 +8,7 @@ import type { Engine } from '../engine.js';
 import type { VhostPort, VhostPortOptions } from '../vhost/port.js';
 
 /** Faults a test can inject through ZIU_FAULT (comma-separated); never set in production. */
-export type Fault = 'exit-before-ready' | 'never-ready' | 'import-fail' | 'crash-after-resume' | 'no-forward';
+export type Fault = 'exit-before-ready' | 'never-ready' | 'import-fail' | 'crash-after-resume' | 'no-forward' | 'commit-fail';
 
 export interface TapPort {
   spec: TapSpec;
@@ -30,6 +30,8 @@ export interface HandoverHost {
   control(): { path: string; listenerFd: number };
   /** new side, at commit: serve on the predecessor's control listener (or bind our own path) */
   takeOverControl(listenerFd: number | null): Promise<void>;
+  /** old side, at commit: stop accepting on the control listener (the successor accepts now); open connections stay */
+  stopAccepting(): void;
   /** new side, at commit: open configured ports the predecessor did not have */
   openMissingPorts(): Promise<void>;
   notify(fields: Record<string, string | number>): Promise<void>;

@@ -231,6 +231,7 @@ export class NewSide {
     await host.takeOverControl(same ? fd : null);
     if (fd !== null && !same) native.close(fd);
     await host.openMissingPorts();
+    if (host.faults.has('commit-fail')) throw new ZiuError('ERR_ZIU_FAULT', 'commit: injected fault after taking the control listener (ZIU_FAULT=commit-fail)');
     // Last: until here a failed commit is rolled back by stopping us, which must leave the frontends alone.
     for (const p of host.ports) p.claim();
     this.#release();

@@ -209,6 +209,8 @@ export class OldSide {
     this.#deadMan = null;
     this.#s.role = 'handed-over';
     for (const p of this.#host.ports) p.detach();
+    // The successor accepts on the control listener now: exactly one instance does.
+    this.#host.stopAccepting();
     const body: CommitReply = { role: this.#s.role };
     return { body };
   }
