@@ -8,6 +8,7 @@ import { check, native } from '../native/index.js';
  *   active (3) --freeze--> frozen (0) --takeForNew--> new (1)
  *                            frozen (0) --takeForOld--> old (2)
  *   active (3) --retire--> old (2)       new (1) --forceToOld--> old (2)
+ *   active (3) --takeFromDead--> new (1)   (the old instance died unfrozen)
  *
  * Every transition is one compare-and-swap, so of the new instance (its
  * worker on the go signal, or its resume) and the old one (thaw, dead-man
@@ -76,6 +77,14 @@ export class Baton {
   /** Old side (thaw, dead-man switch): frozen -> old. Returns the state before; ours again iff it was frozen. */
   takeForOld(): BatonState {
     return this.#cas('frozen', 'old', 'take back for the old instance');
+  }
+
+  /**
+   * New side, when the old instance died after export without freezing:
+   * active -> new. Only the orchestrator, having seen it die, asks for this.
+   */
+  takeFromDead(): BatonState {
+    return this.#cas('active', 'new', 'take from a dead predecessor');
   }
 
   /** Old side, thaw with force once the new instance was stopped: new -> old. */

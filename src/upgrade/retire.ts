@@ -12,21 +12,25 @@ const EXIT_WAIT_MS = 3000;
  * as it should is told to `note`, and `done` hears what was done.
  */
 export async function retireOld(
-  peer: Peer,
+  peer: Peer | null,
   proc: number | ProcessRef,
   store: MemFileStore,
   tell: { note(problem: string): void; done(action: string): void },
+  /** its mem files, when it can no longer say (it died): from an earlier status */
+  knownMemFiles: string[] = [],
 ): Promise<void> {
   const pid = typeof proc === 'number' ? proc : proc.pid;
-  let memFiles: string[] = [];
-  try {
-    memFiles = (await peer.status()).memFiles.map((m) => m.path);
-    await peer.call('commit');
-    await peer.call('shutdown');
-  } catch (err) {
-    tell.note(`the old instance (pid ${pid}) did not shut down cleanly: ${(err as Error).message}`);
+  let memFiles: string[] = knownMemFiles;
+  if (peer !== null) {
+    try {
+      memFiles = (await peer.status()).memFiles.map((m) => m.path);
+      await peer.call('commit');
+      await peer.call('shutdown');
+    } catch (err) {
+      tell.note(`the old instance (pid ${pid}) did not shut down cleanly: ${(err as Error).message}`);
+    }
+    peer.close();
   }
-  peer.close();
   if (!(await waitGone(proc, EXIT_WAIT_MS))) {
     const how = await stopProcess(proc, 1000);
     tell.note(`the old instance (pid ${pid}) had to be stopped with a signal (${how})`);

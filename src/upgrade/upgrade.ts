@@ -11,7 +11,7 @@ import { logger, type Logger } from '../log.js';
 import type { MemFileStore } from '../memfile/index.js';
 import { closeFds } from '../native/fds.js';
 import { acquireLock, Journal, upgradePaths } from './journal.js';
-import { launchDetached, processRef, stopProcess, type ProcessRef } from '../process/index.js';
+import { launchDetached, processRef, stopProcess, waitGone, type ProcessRef } from '../process/index.js';
 import { Peer, type Hello, type Status } from './peer.js';
 import { retireOld } from './retire.js';
 import type { Phase, UpgradeReport } from './report.js';
@@ -45,8 +45,10 @@ class Refusal extends ZiuError {}
  * Test-only: ZIU_TEST_KILL_ORCHESTRATOR=<point> kills this process with
  * SIGKILL at that point, to show that the datapaths and `ziu recover` cope.
  */
-function crashPoint(point: 'transfer' | 'freeze' | 'resume'): void {
+function crashPoint(point: 'transfer' | 'freeze' | 'resume', oldPid?: number): void {
   if (process.env['ZIU_TEST_KILL_ORCHESTRATOR'] === point) process.kill(process.pid, 'SIGKILL');
+  // ZIU_TEST_KILL_OLD=<point>: the old instance dies there instead (a crash of the datapath itself).
+  if (process.env['ZIU_TEST_KILL_OLD'] === point && oldPid !== undefined) process.kill(oldPid, 'SIGKILL');
 }
 
 /**
@@ -71,6 +73,8 @@ export class Upgrade {
   #oldRef: ProcessRef | null = null;
   #memInstance: string | null = null;
   #exported = false;
+  /** the new instance holds every device (import succeeded) */
+  #imported = false;
   #resumeSent = false;
   #format: StateFormat = 1;
   #paths: ReturnType<typeof upgradePaths>;
@@ -103,7 +107,7 @@ export class Upgrade {
       return this.#refused(err);
     }
     let newArgv = this.o.newCommand;
-    let oldStatus: Status;
+    let oldStatus: Status | null = null;
     try {
       newArgv = await this.#step('reserve', () => this.#reserve());
       await this.#step('start', () => this.#start(newArgv));
@@ -119,9 +123,58 @@ export class Upgrade {
       });
       await this.#step('commit', () => this.#commitNew());
     } catch (err) {
+      if (await this.#oldDied()) return this.#succeedOrphan(err, oldStatus);
       return this.#rollback(err);
     }
     await this.#retireOld();
+    return this.#finish('committed');
+  }
+
+  // ---- the old instance died after it exported ----
+
+  /** True when the new instance holds every device and the old instance is gone (not merely unreachable). */
+  async #oldDied(): Promise<boolean> {
+    if (!this.#imported || this.#oldRef === null || this.#new === null) return false;
+    return waitGone(this.#oldRef, 100);
+  }
+
+  /**
+   * The old instance died after export. A rollback has nothing to go back
+   * to, and stopping the new instance, which holds every vhost-user socket,
+   * memory region and ring, would disconnect every VM. So the new instance
+   * takes over as the predecessor would have handed over: resume (the baton
+   * may still say active: nobody froze it), verify, commit.
+   */
+  async #succeedOrphan(cause: unknown, oldStatus: Status | null): Promise<UpgradeReport> {
+    const oldPid = this.#oldHello!.pid;
+    const why = (cause as Error).message ?? String(cause);
+    const note = `the old instance (pid ${oldPid}) died after it exported its devices (${why}); the new instance, which holds every device, took over instead of a rollback`;
+    this.#report.warnings.push(note);
+    this.log.warn({ oldPid, err: why }, 'old instance died after export: the new instance takes over');
+    this.#journal?.update({ oldDied: note });
+    try {
+      this.#old?.close();
+      this.#old = null;
+      this.#resumeSent = true;
+      const r = await this.#step('resume', () => this.#new!.call('resume', { changed: null, fds: [], predecessorGone: true }), { journal: false });
+      this.#journal!.update({ phase: 'resume' });
+      if (this.#newPid !== null) setNice(this.#newPid, getNice(process.pid) ?? 0);
+      this.#report.switchoverUs = null;
+      this.log.info({ thawedNs: r.body.thawedNs }, 'new instance serves after the old one died');
+      await this.#step('verify', async () => {
+        const now = await this.#new!.status();
+        this.#report.ports = await verifyNew(this.#new!, oldStatus ?? now, new Set(), this.o.verifyMs);
+      });
+      await this.#step('commit', () => this.#commitNew());
+    } catch (err) {
+      this.#report.message = `${note}, but it could not take over: ${(err as Error).message}. It still holds every device and was left running; run: ziu recover --control ${this.o.control}`;
+      return this.#finish('failed', { keepJournal: true });
+    }
+    // Its memory files: the ones the old instance said it had, if ziu made them.
+    await retireOld(null, this.#oldRef ?? oldPid, this.o.store, {
+      note: (msg) => this.#report.warnings.push(msg),
+      done: () => undefined,
+    }, oldStatus?.memFiles.map((m) => m.path) ?? []);
     return this.#finish('committed');
   }
 
@@ -275,10 +328,11 @@ export class Upgrade {
       // The old worker's placement travels with the state: the new worker takes it before the rings.
       const worker = this.#oldHello!.worker;
       await this.#new!.call('import', { format: x.body.format, state: x.body.state, fds: x.body.fds, upgradeId: this.id, ...(worker ? { worker } : {}) }, x.fds);
+      this.#imported = true;
     } finally {
       closeFds(x.fds);
     }
-    crashPoint('transfer');
+    crashPoint('transfer', this.#oldHello!.pid);
     return before;
   }
 

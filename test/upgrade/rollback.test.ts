@@ -102,3 +102,37 @@ describe('ziu upgrade rolls back to the old instance', () => {
     expect(probe).toMatchObject({ lost: 0, duplicated: 0, reconnects: 0 });
   });
 });
+
+describe('the old instance dies after it exported its devices', () => {
+  let rig: Rig | null = null;
+  afterEach(async () => {
+    await rig?.cleanup();
+    rig = null;
+  });
+
+  it('the new instance, which holds every device, takes over: committed, no VM reconnects, zero frames lost', { timeout: 60_000 }, async () => {
+    rig = await startRig({ rate: 2000 });
+    const oldPid = rig.dp.pid;
+    const r = await rig.upgrade([], { ZIU_TEST_KILL_OLD: 'transfer' });
+    const rep = r.report as unknown as Report & { warnings: string[] };
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(rep.result).toBe('committed');
+    expect(rep.warnings.join('\n')).toMatch(new RegExp(`the old instance \\(pid ${oldPid}\\) died after it exported its devices .*took over instead of a rollback`));
+    expect(processAlive(oldPid)).toBe(false);
+    // The new instance serves the same control path, every port still connected.
+    const peer = await Peer.connect('after', rig.dp.control);
+    try {
+      const st = await peer.status();
+      expect(st).toMatchObject({ pid: rep.new!.pid, role: 'active' });
+      expect(st.ports.map((p) => [p.name, p.connected, p.disconnects])).toEqual([['a', true, 0], ['b', true, 0]]);
+    } finally {
+      peer.close();
+    }
+    const probe = await rig.probe!.stop();
+    expect(probe).toMatchObject({ lost: 0, reconnects: 0 });
+    // The new instance keeps the memory made for it.
+    const files = await rig.cli(['memfile', 'list', '--json']);
+    const instance = (r.report['memory'] as { instance: string }).instance;
+    expect((JSON.parse(files.stdout) as Array<{ instance: string }>).map((f) => f.instance)).toContain(instance);
+  });
+});

@@ -180,7 +180,12 @@ export class NewSide {
     }
     const engine = this.#host.engine;
     if (this.#s.role === 'imported') {
-      const prev = this.#baton!.takeForNew();
+      let prev = this.#baton!.takeForNew();
+      if (prev === 'active' && req.predecessorGone === true) {
+        // Nobody froze it: the old instance died while it still served. Its rings stopped with it.
+        prev = this.#baton!.takeFromDead() === 'active' ? 'frozen' : prev;
+        if (prev === 'frozen') this.#log.warn('taking the rings from a predecessor that died unfrozen');
+      }
       if (prev === 'frozen') {
         this.#disarm();
         if (!this.#host.faults.has('no-forward')) engine.thaw();

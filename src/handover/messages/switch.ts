@@ -44,6 +44,11 @@ export interface ResumeRequest {
   changed: ChangedDevices | null;
   /** names of the attached fds: those of `changed` */
   fds: string[];
+  /**
+   * The orchestrator has seen the old instance die after export (by pid and
+   * start time): take the baton even if nobody froze it.
+   */
+  predecessorGone?: boolean;
 }
 
 export interface ResumeReply {
@@ -104,9 +109,9 @@ export const resumeRequest: Codec<ResumeRequest> = {
   encode: (v) => ({ ...v }),
   decode(doc) {
     const r = body(doc, 'resume request');
-    return { changed: changedOf(r), fds: r.has('fds') ? r.strs('fds') : [] };
+    return { changed: changedOf(r), fds: r.has('fds') ? r.strs('fds') : [], ...(r.has('predecessorGone') ? { predecessorGone: r.bool('predecessorGone') } : {}) };
   },
-  fields: ['changed', 'fds'],
+  fields: ['changed', 'fds', 'predecessorGone'],
 };
 
 export const resumeReply: Codec<ResumeReply> = {
