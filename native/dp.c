@@ -97,6 +97,7 @@ static void destroy(struct dp *dp) {
   }
   munmap(dp->mem, dp->mem_size);
   close(dp->ctl_fd);
+  close(dp->fault_fd);
   if (dp->ep_fd >= 0) close(dp->ep_fd);
   pthread_mutex_destroy(&dp->lock);
   free(dp->ports);
@@ -228,6 +229,12 @@ static napi_value n_dp_create(napi_env env, napi_callback_info info) {
   int err = errno;
   int ctl = mem == MAP_FAILED ? -1 : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (ctl < 0) err = errno;
+  int fault = ctl < 0 ? -1 : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (ctl >= 0 && fault < 0) {
+    err = errno;
+    close(ctl);
+    ctl = -1;
+  }
   if (mem == MAP_FAILED || ctl < 0) {
     if (mem != MAP_FAILED) munmap(mem, (size_t)size);
     free(dp);
@@ -239,6 +246,7 @@ static napi_value n_dp_create(napi_env env, napi_callback_info info) {
   dp->mem = mem;
   dp->mem_size = (size_t)size;
   dp->ctl_fd = ctl;
+  dp->fault_fd = fault;
   dp->ep_fd = -1;
   dp->go_fd = dp->done_fd = -1;
   dp->gen = 1;
@@ -274,6 +282,7 @@ static napi_value n_dp_create(napi_env env, napi_callback_info info) {
     pthread_mutex_destroy(&dp->lock);
     munmap(mem, (size_t)size);
     close(ctl);
+    close(fault);
     free(dp);
     free(h);
     free(ports);
@@ -496,6 +505,9 @@ static napi_value n_dp_set_vring(napi_env env, napi_callback_info info) {
     } else {
       next.addr_set = true;
       next.last_avail = (uint16_t)la;
+      /* Set up again: a ring a bad chain broke is served again. */
+      next.broken = false;
+      if (next.fault == DP_FAULT_CHAIN) next.fault = DP_FAULT_NONE, next.fault_new = false;
       *vr = next;
     }
   }
@@ -513,10 +525,16 @@ static napi_value set_ring_fd(napi_env env, napi_callback_info info, bool kick) 
   int err = 0;
   struct dp_vring *vr = ring_at(dp, port, q, &err);
   if (vr) {
-    if (kick)
+    /* A new fd clears what the old one did. */
+    uint8_t mine = kick ? DP_FAULT_KICK_FAILED : DP_FAULT_CALL_BLOCKED;
+    if (vr->fault == mine || (!kick && vr->fault == DP_FAULT_CALL_FAILED)) vr->fault = DP_FAULT_NONE, vr->fault_new = false;
+    if (kick) {
       vr->kick_fd = fd;
-    else
+    } else {
       vr->call_fd = fd; /* under the lock: the worker is between passes, not inside a publish */
+      vr->call_dead = false;
+      vr->signal_once = false;
+    }
   }
   changed_unlock(dp);
   return ziu_int(env, -err);
@@ -762,6 +780,8 @@ static napi_value n_dp_port_rings(napi_env env, napi_callback_info info) {
     ziu_set_prop(env, o, "started", ziu_bool(env, vr->started));
     ziu_set_prop(env, o, "enabled", ziu_bool(env, vr->enabled));
     ziu_set_prop(env, o, "lastAvail", ziu_int(env, vr->last_avail));
+    ziu_set_prop(env, o, "broken", ziu_bool(env, vr->broken));
+    ziu_set_prop(env, o, "fault", ziu_int(env, vr->fault));
     ziu_set_prop(env, o, "usedIdx",
                  vr->addr_set ? ziu_int(env, __atomic_load_n(&vr->used->idx, __ATOMIC_ACQUIRE)) : null);
     ziu_set_prop(env, o, "availIdx",
@@ -770,6 +790,75 @@ static napi_value n_dp_port_rings(napi_env env, napi_callback_info info) {
   }
   pthread_mutex_unlock(&dp->lock);
   return arr;
+}
+
+/* ---- faults ---- */
+
+/* The eventfd the worker writes when it records a fault: poll it, then dpTakeFaults. */
+static napi_value n_dp_fault_fd(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 1);
+  GET_DP(dp, argv[0]);
+  return ziu_int(env, dp->fault_fd);
+}
+
+static napi_value fault_obj(napi_env env, uint32_t port, int q, uint8_t code, int err) {
+  napi_value o;
+  napi_create_object(env, &o);
+  ziu_set_prop(env, o, "port", ziu_int(env, port));
+  ziu_set_prop(env, o, "q", ziu_int(env, q));
+  ziu_set_prop(env, o, "code", ziu_int(env, code));
+  ziu_set_prop(env, o, "errno", ziu_int(env, err));
+  return o;
+}
+
+/* Faults recorded since the last call, each reported once. */
+static napi_value n_dp_take_faults(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 1);
+  GET_DP(dp, argv[0]);
+  uint64_t v;
+  ssize_t r;
+  do {
+    r = read(dp->fault_fd, &v, sizeof(v));
+  } while (r < 0 && errno == EINTR);
+  napi_value arr;
+  napi_create_array(env, &arr);
+  uint32_t k = 0;
+  lock_ctl(dp);
+  for (uint32_t i = 0; i < dp->max_ports; i++) {
+    struct dp_port *p = &dp->ports[i];
+    if (!p->in_use) continue;
+    if (p->fault_new) {
+      napi_set_element(env, arr, k++, fault_obj(env, i, -1, p->fault, p->fault_errno));
+      p->fault_new = false;
+    }
+    for (int q = 0; p->kind == DP_KIND_VHOST && q < 2; q++) {
+      struct dp_vring *vr = &p->rings[q];
+      if (!vr->fault_new) continue;
+      napi_set_element(env, arr, k++, fault_obj(env, i, q, vr->fault, vr->fault_errno));
+      vr->fault_new = false;
+    }
+  }
+  pthread_mutex_unlock(&dp->lock);
+  return arr;
+}
+
+/* Write every call fd of the port once, from the worker on its next pass (a
+ * guest's fd is written only under the worker's guard, never from the JS
+ * thread, which must not block on it either). */
+static napi_value n_dp_signal_calls(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 2);
+  GET_DP(dp, argv[0]);
+  int32_t port;
+  if (!ziu_get_i32(env, argv[1], &port)) return NULL;
+  lock_ctl(dp);
+  struct dp_port *p = port_at(dp, port);
+  int err = !p ? ENOENT : p->kind != DP_KIND_VHOST ? EINVAL : 0;
+  if (!err) {
+    for (int q = 0; q < 2; q++) p->rings[q].signal_once = p->rings[q].call_fd >= 0;
+    dp->signal_pending = true;
+  }
+  changed_unlock(dp);
+  return ziu_int(env, -err);
 }
 
 /* ---- tap ---- */
@@ -823,6 +912,10 @@ napi_value ziu_init_dp(napi_env env, napi_value exports) {
   ziu_register(env, exports, "dpStats", n_dp_stats);
   ziu_register(env, exports, "dpWorkerStats", n_dp_worker_stats);
   ziu_register(env, exports, "dpPortRings", n_dp_port_rings);
+  ziu_register(env, exports, "dpFaultFd", n_dp_fault_fd);
+  ziu_register(env, exports, "dpTakeFaults", n_dp_take_faults);
+  ziu_register(env, exports, "dpSignalCalls", n_dp_signal_calls);
+  ziu_register_const(env, exports, "DP_MAX_CHAIN", DP_MAX_CHAIN);
   ziu_register(env, exports, "tapOpen", n_tap_open);
   return exports;
 }

@@ -16,6 +16,8 @@
 #define ZIU_DP_H
 
 #include <pthread.h>
+#include <signal.h>
+#include <time.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -41,6 +43,19 @@
 #define DP_SHARED_NS 1000000000ull /* preempted this recently: the CPU is shared, spin only DP_SPIN_SHARED_NS */
 #define DP_SPIN_SHARED_NS 30000ull
 #define DP_SLEEP_MS 100       /* epoll timeout: rings without a kick fd are polled this often */
+#define DP_MAX_CHAIN 256      /* descriptors in one chain (indirect entries included) or one merged RX frame; more breaks the ring */
+#define DP_RING_PASS_DESCS 8192 /* descriptors one ring may cost per pass; the rest waits for the next pass */
+#define DP_GUARD_NS 1000000ull /* a write to a guest's eventfd that blocks is interrupted after at most this long */
+#define DP_GUARD_SIG (SIGRTMIN + 6) /* the signal that interrupts it (a no-op handler without SA_RESTART) */
+
+/* Why the worker gave up on a ring or a tap: reported once through fault_fd
+ * (dpTakeFaults), worded in TypeScript. */
+#define DP_FAULT_NONE 0
+#define DP_FAULT_CALL_BLOCKED 1 /* a write to the call fd blocked (O_NONBLOCK cleared, counter saturated) */
+#define DP_FAULT_CALL_FAILED 2  /* a write to the call fd failed (errno) */
+#define DP_FAULT_KICK_FAILED 3  /* reading the kick fd failed (errno) */
+#define DP_FAULT_CHAIN 4        /* a chain or merged frame longer than DP_MAX_CHAIN: the ring is broken */
+#define DP_FAULT_TAP_GONE 5     /* the tap's device went away (EBADFD, EPOLLERR/EPOLLHUP): the port is down */
 
 /* One SET_MEM_TABLE region, mapped. */
 struct dp_region {
@@ -61,6 +76,13 @@ struct dp_vring {
   uint16_t used_idx;   /* next used slot to fill */
   uint16_t used_pub;   /* used->idx as last published */
   int kick_fd, call_fd; /* -1: poll / don't signal; owned by TypeScript */
+  bool broken;          /* a chain broke the rules: not served until set up again (dpSetVring) */
+  bool call_dead;       /* the call fd failed or blocked: not written until dpSetCall */
+  bool signal_once;     /* dpSignalCalls: write the call fd once on the next pass */
+  uint8_t fault;        /* DP_FAULT_*: the first one since set up */
+  bool fault_new;       /* not yet taken by dpTakeFaults */
+  int fault_errno;
+  uint32_t pass_descs;  /* descriptors walked in this pass */
 };
 
 struct dp_stats {
@@ -72,6 +94,10 @@ struct dp_port {
   bool in_use;
   int kind;
   int tap_fd; /* owned by TypeScript */
+  bool down;  /* tap: its device is gone; neither read nor written */
+  uint8_t fault;
+  bool fault_new;
+  int fault_errno;
   uint32_t hdr_len;
   bool mrg;
   uint32_t nregions;
@@ -142,6 +168,16 @@ struct dp {
   int worker_tid; /* gettid() of the worker, for placing it (sched.c); set before dpCreate returns */
   bool realtime;  /* the worker runs SCHED_FIFO/RR: it never spins on sched_yield, which would not let CFS threads run */
   uint64_t nivcsw, preempted_ns; /* the worker's involuntary context switches, and when they last rose */
+
+  /* Faults (DP_FAULT_*) are recorded on the ring or port and announced on
+   * fault_fd, an eventfd of our own that JavaScript polls. */
+  int fault_fd;
+  bool signal_pending; /* some ring has signal_once set */
+  /* The guard: a timer that sends DP_GUARD_SIG to the worker every
+   * DP_GUARD_NS while armed, so a write to a guest's eventfd that blocks
+   * returns EINTR (see dp_guest_signal). Armed lazily, disarmed to sleep. */
+  timer_t guard;
+  bool guard_ok, guard_armed;
 };
 
 /* dp_mac.c */
@@ -157,13 +193,13 @@ void *dp_gpa(const struct dp_port *p, uint64_t addr, uint64_t len);
 void *dp_uva(const struct dp_port *p, uint64_t addr, uint64_t len);
 int dp_ring_translate(const struct dp_port *p, struct dp_vring *vr);
 unsigned dp_vhost_tx_burst(struct dp *dp, struct dp_port *p, unsigned *nframes);
-void dp_vhost_rx(struct dp_port *p, const uint8_t *frame, uint32_t len);
-void dp_ring_publish(struct dp_vring *vr);
+void dp_vhost_rx(struct dp *dp, struct dp_port *p, const uint8_t *frame, uint32_t len);
+void dp_ring_publish(struct dp *dp, struct dp_vring *vr);
 bool dp_ring_pending(const struct dp_vring *vr);
 void dp_ring_set_no_notify(struct dp_vring *vr, bool no_notify);
 
 static inline bool dp_ring_running(const struct dp_vring *vr) {
-  return vr->started && vr->enabled && vr->addr_set;
+  return vr->started && vr->enabled && vr->addr_set && !vr->broken;
 }
 
 /* dp.c: called with dp->lock held */
@@ -171,6 +207,8 @@ void dp_thaw_locked(struct dp *dp);
 
 /* dp_worker.c */
 void *dp_worker_main(void *arg);
+void dp_ring_fault(struct dp *dp, struct dp_vring *vr, uint8_t code, int err);
+void dp_guest_signal(struct dp *dp, struct dp_vring *vr);
 void dp_kick_worker(struct dp *dp);
 uint64_t dp_now_ns(void);
 

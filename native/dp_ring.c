@@ -8,6 +8,15 @@
  * table size (which also catches loops), indirect tables are bounds-checked
  * and may not nest. A bad chain costs the guest its packet, never its buffer:
  * it is still completed with a used entry.
+ *
+ * Work is bounded so that one guest cannot stretch a pass (and with it every
+ * other port, a freeze and the control plane, which waits for the pass to
+ * end): a chain, indirect entries included, or a frame merged over several
+ * chains, may take at most DP_MAX_CHAIN descriptors (DPDK's vhost stops at
+ * 256 too); one that takes more is completed and breaks its ring, which is
+ * then not served until it is set up again, and reported (DP_FAULT_CHAIN).
+ * And a ring costs at most DP_RING_PASS_DESCS descriptors per pass: TX chains
+ * beyond wait for the next pass, RX frames beyond find no buffer.
  */
 #include <errno.h>
 #include <string.h>
@@ -58,12 +67,17 @@ struct chain {
   const struct dp_port *p;
   const uint8_t *table;
   uint32_t table_n, next, seen;
+  uint32_t total;  /* descriptors read, for DP_MAX_CHAIN (a merged frame's earlier chains included) */
+  uint32_t *spent; /* the ring's descriptors this pass */
   bool indirect, done;
 };
 
-static inline int chain_begin(struct chain *c, const struct dp_port *p, const struct dp_vring *vr, uint16_t head) {
+/* start: descriptors the frame already took in earlier chains. */
+static inline int chain_begin(struct chain *c, const struct dp_port *p, struct dp_vring *vr, uint16_t head, uint32_t start) {
   if (head >= vr->num) return -1;
   c->p = p;
+  c->total = start;
+  c->spent = &vr->pass_descs;
   c->table = (const uint8_t *)vr->desc;
   c->table_n = vr->num;
   c->next = head;
@@ -73,14 +87,19 @@ static inline int chain_begin(struct chain *c, const struct dp_port *p, const st
   return 0;
 }
 
-/* 1 with the next buffer, 0 at the end of the chain, -1 if the chain is bad. */
+/* 1 with the next buffer, 0 at the end of the chain, -1 if the chain is bad,
+ * CHAIN_TOO_LONG if it takes more than DP_MAX_CHAIN descriptors. */
+#define CHAIN_TOO_LONG (-2)
 static inline int chain_next(struct chain *c, uint8_t **ptr, uint32_t *len, bool *write) {
   for (;;) {
     if (c->done) return 0;
+    if (c->total >= DP_MAX_CHAIN) return CHAIN_TOO_LONG;
     if (c->seen >= c->table_n) return -1; /* longer than its table: a loop */
     struct vring_desc d;
     memcpy(&d, c->table + 16ull * c->next, sizeof(d));
     c->seen++;
+    c->total++;
+    (*c->spent)++;
     if (d.flags & VRING_DESC_F_INDIRECT) {
       /* Only as the whole chain (the spec forbids INDIRECT|NEXT), never nested. */
       if (c->indirect || c->seen != 1 || (d.flags & VRING_DESC_F_NEXT)) return -1;
@@ -119,10 +138,11 @@ static inline void put_used(struct dp_vring *vr, uint16_t slot, uint32_t id, uin
   e->len = len;
 }
 
-/* Copy one TX chain's frame (without its virtio_net_hdr) to out; its length, or 0 if invalid. */
-static uint32_t tx_copy(const struct dp_port *p, const struct dp_vring *vr, uint16_t head, uint8_t *out) {
+/* Copy one TX chain's frame (without its virtio_net_hdr) to out; its length,
+ * 0 if invalid, CHAIN_TOO_LONG if the ring must be broken. */
+static int tx_copy(const struct dp_port *p, struct dp_vring *vr, uint16_t head, uint8_t *out) {
   struct chain c;
-  if (chain_begin(&c, p, vr, head) < 0) return 0;
+  if (chain_begin(&c, p, vr, head, 0) < 0) return 0;
   uint32_t skip = p->hdr_len, n = 0, len;
   uint8_t *ptr;
   bool write;
@@ -140,8 +160,9 @@ static uint32_t tx_copy(const struct dp_port *p, const struct dp_vring *vr, uint
     memcpy(out + n, ptr, len);
     n += len;
   }
+  if (r == CHAIN_TOO_LONG) return CHAIN_TOO_LONG;
   if (r < 0 || skip > 0 || n < DP_MIN_FRAME) return 0;
-  return n;
+  return (int)n;
 }
 
 /* Pop up to DP_BATCH chains from the TX ring into dp->frames, complete them
@@ -160,24 +181,29 @@ unsigned dp_vhost_tx_burst(struct dp *dp, struct dp_port *p, unsigned *nframes) 
   *nframes = 0;
   uint16_t pending_n = pending(vr);
   if (pending_n == 0) return 0;
-  unsigned n = pending_n < DP_BATCH ? pending_n : DP_BATCH, nf = 0;
-  for (unsigned i = 0; i < n; i++) {
+  unsigned n = pending_n < DP_BATCH ? pending_n : DP_BATCH, nf = 0, done = 0;
+  while (done < n && vr->pass_descs < DP_RING_PASS_DESCS) {
     uint16_t head = __atomic_load_n(&vr->avail->ring[vr->last_avail & (vr->num - 1)], __ATOMIC_RELAXED);
     vr->last_avail++;
+    done++;
     uint8_t *slot = dp->staging + (size_t)nf * DP_SLOT_SIZE;
-    uint32_t len = tx_copy(p, vr, head, slot);
-    if (len) {
-      dp->frames[nf].data = slot;
-      dp->frames[nf].len = len;
-      nf++;
-    } else {
-      p->st.drops_invalid++;
-    }
+    int len = tx_copy(p, vr, head, slot);
     put_used(vr, vr->used_idx++, head, 0);
+    if (len > 0) {
+      dp->frames[nf].data = slot;
+      dp->frames[nf].len = (uint32_t)len;
+      nf++;
+      continue;
+    }
+    p->st.drops_invalid++;
+    if (len == CHAIN_TOO_LONG) {
+      dp_ring_fault(dp, vr, DP_FAULT_CHAIN, 0); /* completed above; the ring is not served again */
+      break;
+    }
   }
-  dp_ring_publish(vr);
+  dp_ring_publish(dp, vr);
   *nframes = nf;
-  return n;
+  return done;
 }
 
 /*
@@ -190,9 +216,9 @@ unsigned dp_vhost_tx_burst(struct dp *dp, struct dp_port *p, unsigned *nframes) 
  * taken for this frame, and the frame is dropped. Used entries are written
  * beyond used->idx, so abandoning a frame is just not advancing the shadows.
  */
-void dp_vhost_rx(struct dp_port *p, const uint8_t *frame, uint32_t len) {
+void dp_vhost_rx(struct dp *dp, struct dp_port *p, const uint8_t *frame, uint32_t len) {
   struct dp_vring *vr = &p->rings[0];
-  if (!dp_ring_running(vr)) {
+  if (!dp_ring_running(vr) || vr->pass_descs >= DP_RING_PASS_DESCS) {
     p->st.drops_no_buffer++;
     return;
   }
@@ -205,6 +231,8 @@ void dp_vhost_rx(struct dp_port *p, const uint8_t *frame, uint32_t len) {
   uint32_t off = 0; /* bytes of header + frame written */
   uint16_t la = vr->last_avail, ui = vr->used_idx, nbufs = 0;
   uint8_t *nb[2] = {NULL, NULL}; /* where num_buffers' two bytes landed */
+  uint32_t descs = 0;            /* taken by this frame so far, over all its chains */
+  bool too_long = false;
 
   while (off < total) {
     if (la == end || (nbufs > 0 && !p->mrg)) {
@@ -216,11 +244,12 @@ void dp_vhost_rx(struct dp_port *p, const uint8_t *frame, uint32_t len) {
     struct chain c;
     uint32_t written = 0, seg;
     uint8_t *ptr;
-    bool write, bad = chain_begin(&c, p, vr, head) < 0;
+    bool write, bad = chain_begin(&c, p, vr, head, descs) < 0;
     while (!bad && off < total) {
       int r = chain_next(&c, &ptr, &seg, &write);
       if (r == 0) break;
       if (r < 0 || !write) {
+        too_long = r == CHAIN_TOO_LONG;
         bad = true;
         break;
       }
@@ -244,8 +273,10 @@ void dp_vhost_rx(struct dp_port *p, const uint8_t *frame, uint32_t len) {
       vr->last_avail = la;
       vr->used_idx = ui;
       p->st.drops_invalid++;
+      if (too_long) dp_ring_fault(dp, vr, DP_FAULT_CHAIN, 0); /* everything taken is completed; published by the pass */
       return;
     }
+    descs = c.total;
     put_used(vr, ui++, head, written);
     nbufs++;
   }
@@ -258,22 +289,15 @@ void dp_vhost_rx(struct dp_port *p, const uint8_t *frame, uint32_t len) {
 }
 
 /* Make completed entries visible, then interrupt the guest unless it said not to. */
-void dp_ring_publish(struct dp_vring *vr) {
+void dp_ring_publish(struct dp *dp, struct dp_vring *vr) {
   if (vr->used_idx == vr->used_pub) return;
   __atomic_store_n(&vr->used->idx, vr->used_idx, __ATOMIC_RELEASE);
   vr->used_pub = vr->used_idx;
   /* Order the idx store before reading avail->flags: otherwise we could miss a
    * driver that just cleared NO_INTERRUPT and went to sleep. */
   __atomic_thread_fence(__ATOMIC_SEQ_CST);
-  if (vr->call_fd >= 0 && !(__atomic_load_n(&vr->avail->flags, __ATOMIC_RELAXED) & VRING_AVAIL_F_NO_INTERRUPT)) {
-    uint64_t one = 1;
-    ssize_t r;
-    do {
-      r = write(vr->call_fd, &one, sizeof(one));
-    } while (r < 0 && errno == EINTR);
-    /* Other failures (EAGAIN at a saturated counter) change nothing the guest
-     * would see: it already has an interrupt pending. */
-  }
+  if (vr->call_fd >= 0 && !(__atomic_load_n(&vr->avail->flags, __ATOMIC_RELAXED) & VRING_AVAIL_F_NO_INTERRUPT))
+    dp_guest_signal(dp, vr);
 }
 
 bool dp_ring_pending(const struct dp_vring *vr) { return pending(vr) != 0; }

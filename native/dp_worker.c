@@ -10,10 +10,25 @@
  * before seeing the cleared flag is caught by that second look, one that adds
  * it after will kick. Taps are level-triggered in epoll. Rings without a kick
  * fd (poll mode) are looked at every DP_SLEEP_MS.
+ *
+ * Guests' fds: a kick or call eventfd shares its open file description with
+ * the guest, which can clear O_NONBLOCK on it at any time (F_SETFL on its own
+ * copy) and saturate its counter, so our own O_NONBLOCK proves nothing. Kicks
+ * are read with preadv2(RWF_NOWAIT), which eventfd honours whatever the
+ * description's flags. Calls cannot be (eventfd's write ignores RWF_NOWAIT:
+ * EOPNOTSUPP), so they are written under the guard: a timer that interrupts
+ * this thread every DP_GUARD_NS while it is awake and has written a call fd,
+ * so a write that blocks returns EINTR after at most that long; the ring's
+ * call fd is then given up and the fault reported (see dp_guest_signal).
+ *
+ * A tap whose device went away (its namespace deleted) reads EBADFD and is
+ * EPOLLERR for ever: the port goes down (not read, not written, not in
+ * epoll) and the fault is reported, instead of waking us on every epoll_wait.
  */
 #include <errno.h>
 #include <string.h>
 #include <poll.h>
+#include <sys/uio.h>
 #include <sched.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
@@ -48,7 +63,119 @@ static void drain(int fd) {
   } while (r < 0 && errno == EINTR);
 }
 
-static void tap_out(struct dp_port *p, const uint8_t *frame, uint32_t len) {
+/* Tell JavaScript a fault was recorded (fault_fd is ours, non-blocking). */
+static void announce_fault(struct dp *dp) {
+  uint64_t one = 1;
+  ssize_t r;
+  do {
+    r = write(dp->fault_fd, &one, sizeof(one));
+  } while (r < 0 && errno == EINTR);
+}
+
+void dp_ring_fault(struct dp *dp, struct dp_vring *vr, uint8_t code, int err) {
+  if (code == DP_FAULT_CHAIN && !vr->broken) {
+    vr->broken = true;
+    dp->gen++; /* out of the epoll set */
+  }
+  if (vr->fault) return; /* the first reason is the one reported */
+  vr->fault = code;
+  vr->fault_errno = err;
+  vr->fault_new = true;
+  announce_fault(dp);
+}
+
+static void tap_fault(struct dp *dp, struct dp_port *p, int err) {
+  if (p->down) return;
+  p->down = true;
+  dp->gen++;
+  p->fault = DP_FAULT_TAP_GONE;
+  p->fault_errno = err;
+  p->fault_new = true;
+  announce_fault(dp);
+}
+
+/* ---- the guard (see the top of this file) ---- */
+
+static void guard_noop(int sig) { (void)sig; }
+
+static pthread_once_t guard_once = PTHREAD_ONCE_INIT;
+
+/* Process-wide, once: a handler without SA_RESTART, so a blocked write returns EINTR. */
+static void guard_install(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = guard_noop;
+  sigemptyset(&sa.sa_mask);
+  sigaction(DP_GUARD_SIG, &sa, NULL);
+}
+
+/* On the worker: the only signal it takes is the guard's, from its own timer. */
+static void guard_init(struct dp *dp) {
+  pthread_once(&guard_once, guard_install);
+  sigset_t s;
+  sigemptyset(&s);
+  sigaddset(&s, DP_GUARD_SIG);
+  pthread_sigmask(SIG_UNBLOCK, &s, NULL);
+  struct sigevent se;
+  memset(&se, 0, sizeof(se));
+  se.sigev_notify = SIGEV_THREAD_ID;
+  se.sigev_signo = DP_GUARD_SIG;
+  se._sigev_un._tid = (pid_t)syscall(SYS_gettid);
+  dp->guard_ok = timer_create(CLOCK_MONOTONIC, &se, &dp->guard) == 0;
+  dp->guard_armed = false;
+}
+
+static void guard_set(struct dp *dp, bool on) {
+  if (!dp->guard_ok || dp->guard_armed == on) return;
+  struct itimerspec t;
+  memset(&t, 0, sizeof(t));
+  if (on) t.it_value.tv_nsec = t.it_interval.tv_nsec = (long)DP_GUARD_NS;
+  if (timer_settime(dp->guard, 0, &t, NULL) == 0) dp->guard_armed = on;
+}
+
+/*
+ * Add 1 to a ring's call eventfd, never blocking for more than DP_GUARD_NS.
+ * EAGAIN (a saturated counter on a non-blocking description) is fine: the
+ * guest has an interrupt pending anyway. EINTR can only be the guard ending
+ * a write that blocked (the guest cleared O_NONBLOCK and saturated the
+ * counter): the call fd is given up and reported, as is any other failure.
+ */
+void dp_guest_signal(struct dp *dp, struct dp_vring *vr) {
+  if (vr->call_fd < 0 || vr->call_dead) return;
+  guard_set(dp, true);
+  if (!dp->guard_armed) {
+    /* No timer (timer_create failed): at least never write into a full counter. */
+    struct pollfd pfd = {.fd = vr->call_fd, .events = POLLOUT};
+    if (poll(&pfd, 1, 0) != 1 || !(pfd.revents & POLLOUT)) return;
+  }
+  uint64_t one = 1;
+  ssize_t r = write(vr->call_fd, &one, sizeof(one));
+  if (r == (ssize_t)sizeof(one) || (r < 0 && errno == EAGAIN)) return;
+  int err = r < 0 ? errno : EIO;
+  vr->call_dead = true;
+  dp_ring_fault(dp, vr, err == EINTR ? DP_FAULT_CALL_BLOCKED : DP_FAULT_CALL_FAILED, err);
+}
+
+/* Empty a TX ring's kick eventfd without ever blocking (RWF_NOWAIT, whatever
+ * the guest did to the description's flags). A failure other than "empty"
+ * takes the fd out of epoll (the ring is polled) and is reported. */
+static void drain_kick(struct dp *dp, struct dp_vring *vr) {
+  if (vr->kick_fd < 0) return;
+  uint64_t v;
+  struct iovec iov = {.iov_base = &v, .iov_len = sizeof(v)};
+  ssize_t r;
+  do {
+    r = preadv2(vr->kick_fd, &iov, 1, -1, RWF_NOWAIT);
+  } while (r < 0 && errno == EINTR);
+  if (r >= 0 || errno == EAGAIN) return;
+  int err = errno;
+  vr->kick_fd = -1;
+  dp->gen++;
+  dp_ring_fault(dp, vr, DP_FAULT_KICK_FAILED, err);
+}
+
+static void tap_out(struct dp *dp, struct dp_port *p, const uint8_t *frame, uint32_t len) {
+  if (p->down) return;
   ssize_t r;
   do {
     r = write(p->tap_fd, frame, len);
@@ -56,16 +183,17 @@ static void tap_out(struct dp_port *p, const uint8_t *frame, uint32_t len) {
   if (r == (ssize_t)len) {
     p->st.tx_packets++;
     p->st.tx_bytes += len;
-  } else {
-    p->st.drops_no_buffer++; /* EAGAIN (queue full) or the device is down */
+    return;
   }
+  p->st.drops_no_buffer++; /* EAGAIN (queue full), EIO (the link is down) */
+  if (r < 0 && (errno == EBADFD || errno == ENXIO || errno == ENODEV)) tap_fault(dp, p, errno); /* the device is gone */
 }
 
-static inline void deliver(struct dp_port *p, const uint8_t *frame, uint32_t len) {
+static inline void deliver(struct dp *dp, struct dp_port *p, const uint8_t *frame, uint32_t len) {
   if (p->kind == DP_KIND_VHOST)
-    dp_vhost_rx(p, frame, len);
+    dp_vhost_rx(dp, p, frame, len);
   else
-    tap_out(p, frame, len);
+    tap_out(dp, p, frame, len);
 }
 
 /* The bridge: learn the source, forward to the known port or flood. */
@@ -78,13 +206,13 @@ static void forward(struct dp *dp, uint16_t in, const uint8_t *frame, uint32_t l
   if (!(dst[0] & 1)) {
     int out = dp_mac_lookup(dp, dst);
     if (out >= 0 && (uint32_t)out < dp->max_ports && dp->ports[out].in_use) {
-      if (out != in) deliver(&dp->ports[out], frame, len);
+      if (out != in) deliver(dp, &dp->ports[out], frame, len);
       return; /* back to where it came from: the segment already has it */
     }
   }
   ip->st.floods++;
   for (uint32_t i = 0; i < dp->max_ports; i++)
-    if (i != in && dp->ports[i].in_use) deliver(&dp->ports[i], frame, len);
+    if (i != in && dp->ports[i].in_use) deliver(dp, &dp->ports[i], frame, len);
 }
 
 static unsigned tap_rx_burst(struct dp *dp, struct dp_port *p, unsigned *nframes) {
@@ -93,7 +221,11 @@ static unsigned tap_rx_burst(struct dp *dp, struct dp_port *p, unsigned *nframes
     uint8_t *slot = dp->staging + (size_t)nf * DP_SLOT_SIZE;
     ssize_t r = read(p->tap_fd, slot, DP_SLOT_SIZE);
     if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) break; /* EAGAIN: empty; anything else: nothing to read either */
+    if (r < 0 && errno != EAGAIN) {
+      tap_fault(dp, p, errno); /* EBADFD: its device is gone (namespace deleted) */
+      break;
+    }
+    if (r <= 0) break; /* EAGAIN: empty */
     reads++;
     if (r < DP_MIN_FRAME || r > DP_MAX_FRAME) {
       p->st.drops_invalid++;
@@ -114,13 +246,26 @@ static unsigned pass(struct dp *dp) {
   dp->now_s = (uint32_t)((dp_now_ns() - dp->t0_ns) / 1000000000ull) + 1;
   for (uint32_t i = 0; i < dp->max_ports; i++) {
     struct dp_port *p = &dp->ports[i];
-    if (!p->in_use) continue;
+    if (p->in_use && p->kind == DP_KIND_VHOST) p->rings[0].pass_descs = p->rings[1].pass_descs = 0;
+  }
+  if (dp->signal_pending) { /* dpSignalCalls: once, whatever NO_INTERRUPT says */
+    dp->signal_pending = false;
+    for (uint32_t i = 0; i < dp->max_ports; i++)
+      for (int q = 0; dp->ports[i].in_use && dp->ports[i].kind == DP_KIND_VHOST && q < 2; q++) {
+        struct dp_vring *vr = &dp->ports[i].rings[q];
+        if (vr->signal_once) dp_guest_signal(dp, vr);
+        vr->signal_once = false;
+      }
+  }
+  for (uint32_t i = 0; i < dp->max_ports; i++) {
+    struct dp_port *p = &dp->ports[i];
+    if (!p->in_use || p->down) continue;
     unsigned nf;
     work += p->kind == DP_KIND_VHOST ? dp_vhost_tx_burst(dp, p, &nf) : tap_rx_burst(dp, p, &nf);
     for (unsigned f = 0; f < nf; f++) forward(dp, (uint16_t)i, dp->frames[f].data, dp->frames[f].len);
   }
   for (uint32_t i = 0; i < dp->max_ports; i++)
-    if (dp->ports[i].in_use && dp->ports[i].kind == DP_KIND_VHOST) dp_ring_publish(&dp->ports[i].rings[0]);
+    if (dp->ports[i].in_use && dp->ports[i].kind == DP_KIND_VHOST) dp_ring_publish(dp, &dp->ports[i].rings[0]);
   dp->passes++;
   return work;
 }
@@ -141,8 +286,9 @@ static bool any_pending(struct dp *dp) {
   return false;
 }
 
-static void ep_add(struct dp *dp, int fd, uint32_t type) {
-  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = ((uint64_t)type << 32) | (uint32_t)fd};
+/* Events carry their type and port index. */
+static void ep_add(struct dp *dp, int fd, uint32_t type, uint32_t port) {
+  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = ((uint64_t)type << 32) | port};
   epoll_ctl(dp->ep_fd, EPOLL_CTL_ADD, fd, &ev); /* a bad fd from TS only costs its wakeups */
 }
 
@@ -154,14 +300,14 @@ static void rebuild_epoll(struct dp *dp) {
   dp->ep_fd = epoll_create1(EPOLL_CLOEXEC);
   dp->ep_gen = dp->gen;
   if (dp->ep_fd < 0) return; /* sleep() then naps DP_SLEEP_MS without fds */
-  ep_add(dp, dp->ctl_fd, EV_CTL);
+  ep_add(dp, dp->ctl_fd, EV_CTL, 0);
   for (uint32_t i = 0; i < dp->max_ports; i++) {
     struct dp_port *p = &dp->ports[i];
-    if (!p->in_use) continue;
+    if (!p->in_use || p->down) continue;
     if (p->kind == DP_KIND_TAP)
-      ep_add(dp, p->tap_fd, EV_TAP);
+      ep_add(dp, p->tap_fd, EV_TAP, i);
     else if (dp_ring_running(&p->rings[1]) && p->rings[1].kick_fd >= 0)
-      ep_add(dp, p->rings[1].kick_fd, EV_KICK);
+      ep_add(dp, p->rings[1].kick_fd, EV_KICK, i);
   }
 }
 
@@ -175,6 +321,7 @@ static void sleep_until_work(struct dp *dp) {
     return;
   }
   dp->sleeps++;
+  guard_set(dp, false); /* no guest write while asleep; the timer must not wake us */
   struct epoll_event evs[64];
   pthread_mutex_unlock(&dp->lock);
   int n;
@@ -192,9 +339,17 @@ static void sleep_until_work(struct dp *dp) {
    * meanwhile; if it was, the eventfds are drained on the next sleep instead. */
   bool same = dp->ep_gen == dp->gen;
   for (int i = 0; i < n; i++) {
-    uint32_t type = (uint32_t)(evs[i].data.u64 >> 32);
-    int fd = (int)(uint32_t)evs[i].data.u64;
-    if (type == EV_CTL || (type == EV_KICK && same)) drain(fd);
+    uint32_t type = (uint32_t)(evs[i].data.u64 >> 32), idx = (uint32_t)evs[i].data.u64;
+    if (type == EV_CTL) {
+      drain(dp->ctl_fd);
+      continue;
+    }
+    if (!same || idx >= dp->max_ports || !dp->ports[idx].in_use) continue;
+    struct dp_port *p = &dp->ports[idx];
+    if (type == EV_KICK && p->kind == DP_KIND_VHOST)
+      drain_kick(dp, &p->rings[1]);
+    else if (type == EV_TAP && p->kind == DP_KIND_TAP && (evs[i].events & (EPOLLERR | EPOLLHUP)))
+      tap_fault(dp, p, EBADFD); /* a detached tap: EPOLLERR for ever */
   }
   set_no_notify(dp, true);
 }
@@ -204,6 +359,7 @@ static void sleep_until_work(struct dp *dp) {
 static void frozen_wait(struct dp *dp) {
   struct pollfd pfd[2] = {{.fd = dp->ctl_fd, .events = POLLIN}, {.fd = dp->go_fd, .events = POLLIN}};
   nfds_t n = dp->go_fd >= 0 && dp->baton ? 2 : 1;
+  guard_set(dp, false);
   pthread_mutex_unlock(&dp->lock);
   int r = poll(pfd, n, DP_SLEEP_MS);
   pthread_mutex_lock(&dp->lock);
@@ -256,6 +412,7 @@ static bool cpu_shared(struct dp *dp, uint64_t now) {
 void *dp_worker_main(void *arg) {
   struct dp *dp = arg;
   uint64_t idle_since = 0, policy_at = 0, spin_ns = DP_SPIN_NS;
+  guard_init(dp);
   __atomic_store_n(&dp->worker_tid, (int)syscall(SYS_gettid), __ATOMIC_RELEASE);
   pthread_mutex_lock(&dp->lock);
   while (!dp->stopping) {
@@ -305,5 +462,6 @@ void *dp_worker_main(void *arg) {
     pthread_mutex_lock(&dp->lock);
   }
   pthread_mutex_unlock(&dp->lock);
+  if (dp->guard_ok) timer_delete(dp->guard);
   return NULL;
 }

@@ -8,7 +8,7 @@ import { logger, setLogContext, type Logger } from '../log.js';
 import { check, native } from '../native/index.js';
 import { VERSION } from '../version.js';
 import type { DatapathConfig, TapSpec } from './config.js';
-import { Engine } from './engine.js';
+import { Engine, type EngineFault, type PortStats } from './engine.js';
 import { Handover, type Fault, type HandoverHost, type TapPort } from './handover/index.js';
 import { serve } from './handover/serve.js';
 import { Notifier } from './notify.js';
@@ -54,6 +54,8 @@ export class Datapath {
   #engine: Engine | null = null;
   #ports: VhostPort[] = [];
   #taps: TapPort[] = [];
+  /** taps whose device went away: no longer in the engine, their fd closed; kept for status */
+  #downTaps: Array<{ spec: TapSpec; reason: string; counters: PortStats | null }> = [];
   #control: ControlServer | null = null;
   /** standby: the temporary control server, kept for its open connections after commit */
   #standbyControl: ControlServer | null = null;
@@ -75,6 +77,7 @@ export class Datapath {
       for (const p of this.config.memFiles) this.#memFiles.push(openMemFile(p));
       const first = this.#memFiles[0]!;
       this.#engine = new Engine(first.fd, first.size, { macEntries: this.config.macEntries });
+      this.#engine.onFault((f) => this.#onEngineFault(f));
       // Before any ring is ours (ports open below, or import then resume in standby).
       if (isPlaced(this.config.worker)) this.placeWorker(this.config.worker);
       this.#handover = new Handover(this.#host(), standby ? 'standby' : 'active', this.#opts.upgradeId ?? null);
@@ -136,6 +139,29 @@ export class Datapath {
 
   #portOptions(spec: { name: string; path: string; mode: 'server' | 'client' }): VhostPortOptions {
     return { ...spec, engine: this.#engine!, log: this.log };
+  }
+
+  /**
+   * The worker gave up on a ring or a tap (native/dp_worker.c). A vhost-user
+   * port drops its frontend with the reason; a tap whose device is gone goes
+   * down for good: out of the engine, its fd closed, shown in status.
+   */
+  #onEngineFault(f: EngineFault): void {
+    const port = this.#ports.find((p) => p.enginePort === f.port);
+    if (port) {
+      port.fault(f.reason);
+      return;
+    }
+    const i = this.#taps.findIndex((t) => t.enginePort === f.port);
+    if (i < 0) return;
+    const t = this.#taps[i]!;
+    const reason = `tap device ${t.spec.ifname} ${f.reason.replace(/^its device /, '')}`;
+    const counters = this.#engine?.stats().find((s) => s.port === t.enginePort) ?? null;
+    this.#taps.splice(i, 1);
+    this.#engine?.removePort(t.enginePort);
+    native.close(t.fd);
+    this.#downTaps.push({ spec: t.spec, reason, counters });
+    this.log.error({ port: t.spec.name, ifname: t.spec.ifname, reason }, 'tap port down');
   }
 
   async #openTap(spec: TapSpec): Promise<TapPort> {
@@ -228,7 +254,8 @@ export class Datapath {
       worker: this.workerPlacement(),
       ports: [
         ...this.#ports.map((p) => ({ kind: 'vhost-user', ...p.status(), counters: counters(p.enginePort) })),
-        ...this.#taps.map((t) => ({ kind: 'tap', name: t.spec.name, ifname: t.spec.ifname, counters: counters(t.enginePort) })),
+        ...this.#taps.map((t) => ({ kind: 'tap', name: t.spec.name, ifname: t.spec.ifname, state: 'up', lastError: null, counters: counters(t.enginePort) })),
+        ...this.#downTaps.map((t) => ({ kind: 'tap', name: t.spec.name, ifname: t.spec.ifname, state: 'down', lastError: t.reason, counters: t.counters })),
       ],
     };
   }

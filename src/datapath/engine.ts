@@ -1,5 +1,6 @@
-import { check, native } from '../native/index.js';
-import type { DpHandle, DpPortStats, DpRingStatus, DpTimes, DpWorkerStats } from '../native/datapath-native.js';
+import util from 'node:util';
+import { check, native, type PollHandle } from '../native/index.js';
+import type { DpFault, DpHandle, DpPortStats, DpRingStatus, DpTimes, DpWorkerStats } from '../native/datapath-native.js';
 
 /** A region of a frontend's memory as the engine maps it. */
 export interface EngineRegion {
@@ -22,6 +23,39 @@ export type PortKind = 'vhost' | 'tap';
 
 export type PortStats = DpPortStats;
 
+/** The worker gave up on a ring (q) or a tap (q null), and why, in words. */
+export interface EngineFault {
+  port: number;
+  q: number | null;
+  reason: string;
+}
+
+// Errnos a guest fd or a dead tap gives that libuv has no name for.
+const LINUX_ERRNO: Record<number, string> = { 77: 'EBADFD' };
+
+function errnoName(errno: number): string {
+  if (errno <= 0) return 'no errno';
+  const name = LINUX_ERRNO[errno] ?? util.getSystemErrorName(-errno);
+  return name.startsWith('Unknown') ? `errno ${errno}` : name;
+}
+
+/** A fault as a person reads it in a log line or `lastError`. */
+export function describeFault(f: DpFault): string {
+  const ring = `ring ${f.q}`;
+  switch (f.code) {
+    case 1:
+      return `the call fd of ${ring} blocked the packet thread (the frontend cleared O_NONBLOCK and saturated its counter): it is not written again`;
+    case 2:
+      return `writing the call fd of ${ring} failed (${errnoName(f.errno)})`;
+    case 3:
+      return `reading the kick fd of ${ring} failed (${errnoName(f.errno)}): the ring is polled`;
+    case 4:
+      return `${ring} broken: a descriptor chain longer than ${native.DP_MAX_CHAIN} descriptors (indirect ones included, or over one merged frame)`;
+    case 5:
+      return `its device is gone (${errnoName(f.errno)}): the port is down`;
+  }
+}
+
 /**
  * The packet engine (native/dp*.c) seen from the control plane: one C worker
  * thread forwarding between ports, configured from here. Every call is
@@ -30,6 +64,7 @@ export type PortStats = DpPortStats;
  */
 export class Engine {
   #h: DpHandle | null;
+  #faultPoll: PollHandle | null = null;
 
   constructor(memFd: number, memSize: number, opts: { macEntries?: number; maxPorts?: number } = {}) {
     this.#h = check(
@@ -120,8 +155,33 @@ export class Engine {
     return check(native.dpWorkerStats(this.#handle), 'dpWorkerStats');
   }
 
+  /** Write the port's call fds once, from the worker (see dpSignalCalls): never blocks this thread. */
+  signalCalls(port: number): void {
+    check(native.dpSignalCalls(this.#handle, port), `dpSignalCalls (port ${port})`);
+  }
+
+  /** Faults recorded since the last call. */
+  takeFaults(): EngineFault[] {
+    return check(native.dpTakeFaults(this.#handle), 'dpTakeFaults').map((f) => ({ port: f.port, q: f.q < 0 ? null : f.q, reason: describeFault(f) }));
+  }
+
+  /** Call cb on the event loop for every fault the worker records from now on (one watcher). */
+  onFault(cb: (f: EngineFault) => void): void {
+    if (this.#faultPoll !== null) throw new Error('engine faults are already watched');
+    const fd = check(native.dpFaultFd(this.#handle), 'dpFaultFd');
+    this.#faultPoll = check(
+      native.pollStart(fd, native.POLL_READABLE, () => {
+        if (this.#h !== null) for (const f of this.takeFaults()) cb(f);
+      }),
+      'uv_poll_start',
+      { fd },
+    );
+  }
+
   destroy(): void {
     if (this.#h === null) return;
+    if (this.#faultPoll !== null) native.pollClose(this.#faultPoll);
+    this.#faultPoll = null;
     native.dpDestroy(this.#h);
     this.#h = null;
   }

@@ -67,6 +67,10 @@ export interface DpRingStatus {
   started: boolean;
   enabled: boolean;
   lastAvail: number;
+  /** a chain broke the rules (DP_FAULT_CHAIN): the ring is not served until it is set up again */
+  broken: boolean;
+  /** the first fault since the ring was set up (DP_FAULT_*), 0 = none */
+  fault: number;
   /** read from shared memory; null until the ring has addresses */
   usedIdx: number | null;
   availIdx: number | null;
@@ -84,6 +88,24 @@ export interface DpWorkerStats {
   macEntries: number;
   /** the worker's thread id, for placing it (schedSet) */
   tid: number;
+}
+
+/**
+ * What made the worker give up on a ring or a tap, recorded once:
+ * 1 a write to the call fd blocked (the guest cleared O_NONBLOCK and saturated its counter),
+ * 2 a write to the call fd failed, 3 reading the kick fd failed,
+ * 4 a descriptor chain (or merged RX frame) longer than DP_MAX_CHAIN: the ring is broken,
+ * 5 the tap's device is gone (EBADFD, EPOLLERR): the port is down.
+ */
+export type DpFaultCode = 1 | 2 | 3 | 4 | 5;
+
+export interface DpFault {
+  port: number;
+  /** the ring, or -1 for a tap */
+  q: number;
+  code: DpFaultCode;
+  /** what the syscall said, 0 if nothing */
+  errno: number;
 }
 
 export interface DpTimes {
@@ -104,6 +126,8 @@ export interface DatapathAddon {
   readonly DP_MAX_REGIONS: number;
   readonly DP_MAX_PORTS: number;
   readonly DP_MAX_MAC_ENTRIES: number;
+  /** most descriptors in one chain (indirect entries included) or one merged RX frame */
+  readonly DP_MAX_CHAIN: number;
 
   /** Bytes of mem file dpCreate needs for this many MAC entries (-EINVAL out of range). */
   dpMemRequired(macEntries: number): number | Errno;
@@ -189,6 +213,19 @@ export interface DatapathAddon {
   dpWorkerStats(h: DpHandle): DpWorkerStats | Errno;
   /** Ring state of a vhost port ([] for a tap port). */
   dpPortRings(h: DpHandle, port: number): DpRingStatus[] | Errno;
+
+  /**
+   * An eventfd of the engine's own (keep it open only as long as the handle),
+   * readable when the worker recorded a fault: then call dpTakeFaults.
+   */
+  dpFaultFd(h: DpHandle): number | Errno;
+  /** Faults recorded since the last call, each once (and empties dpFaultFd). */
+  dpTakeFaults(h: DpHandle): DpFault[] | Errno;
+  /**
+   * Write each of the port's call fds once, on the worker's next pass (never
+   * on the calling thread: a guest's fd may block), whatever NO_INTERRUPT says.
+   */
+  dpSignalCalls(h: DpHandle, port: number): 0 | Errno;
 
   /** Open a non-persistent tap device (IFF_TAP | IFF_NO_PI, O_NONBLOCK): fd, gone with its last fd. */
   tapOpen(name: string): number | Errno;

@@ -137,6 +137,14 @@ export class VhostConnection {
     if (this.#frozen) sock.pause();
   }
 
+  /** Close the frontend's connection as a bad message would (the engine gave up on its device). */
+  drop(reason: string): void {
+    const sock = this.#conn;
+    if (sock === null) return;
+    this.#log.warn({ reason }, 'closing the vhost-user connection');
+    sock.close();
+  }
+
   #onDisconnect(sock: UnixSocket, err?: Error): void {
     if (this.#conn !== sock) return;
     this.#conn = null;

@@ -1,5 +1,5 @@
+import fs from 'node:fs';
 import { closeFds } from '../../native/fds.js';
-import { native } from '../../native/index.js';
 import { encodeReply, hasOwnReply, ProtocolFeature, requestFds, VirtioFeature, type Request, type RequestOf } from '../../vhost/index.js';
 import type { Engine, EngineRegion } from '../engine.js';
 
@@ -49,6 +49,38 @@ function freshDevice(): DeviceState {
 
 /** Why a connection must be closed: the frontend broke the protocol (not merely a request that failed). */
 export class ProtocolViolation extends Error {}
+
+/**
+ * Why a frontend's kick, call or err fd is refused, or null. Only a plain
+ * eventfd will do: anything else (a pipe, a socket, a file) can block the
+ * packet thread or wake it for ever (a pipe without writers is EPOLLHUP until
+ * closed), and a semaphore eventfd (EFD_SEMAPHORE) gives up one count per
+ * read, so a kick never empties. The fd number is ours once received, so
+ * what /proc says about it cannot change under us (no TOCTOU); its flags
+ * (O_NONBLOCK) can, which the engine copes with (docs/datapath.md).
+ */
+export function eventfdProblem(fd: number): string | null {
+  let link: string;
+  let info: string;
+  try {
+    link = fs.readlinkSync(`/proc/self/fd/${fd}`);
+    info = fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8');
+  } catch (err) {
+    return `cannot be inspected (${(err as Error).message})`;
+  }
+  if (link !== 'anon_inode:[eventfd]' || !/^eventfd-count:/m.test(info)) return `is not an eventfd (${link})`;
+  if (/^eventfd-semaphore:\s*1\s*$/m.test(info)) return 'is a semaphore eventfd (EFD_SEMAPHORE): reading it never empties it';
+  return null;
+}
+
+/** Take a kick, call or err fd only if it is a plain eventfd; else close it and drop the connection. */
+function acceptEventfd(fd: number | null, what: string, ring: number): number | null {
+  if (fd === null) return null;
+  const problem = eventfdProblem(fd);
+  if (problem === null) return fd;
+  closeFds([fd]);
+  throw new ProtocolViolation(`the ${what} fd of ring ${ring} ${problem}`);
+}
 
 type Handlers = { [T in Request['type']]: (req: RequestOf<T>) => Buffer | null };
 
@@ -138,16 +170,18 @@ export class VhostDevice {
       return this.#ack(req);
     },
     SET_VRING_CALL: (req) => {
+      const fd = acceptEventfd(req.fd, 'call', req.index);
       const r = this.state.rings[req.index]!;
       closeFds([r.callFd]);
-      r.callFd = req.fd;
-      this.#engine.setCall(this.enginePort, req.index, req.fd ?? -1);
+      r.callFd = fd;
+      this.#engine.setCall(this.enginePort, req.index, fd ?? -1);
       return this.#ack(req);
     },
     SET_VRING_ERR: (req) => {
+      const fd = acceptEventfd(req.fd, 'err', req.index);
       const r = this.state.rings[req.index]!;
       closeFds([r.errFd]);
-      r.errFd = req.fd;
+      r.errFd = fd;
       return this.#ack(req);
     },
     SET_VRING_ENABLE: (req) => {
@@ -210,11 +244,12 @@ export class VhostDevice {
   }
 
   #setKick(req: RequestOf<'SET_VRING_KICK'>): void {
+    const fd = acceptEventfd(req.fd, 'kick', req.index);
     const r = this.state.rings[req.index]!;
     closeFds([r.kickFd]);
-    r.kickFd = req.fd;
-    r.kickNoFd = req.fd === null;
-    this.#engine.setKick(this.enginePort, req.index, req.fd ?? -1);
+    r.kickFd = fd;
+    r.kickNoFd = fd === null;
+    this.#engine.setKick(this.enginePort, req.index, fd ?? -1);
     // A ring starts on kick (the vhost-user spec, "Starting and stopping rings"): its size and addresses must be known by now.
     if (r.started) this.#stopRing(req.index, r);
     this.#startRing(req.index, r);
@@ -259,9 +294,14 @@ export class VhostDevice {
     this.state = freshDevice();
   }
 
-  /** Signal every call fd once: the guest looks at what was completed across the gap. */
+  /**
+   * Signal every call fd once: the guest looks at what was completed across
+   * the gap. The worker writes them on its next pass, under its guard: a
+   * guest's eventfd may have been made blocking, and this thread must not
+   * block on it either.
+   */
   signalCalls(): void {
-    for (const r of this.state.rings) if (r.callFd !== null) native.eventfdWrite(r.callFd, 1n);
+    this.#engine.signalCalls(this.enginePort);
   }
 
   /** reset(), and the engine port goes too. */

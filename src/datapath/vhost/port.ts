@@ -175,6 +175,13 @@ export class VhostPort {
     this.#conn.activate();
   }
 
+  /** The engine gave up on this device (a ring broke the rules, a guest fd blocked): drop the frontend, say why. */
+  fault(reason: string): void {
+    this.#lastError = reason;
+    if (this.connected) this.#conn.drop(reason);
+    else this.#log.warn({ reason }, 'vhost-user device fault');
+  }
+
   /** Signal every call fd once: the guest looks at what was completed across the gap. */
   signalCalls(): void {
     this.#dev.signalCalls();
