@@ -1,5 +1,6 @@
-import { check, native } from '../native/index.js';
-import type { DpHandle, DpPortStats, DpRingStatus, DpTimes, DpWorkerStats } from '../native/datapath-native.js';
+import { check, native, type PollHandle } from '../native/index.js';
+import type { DpHandle, DpMemFault, DpPortStats, DpRingStatus, DpTimes, DpWorkerStats } from '../native/datapath-native.js';
+import { DEFAULT_GUEST_MEMORY, refuseTable, type GuestMemoryLimits } from './guest-memory.js';
 
 /** A region of a frontend's memory as the engine maps it. */
 export interface EngineRegion {
@@ -30,13 +31,38 @@ export type PortStats = DpPortStats;
  */
 export class Engine {
   #h: DpHandle | null;
+  #limits: GuestMemoryLimits;
+  /** the engine's fault eventfd, watched on the event loop */
+  #faultPoll: PollHandle | null = null;
+  #faultListeners = new Map<number, (fault: DpMemFault) => void>();
 
-  constructor(memFd: number, memSize: number, opts: { macEntries?: number; maxPorts?: number } = {}) {
-    this.#h = check(
+  constructor(memFd: number, memSize: number, opts: { macEntries?: number; maxPorts?: number; guestMemory?: GuestMemoryLimits } = {}) {
+    this.#limits = opts.guestMemory ?? DEFAULT_GUEST_MEMORY;
+    const h = check(
       native.dpCreate(memFd, memSize, { macEntries: opts.macEntries ?? 4096, maxPorts: opts.maxPorts ?? 64 }),
       'dpCreate',
       { fd: memFd },
     );
+    this.#h = h;
+    try {
+      const fd = check(native.dpFaultFd(h), 'dpFaultFd');
+      this.#faultPoll = check(native.pollStart(fd, native.POLL_READABLE, () => this.#onFaults()), 'uv_poll_start', { fd });
+    } catch (err) {
+      this.destroy();
+      throw err;
+    }
+  }
+
+  /** Faults the engine absorbed on some port's guest memory: each goes to that port's listener, once. */
+  #onFaults(): void {
+    if (this.#h === null) return;
+    for (const f of check(native.dpMemFaults(this.#h), 'dpMemFaults')) this.#faultListeners.get(f.port)?.(f);
+  }
+
+  /** Tell `listener` when the port's guest memory faulted (its rings are stopped by then); null stops telling. */
+  onMemFault(port: number, listener: ((fault: DpMemFault) => void) | null): void {
+    if (listener) this.#faultListeners.set(port, listener);
+    else this.#faultListeners.delete(port);
   }
 
   get #handle(): DpHandle {
@@ -56,8 +82,15 @@ export class Engine {
     check(native.dpSetFeatures(this.#handle, port, hdrLen, mrgRxbuf), `dpSetFeatures (port ${port})`);
   }
 
+  /**
+   * Map a frontend's memory table for the port, replacing the last one ([]
+   * unmaps). Throws, with nothing mapped, for a table beyond the port's caps
+   * or a region whose file is not memfd, tmpfs or hugetlbfs.
+   */
   setMemTable(port: number, regions: EngineRegion[]): void {
-    check(native.dpSetMemTable(this.#handle, port, regions), `dpSetMemTable (port ${port})`);
+    const refused = refuseTable(regions, this.#limits);
+    if (refused !== null) throw new Error(refused);
+    check(native.dpSetMemTable(this.#handle, port, regions, this.#limits), `dpSetMemTable (port ${port})`);
   }
 
   setVring(port: number, q: number, ring: EngineRing): void {
@@ -122,6 +155,8 @@ export class Engine {
 
   destroy(): void {
     if (this.#h === null) return;
+    if (this.#faultPoll) native.pollClose(this.#faultPoll);
+    this.#faultPoll = null;
     native.dpDestroy(this.#h);
     this.#h = null;
   }
