@@ -147,6 +147,18 @@ export class VhostConnection {
     if (this.mode === 'client' && !this.#closed && !this.#frozen) this.#reconnect();
   }
 
+  /**
+   * Close the current connection for something the frontend did outside a
+   * message (its memory faulted), as a bad message would. Not while frozen or
+   * handed over: the connection may be a successor's by then.
+   */
+  drop(reason: string): void {
+    const sock = this.#conn;
+    if (sock === null || this.#frozen || this.#detached) return;
+    this.#log.warn({ reason }, 'closing the vhost-user connection');
+    sock.close();
+  }
+
   // ---- handover ----
 
   /** The fds a handover sends (still ours: borrowed), and the message half read. */

@@ -199,9 +199,12 @@ export class VhostDevice {
     }
     const regions = req.regions.map((r) => ({ gpa: r.guestPhysAddr, size: r.memorySize, uaddr: r.userspaceAddr, offset: r.mmapOffset, fd: r.fd }));
     try {
+      // Refused (caps, a file whose faults can block): the old table is still mapped.
       this.#engine.setMemTable(this.enginePort, regions);
     } catch (err) {
       closeFds(regions.map((r) => r.fd));
+      // With REPLY_ACK the connection stays: leave the rings as they were.
+      if (d.regions.length > 0) for (const q of restart) this.#startRing(q, d.rings[q]!);
       throw err;
     }
     closeFds(d.regions.map((r) => r.fd));
