@@ -19,6 +19,8 @@ export interface DatapathOptions {
   extraArgs?: string[];
   /** more environment (e.g. ZIU_TEST_HOOKS=1) */
   env?: Record<string, string>;
+  /** the datapath's stdout and stderr (its JSON log lines) go here instead of the test's output */
+  logFile?: string;
 }
 
 export interface RunningDatapath {
@@ -62,6 +64,7 @@ export async function startDatapath(o: DatapathOptions = {}): Promise<RunningDat
       readyTimeoutMs: 10_000,
       notifyPath: path.join(dir, 'notify.sock'),
       keepNotify: true,
+      ...(o.logFile ? { logFile: o.logFile } : {}),
       what: 'ziu-datapath',
       log: logger('test-datapath'),
     });
