@@ -240,7 +240,51 @@ static napi_value n_file_seals(napi_env env, napi_callback_info info) {
   return s < 0 ? ziu_errno(env, errno) : ziu_int(env, s);
 }
 
+/*
+ * Closing can block: close() of a FUSE or NFS file sends the server a FLUSH
+ * and waits for the answer, which a hostile server never gives. An fd we
+ * refused as guest memory is closed on a small detached thread of its own
+ * (all signals blocked), so only that thread waits. At most CLOSERS_MAX
+ * such closes wait at once: -EAGAIN beyond, and the caller decides.
+ */
+#define CLOSERS_MAX 64
+static int closers;
+
+static void *closer(void *arg) {
+  close((int)(intptr_t)arg);
+  __atomic_sub_fetch(&closers, 1, __ATOMIC_RELAXED);
+  return NULL;
+}
+
+static napi_value n_close_detached(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 1);
+  int32_t fd;
+  if (!ziu_get_i32(env, argv[0], &fd)) return NULL;
+  if (fd < 0) return ziu_errno(env, EBADF);
+  if (__atomic_add_fetch(&closers, 1, __ATOMIC_RELAXED) > CLOSERS_MAX) {
+    __atomic_sub_fetch(&closers, 1, __ATOMIC_RELAXED);
+    return ziu_errno(env, EAGAIN);
+  }
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 64 * 1024);
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pthread_t t;
+  int err = pthread_create(&t, &attr, closer, (void *)(intptr_t)fd);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  pthread_attr_destroy(&attr);
+  if (err) {
+    __atomic_sub_fetch(&closers, 1, __ATOMIC_RELAXED);
+    return ziu_errno(env, err);
+  }
+  return ziu_int(env, 0);
+}
+
 void dp_mem_register(napi_env env, napi_value exports) {
+  ziu_register(env, exports, "closeDetached", n_close_detached);
   ziu_register_const(env, exports, "F_SEAL_SHRINK", F_SEAL_SHRINK);
   ziu_register(env, exports, "fileSeals", n_file_seals);
 }

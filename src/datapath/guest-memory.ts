@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import os from 'node:os';
+import { closeFds } from '../native/fds.js';
 import { check, native } from '../native/index.js';
 import type { DpMemFault, DpMemLimits } from '../native/datapath-native.js';
 import { formatBytes } from '../memfile/index.js';
@@ -50,6 +51,20 @@ export function refuseTable(regions: readonly Region[], limits: GuestMemoryLimit
     check(seals, 'fcntl F_GET_SEALS', { fd: r.fd });
   }
   return null;
+}
+
+/**
+ * Let go of the fds of a table that was not mapped, or is no longer: one on
+ * shmem or hugetlbfs closes at once; anything else (a file refused as FUSE,
+ * NFS...) may wait on its server in close() and is closed on a thread of its
+ * own, never this one (after 64 such closes still waiting, on this one).
+ */
+export function closeRegionFds(fds: readonly number[]): void {
+  const quick: number[] = [];
+  for (const fd of fds) {
+    if (native.fileSeals(fd) >= 0 || native.closeDetached(fd) !== 0) quick.push(fd);
+  }
+  closeFds(quick);
 }
 
 /**

@@ -162,6 +162,12 @@ export interface DatapathAddon {
   /** F_GET_SEALS: a shmem (memfd, tmpfs) or hugetlbfs file's seals; -EINVAL for any other fd. Never calls into a filesystem. */
   fileSeals(fd: number): number | Errno;
   /**
+   * Close fd on a detached thread of its own (close of a FUSE or NFS file
+   * waits for its server's answer to FLUSH): 0 once handed over, -EAGAIN when
+   * 64 such closes are still waiting (the fd is still the caller's).
+   */
+  closeDetached(fd: number): 0 | Errno;
+  /**
    * Ring size and addresses (frontend user addresses) and last_avail_idx.
    * -EFAULT if desc, avail or used is not wholly inside one region; -EINVAL if
    * misaligned or num is not a power of two <= 32768; -EBUSY if started.
