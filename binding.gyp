@@ -11,6 +11,7 @@
         "native/dp_ring.c",
         "native/dp_worker.c",
         "native/dp_mac.c",
+        "native/dp_mem.c",
         "native/probe.c",
         "native/probe_loop.c",
         "native/sched.c"

@@ -23,6 +23,8 @@
 
 #define DP_HDR_BYTES 4096ull
 
+void dp_mem_register(napi_env env, napi_value exports); /* dp_mem.c */
+
 static const napi_type_tag DP_TAG = {0x7a69752d64702d68ull, 0x616e646c65000001ull};
 
 /* What JS holds: dp becomes NULL at dpDestroy, so later calls get -EBADF. */
@@ -50,7 +52,7 @@ static void changed_unlock(struct dp *dp) {
 }
 
 static void unmap_regions(struct dp_port *p) {
-  for (uint32_t i = 0; i < p->nregions; i++) munmap(p->regions[i].map, p->regions[i].map_len);
+  dp_mem_unmap(p->regions, p->nregions);
   p->nregions = 0;
 }
 
@@ -215,6 +217,9 @@ static napi_value n_dp_create(napi_env env, napi_callback_info info) {
   struct stat st;
   if (fstat(fd, &st) < 0) return ziu_errno(env, errno);
   if (st.st_size < size) return ziu_errno(env, EINVAL);
+  /* Guest memory is guarded against a frontend that shrinks its file (dp_mem.c). */
+  int gerr = dp_mem_install();
+  if (gerr < 0) return ziu_errno(env, -gerr);
 
   struct dp *dp = calloc(1, sizeof(*dp));
   struct dp_handle *h = calloc(1, sizeof(*h));
@@ -237,6 +242,7 @@ static napi_value n_dp_create(napi_env env, napi_callback_info info) {
   }
   if (mem == MAP_FAILED || ctl < 0) {
     if (mem != MAP_FAILED) munmap(mem, (size_t)size);
+    if (ctl >= 0) close(ctl);
     free(dp);
     free(h);
     free(ports);
@@ -272,9 +278,12 @@ static napi_value n_dp_create(napi_env env, napi_callback_info info) {
   dp->now_s = 1;
   pthread_mutex_init(&dp->lock, NULL);
 
-  /* The worker takes no signals: they belong to Node's threads. */
+  /* The worker takes no signals: they belong to Node's threads. Except
+   * SIGBUS, which it raises itself on guest memory a frontend truncated:
+   * blocked, the kernel would kill the process instead (dp_mem.c). */
   sigset_t all, old;
   sigfillset(&all);
+  sigdelset(&all, SIGBUS);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   err = pthread_create(&dp->worker, NULL, dp_worker_main, dp);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -383,8 +392,10 @@ static napi_value n_dp_set_features(napi_env env, napi_callback_info info) {
   return ziu_int(env, -err);
 }
 
+/* dpSetMemTable(h, port, regions, {maxBytes, maxRegions}): the mapping and
+ * its guard are dp_mem.c's; here the arguments and the swap. */
 static napi_value n_dp_set_mem_table(napi_env env, napi_callback_info info) {
-  ZIU_ARGS(env, info, 3);
+  ZIU_ARGS(env, info, 4);
   GET_DP(dp, argv[0]);
   int32_t port;
   if (!ziu_get_i32(env, argv[1], &port)) return NULL;
@@ -397,6 +408,12 @@ static napi_value n_dp_set_mem_table(napi_env env, napi_callback_info info) {
   }
   napi_get_array_length(env, argv[2], &n);
   if (n > DP_MAX_REGIONS) return ziu_errno(env, EINVAL);
+  struct dp_mem_limits lim;
+  int64_t max_regions;
+  if (!get_prop_u64(env, argv[3], "maxBytes", &lim.max_bytes) || !get_prop_i64(env, argv[3], "maxRegions", &max_regions))
+    return NULL;
+  if (max_regions < 0 || max_regions > DP_MAX_REGIONS) return ziu_errno(env, EINVAL);
+  lim.max_regions = (uint32_t)max_regions;
 
   struct dp_region nr[DP_MAX_REGIONS];
   int32_t fds[DP_MAX_REGIONS];
@@ -412,8 +429,8 @@ static napi_value n_dp_set_mem_table(napi_env env, napi_callback_info info) {
     if (fd < 0 || fd > INT32_MAX) return ziu_errno(env, EBADF);
     fds[i] = (int32_t)fd;
     /* Non-empty, no wrap-around, mappable length, no overlap in either address space. */
-    const uint64_t lim = (uint64_t)SIZE_MAX / 2;
-    if (nr[i].size == 0 || nr[i].size > lim || offs[i] > lim || nr[i].gpa + nr[i].size < nr[i].gpa ||
+    const uint64_t lim2 = (uint64_t)SIZE_MAX / 2;
+    if (nr[i].size == 0 || nr[i].size > lim2 || offs[i] > lim2 || nr[i].gpa + nr[i].size < nr[i].gpa ||
         nr[i].uaddr + nr[i].size < nr[i].uaddr)
       return ziu_errno(env, EINVAL);
     for (uint32_t j = 0; j < i; j++) {
@@ -424,41 +441,20 @@ static napi_value n_dp_set_mem_table(napi_env env, napi_callback_info info) {
   }
 
   /* Map outside the lock (the worker keeps running on the old table); only
-   * the swap is under it. hugetlbfs wants lengths in whole pages of its size.
-   * Prefaulted (MAP_POPULATE) up to DP_POPULATE_MAX in all: a new instance
-   * that takes over the rings would otherwise fault in every guest page it
-   * touches on the packet path (10-20 ms of latency per handover measured on
-   * a virtualised host). Above the cap pages fault in lazily, so a guest with
-   * sparse memory is not made to allocate all of it. */
-  uint64_t total = 0;
-  for (uint32_t i = 0; i < n; i++) total += nr[i].size;
-  const int populate = total <= DP_POPULATE_MAX ? MAP_POPULATE : 0;
-  for (uint32_t i = 0; i < n; i++) {
-    struct stat st;
-    int err = 0;
-    if (fstat(fds[i], &st) < 0) err = errno;
-    /* Touching a mapping past the end of its file is SIGBUS, not an error:
-     * a region the fd cannot back is refused here (found by the fuzz test). */
-    else if ((uint64_t)st.st_size < nr[i].size + offs[i]) err = EFAULT;
-    uint64_t blk = !err && st.st_blksize > 0 ? (uint64_t)st.st_blksize : 4096;
-    size_t len = (size_t)align_up(nr[i].size + offs[i], blk);
-    void *m = err ? MAP_FAILED : mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | populate, fds[i], 0);
-    if (m == MAP_FAILED) {
-      if (!err) err = errno;
-      for (uint32_t j = 0; j < i; j++) munmap(nr[j].map, nr[j].map_len);
-      return ziu_errno(env, err);
-    }
-    nr[i].map = m;
-    nr[i].map_len = len;
-    nr[i].host = (uint8_t *)m + offs[i];
-  }
+   * the swap is under it. Prefaulted up to DP_POPULATE_MAX in all: a new instance that takes over the rings would otherwise fault in
+   * every guest page it touches on the packet path (10-20 ms of latency per
+   * handover measured on a virtualised host). Above that, pages fault in
+   * lazily; holes of the files never (dp_mem.c, prefault). The caps are
+   * checked first: nothing is mapped or faulted for a table that is refused. */
+  int merr = dp_mem_map(dp, (uint32_t)port, nr, fds, offs, n, &lim);
+  if (merr < 0) return ziu_errno(env, -merr);
 
   lock_ctl(dp);
   struct dp_port *p = port_at(dp, port);
   int err = !p ? ENOENT : p->kind != DP_KIND_VHOST ? EINVAL : 0;
   if (err) {
     pthread_mutex_unlock(&dp->lock);
-    for (uint32_t j = 0; j < n; j++) munmap(nr[j].map, nr[j].map_len);
+    dp_mem_unmap(nr, n);
     return ziu_errno(env, err);
   }
   struct dp_region old[DP_MAX_REGIONS];
@@ -467,13 +463,48 @@ static napi_value n_dp_set_mem_table(napi_env env, napi_callback_info info) {
   for (int q = 0; q < 2; q++) stop_ring(dp, &p->rings[q], q);
   memcpy(p->regions, nr, sizeof(nr[0]) * n);
   p->nregions = n;
+  /* New memory: a fault on the old table no longer stops the rings. */
+  memset(&p->mem_fault, 0, sizeof(p->mem_fault));
+  for (int q = 0; q < 2; q++) p->rings[q].faulted = false;
   /* Ring addresses were given as user addresses: keep them if they still
    * translate, so the control plane need not resend SET_VRING_ADDR. */
   for (int q = 0; q < 2; q++)
     if (p->rings[q].addr_set) p->rings[q].addr_set = dp_ring_translate(p, &p->rings[q]) == 0;
   changed_unlock(dp);
-  for (uint32_t j = 0; j < nold; j++) munmap(old[j].map, old[j].map_len);
+  dp_mem_unmap(old, nold);
   return ziu_int(env, 0);
+}
+
+/* Faults the SIGBUS handler absorbed since the last call, one per port:
+ * [{port, region, code, offset}]. The fault fd is drained first, so a fault
+ * after this call wakes the reader again. */
+static napi_value n_dp_mem_faults(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 1);
+  GET_DP(dp, argv[0]);
+  uint64_t v;
+  ssize_t r;
+  do {
+    r = read(dp->fault_fd, &v, sizeof(v));
+  } while (r < 0 && errno == EINTR);
+  napi_value arr;
+  napi_create_array(env, &arr);
+  uint32_t k = 0;
+  lock_ctl(dp);
+  for (uint32_t i = 0; i < dp->max_ports; i++) {
+    struct dp_port *p = &dp->ports[i];
+    uint32_t region = __atomic_load_n(&p->mem_fault.region, __ATOMIC_ACQUIRE);
+    if (!p->in_use || region == 0 || p->mem_fault.reported) continue;
+    p->mem_fault.reported = true;
+    napi_value o;
+    napi_create_object(env, &o);
+    ziu_set_prop(env, o, "port", ziu_int(env, i));
+    ziu_set_prop(env, o, "region", ziu_int(env, region - 1));
+    ziu_set_prop(env, o, "code", ziu_int(env, p->mem_fault.code));
+    ziu_set_prop(env, o, "offset", ziu_bigint_u64(env, p->mem_fault.offset));
+    napi_set_element(env, arr, k++, o);
+  }
+  pthread_mutex_unlock(&dp->lock);
+  return arr;
 }
 
 /* ---- rings ---- */
@@ -794,7 +825,7 @@ static napi_value n_dp_port_rings(napi_env env, napi_callback_info info) {
 
 /* ---- faults ---- */
 
-/* The eventfd the worker writes when it records a fault: poll it, then dpTakeFaults. */
+/* The eventfd the worker (dpTakeFaults) and the SIGBUS handler (dpMemFaults) write: poll it, then call both. */
 static napi_value n_dp_fault_fd(napi_env env, napi_callback_info info) {
   ZIU_ARGS(env, info, 1);
   GET_DP(dp, argv[0]);
@@ -899,6 +930,8 @@ napi_value ziu_init_dp(napi_env env, napi_value exports) {
   ziu_register(env, exports, "dpRemovePort", n_dp_remove_port);
   ziu_register(env, exports, "dpSetFeatures", n_dp_set_features);
   ziu_register(env, exports, "dpSetMemTable", n_dp_set_mem_table);
+  ziu_register(env, exports, "dpMemFaults", n_dp_mem_faults);
+  ziu_register(env, exports, "dpFaultFd", n_dp_fault_fd);
   ziu_register(env, exports, "dpSetVring", n_dp_set_vring);
   ziu_register(env, exports, "dpSetKick", n_dp_set_kick);
   ziu_register(env, exports, "dpSetCall", n_dp_set_call);
@@ -912,10 +945,10 @@ napi_value ziu_init_dp(napi_env env, napi_value exports) {
   ziu_register(env, exports, "dpStats", n_dp_stats);
   ziu_register(env, exports, "dpWorkerStats", n_dp_worker_stats);
   ziu_register(env, exports, "dpPortRings", n_dp_port_rings);
-  ziu_register(env, exports, "dpFaultFd", n_dp_fault_fd);
   ziu_register(env, exports, "dpTakeFaults", n_dp_take_faults);
   ziu_register(env, exports, "dpSignalCalls", n_dp_signal_calls);
   ziu_register_const(env, exports, "DP_MAX_CHAIN", DP_MAX_CHAIN);
   ziu_register(env, exports, "tapOpen", n_tap_open);
+  dp_mem_register(env, exports);
   return exports;
 }

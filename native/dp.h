@@ -60,9 +60,24 @@
 /* One SET_MEM_TABLE region, mapped. */
 struct dp_region {
   uint64_t gpa, size, uaddr;
-  uint8_t *host; /* map + mmap_offset: the byte at gpa / uaddr */
+  uint8_t *host; /* the byte at gpa / uaddr (map + mmap_offset - the page-aligned offset mapped from) */
   void *map;
   size_t map_len;
+  int guard; /* its slot in the SIGBUS guard table (dp_mem.c); -1: none */
+};
+
+/* Per-port caps on a frontend's memory table (checked before anything is mapped). */
+struct dp_mem_limits {
+  uint64_t max_bytes; /* sum of the regions' memory_size */
+  uint32_t max_regions;
+};
+
+/* A fault on a port's guest memory that the SIGBUS handler absorbed (dp_mem.c). */
+struct dp_mem_fault {
+  uint32_t region; /* 0: none; else 1 + the region that faulted */
+  int code;        /* si_code: BUS_ADRERR (2) past the end of its file, BUS_MCEERR_* (4, 5) memory failure */
+  uint64_t offset; /* where in the region */
+  bool reported;   /* handed to JavaScript by dpMemFaults */
 };
 
 struct dp_vring {
@@ -83,6 +98,7 @@ struct dp_vring {
   bool fault_new;       /* not yet taken by dpTakeFaults */
   int fault_errno;
   uint32_t pass_descs;  /* descriptors walked in this pass */
+  bool faulted; /* its port's guest memory faulted: the ring is not run again on this table (set by the SIGBUS handler) */
 };
 
 struct dp_stats {
@@ -102,6 +118,7 @@ struct dp_port {
   bool mrg;
   uint32_t nregions;
   struct dp_region regions[DP_MAX_REGIONS];
+  struct dp_mem_fault mem_fault; /* its guest memory faulted (SIGBUS absorbed; dpMemFaults) */
   struct dp_vring rings[2]; /* 0 = RX (to the guest), 1 = TX (from the guest) */
   struct dp_stats st;
 };
@@ -169,8 +186,10 @@ struct dp {
   bool realtime;  /* the worker runs SCHED_FIFO/RR: it never spins on sched_yield, which would not let CFS threads run */
   uint64_t nivcsw, preempted_ns; /* the worker's involuntary context switches, and when they last rose */
 
-  /* Faults (DP_FAULT_*) are recorded on the ring or port and announced on
-   * fault_fd, an eventfd of our own that JavaScript polls. */
+  /* Faults are recorded where they happen and announced on fault_fd, an
+   * eventfd of our own that JavaScript polls: the worker's (DP_FAULT_* on a
+   * ring or port; dpTakeFaults) and the SIGBUS handler's (a port's guest
+   * memory; dpMemFaults). Each reader drains it before it scans. */
   int fault_fd;
   bool signal_pending; /* some ring has signal_once set */
   /* The guard: a timer that sends DP_GUARD_SIG to the worker every
@@ -199,8 +218,14 @@ bool dp_ring_pending(const struct dp_vring *vr);
 void dp_ring_set_no_notify(struct dp_vring *vr, bool no_notify);
 
 static inline bool dp_ring_running(const struct dp_vring *vr) {
-  return vr->started && vr->enabled && vr->addr_set && !vr->broken;
+  return vr->started && vr->enabled && vr->addr_set && !vr->broken && !__atomic_load_n(&vr->faulted, __ATOMIC_RELAXED);
 }
+
+/* dp_mem.c: guest memory (see the comment there and docs/datapath.md, "Guest memory") */
+int dp_mem_install(void); /* the SIGBUS handler, once per process; 0 or -errno */
+int dp_mem_map(struct dp *dp, uint32_t port, struct dp_region *nr, const int32_t *fds, const uint64_t *offs, uint32_t n,
+               const struct dp_mem_limits *lim);
+void dp_mem_unmap(struct dp_region *r, uint32_t n);
 
 /* dp.c: called with dp->lock held */
 void dp_thaw_locked(struct dp *dp);

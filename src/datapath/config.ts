@@ -1,7 +1,8 @@
 import fs from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { UsageError } from '../errors.js';
-import { checkNamePart } from '../memfile/index.js';
+import { checkNamePart, formatBytes, parseSize } from '../memfile/index.js';
+import { DEFAULT_GUEST_MEMORY, MAX_GUEST_REGIONS, type GuestMemoryLimits } from './guest-memory.js';
 import { checkSocketPath } from '../net/socket.js';
 import { NO_PLACEMENT, parseCpuList, parsePriority, type Placement } from '../sched/placement.js';
 import type { PortMode } from './vhost/port.js';
@@ -27,7 +28,31 @@ export interface DatapathConfig {
   macEntries: number;
   /** where the packet worker runs (--worker-cpus, --worker-priority); the rest of the process stays off those CPUs */
   worker: Placement;
+  /** per-port caps on a frontend's memory table (--guest-mem-max, --guest-regions-max) */
+  guestMemory: GuestMemoryLimits;
 }
+
+/** --guest-mem-max: a size (64G); at least 1M, at most 1024T. */
+export function parseGuestMemMax(text: string, label = '--guest-mem-max'): bigint {
+  let n: number;
+  try {
+    n = parseSize(text);
+  } catch (cause) {
+    throw new UsageError(`${label}: ${(cause as Error).message}`, { cause });
+  }
+  if (n < 1 << 20) throw new UsageError(`${label} '${text}': use at least 1M`);
+  return BigInt(n);
+}
+
+/** --guest-regions-max: 1..8. */
+export function parseGuestRegionsMax(text: string, label = '--guest-regions-max'): number {
+  const n = Number(text);
+  if (!/^\s*\d+\s*$/.test(text) || n < 1 || n > MAX_GUEST_REGIONS) throw new UsageError(`${label} '${text}': use 1 to ${MAX_GUEST_REGIONS}`);
+  return n;
+}
+
+/** How the caps read in help text. */
+export const GUEST_MEMORY_DEFAULTS = `${formatBytes(Number(DEFAULT_GUEST_MEMORY.maxBytes))}, ${DEFAULT_GUEST_MEMORY.maxRegions} regions`;
 
 const PORT_NAME = /^[A-Za-z0-9._-]{1,32}$/;
 const IFNAME = /^[A-Za-z0-9._-]{1,15}$/;
@@ -83,7 +108,8 @@ export function checkConfig(c: Partial<DatapathConfig>, options: { standby?: boo
   if (!Number.isInteger(macEntries) || macEntries < 16 || macEntries > 1 << 22) {
     throw new UsageError(`macEntries ${macEntries}: use 16 to ${1 << 22}`);
   }
-  return { instance, control: c.control, memFiles: c.memFiles, vhostUser, taps, macEntries, worker: c.worker ?? NO_PLACEMENT };
+  const guestMemory = c.guestMemory ?? DEFAULT_GUEST_MEMORY;
+  return { instance, control: c.control, memFiles: c.memFiles, vhostUser, taps, macEntries, worker: c.worker ?? NO_PLACEMENT, guestMemory };
 }
 
 /** A JSON or YAML file with the same fields as the flags (vhostUser entries as objects or strings). */
@@ -102,7 +128,7 @@ export function readConfigFile(path: string): Partial<DatapathConfig> {
   }
   if (typeof doc !== 'object' || doc === null) throw new UsageError(`config file '${path}' must hold an object`);
   const d = doc as Record<string, unknown>;
-  const known = new Set(['instance', 'control', 'memFiles', 'vhostUser', 'taps', 'macEntries', 'workerCpus', 'workerPriority']);
+  const known = new Set(['instance', 'control', 'memFiles', 'vhostUser', 'taps', 'macEntries', 'workerCpus', 'workerPriority', 'guestMemMax', 'guestRegionsMax']);
   for (const k of Object.keys(d)) if (!known.has(k)) throw new UsageError(`config file '${path}': unknown field '${k}' (known: ${[...known].join(', ')})`);
   const list = (k: string): unknown[] => (Array.isArray(d[k]) ? (d[k] as unknown[]) : d[k] === undefined ? [] : [d[k]]);
   return {
@@ -114,6 +140,14 @@ export function readConfigFile(path: string): Partial<DatapathConfig> {
           worker: {
             cpus: d['workerCpus'] === undefined ? null : parseCpuList(String(d['workerCpus']), `config file '${path}': workerCpus`),
             priority: d['workerPriority'] === undefined ? null : parsePriority(String(d['workerPriority']), `config file '${path}': workerPriority`),
+          },
+        }
+      : {}),
+    ...(d['guestMemMax'] !== undefined || d['guestRegionsMax'] !== undefined
+      ? {
+          guestMemory: {
+            maxBytes: d['guestMemMax'] === undefined ? DEFAULT_GUEST_MEMORY.maxBytes : parseGuestMemMax(String(d['guestMemMax']), `config file '${path}': guestMemMax`),
+            maxRegions: d['guestRegionsMax'] === undefined ? DEFAULT_GUEST_MEMORY.maxRegions : parseGuestRegionsMax(String(d['guestRegionsMax']), `config file '${path}': guestRegionsMax`),
           },
         }
       : {}),

@@ -76,7 +76,7 @@ export class Datapath {
     try {
       for (const p of this.config.memFiles) this.#memFiles.push(openMemFile(p));
       const first = this.#memFiles[0]!;
-      this.#engine = new Engine(first.fd, first.size, { macEntries: this.config.macEntries });
+      this.#engine = new Engine(first.fd, first.size, { macEntries: this.config.macEntries, guestMemory: this.config.guestMemory });
       this.#engine.onFault((f) => this.#onEngineFault(f));
       // Before any ring is ours (ports open below, or import then resume in standby).
       if (isPlaced(this.config.worker)) this.placeWorker(this.config.worker);

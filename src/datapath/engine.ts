@@ -1,6 +1,7 @@
 import util from 'node:util';
 import { check, native, type PollHandle } from '../native/index.js';
-import type { DpFault, DpHandle, DpPortStats, DpRingStatus, DpTimes, DpWorkerStats } from '../native/datapath-native.js';
+import type { DpFault, DpHandle, DpMemFault, DpPortStats, DpRingStatus, DpTimes, DpWorkerStats } from '../native/datapath-native.js';
+import { DEFAULT_GUEST_MEMORY, refuseTable, type GuestMemoryLimits } from './guest-memory.js';
 
 /** A region of a frontend's memory as the engine maps it. */
 export interface EngineRegion {
@@ -64,14 +65,45 @@ export function describeFault(f: DpFault): string {
  */
 export class Engine {
   #h: DpHandle | null;
+  #limits: GuestMemoryLimits;
+  /** the engine's fault eventfd, watched on the event loop */
   #faultPoll: PollHandle | null = null;
+  #faultListeners = new Map<number, (fault: DpMemFault) => void>();
+  #faultCb: ((f: EngineFault) => void) | null = null;
 
-  constructor(memFd: number, memSize: number, opts: { macEntries?: number; maxPorts?: number } = {}) {
-    this.#h = check(
+  constructor(memFd: number, memSize: number, opts: { macEntries?: number; maxPorts?: number; guestMemory?: GuestMemoryLimits } = {}) {
+    this.#limits = opts.guestMemory ?? DEFAULT_GUEST_MEMORY;
+    const h = check(
       native.dpCreate(memFd, memSize, { macEntries: opts.macEntries ?? 4096, maxPorts: opts.maxPorts ?? 64 }),
       'dpCreate',
       { fd: memFd },
     );
+    this.#h = h;
+    try {
+      const fd = check(native.dpFaultFd(h), 'dpFaultFd');
+      this.#faultPoll = check(native.pollStart(fd, native.POLL_READABLE, () => this.#onFaults()), 'uv_poll_start', { fd });
+    } catch (err) {
+      this.destroy();
+      throw err;
+    }
+  }
+
+  /**
+   * The fault eventfd is readable: the worker gave up on a ring or a tap
+   * (onFault's callback), or the SIGBUS handler absorbed a fault on some
+   * port's guest memory (that port's onMemFault listener). Each once.
+   */
+  #onFaults(): void {
+    if (this.#h === null) return;
+    for (const f of this.takeFaults()) this.#faultCb?.(f);
+    if (this.#h === null) return;
+    for (const f of check(native.dpMemFaults(this.#h), 'dpMemFaults')) this.#faultListeners.get(f.port)?.(f);
+  }
+
+  /** Tell `listener` when the port's guest memory faulted (its rings are stopped by then); null stops telling. */
+  onMemFault(port: number, listener: ((fault: DpMemFault) => void) | null): void {
+    if (listener) this.#faultListeners.set(port, listener);
+    else this.#faultListeners.delete(port);
   }
 
   get #handle(): DpHandle {
@@ -91,8 +123,15 @@ export class Engine {
     check(native.dpSetFeatures(this.#handle, port, hdrLen, mrgRxbuf), `dpSetFeatures (port ${port})`);
   }
 
+  /**
+   * Map a frontend's memory table for the port, replacing the last one ([]
+   * unmaps). Throws, with nothing mapped, for a table beyond the port's caps
+   * or a region whose file is not memfd, tmpfs or hugetlbfs.
+   */
   setMemTable(port: number, regions: EngineRegion[]): void {
-    check(native.dpSetMemTable(this.#handle, port, regions), `dpSetMemTable (port ${port})`);
+    const refused = refuseTable(regions, this.#limits);
+    if (refused !== null) throw new Error(refused);
+    check(native.dpSetMemTable(this.#handle, port, regions, this.#limits), `dpSetMemTable (port ${port})`);
   }
 
   setVring(port: number, q: number, ring: EngineRing): void {
@@ -165,17 +204,10 @@ export class Engine {
     return check(native.dpTakeFaults(this.#handle), 'dpTakeFaults').map((f) => ({ port: f.port, q: f.q < 0 ? null : f.q, reason: describeFault(f) }));
   }
 
-  /** Call cb on the event loop for every fault the worker records from now on (one watcher). */
+  /** Call cb on the event loop for every fault the worker records from now on (one callback). */
   onFault(cb: (f: EngineFault) => void): void {
-    if (this.#faultPoll !== null) throw new Error('engine faults are already watched');
-    const fd = check(native.dpFaultFd(this.#handle), 'dpFaultFd');
-    this.#faultPoll = check(
-      native.pollStart(fd, native.POLL_READABLE, () => {
-        if (this.#h !== null) for (const f of this.takeFaults()) cb(f);
-      }),
-      'uv_poll_start',
-      { fd },
-    );
+    if (this.#faultCb !== null) throw new Error('engine faults are already watched');
+    this.#faultCb = cb;
   }
 
   destroy(): void {

@@ -4,8 +4,9 @@ import { handoverInfo, handoverInfoCodec } from '../handover/messages/index.js';
 import { STATE_FORMATS, isStateFormat, type StateFormat } from '../handover/state.js';
 import type { Fault } from './handover/index.js';
 import { VERSION } from '../version.js';
-import { checkConfig, parseTap, parseVhostUser, readConfigFile, type DatapathConfig } from './config.js';
+import { checkConfig, GUEST_MEMORY_DEFAULTS, parseGuestMemMax, parseGuestRegionsMax, parseTap, parseVhostUser, readConfigFile, type DatapathConfig } from './config.js';
 import { Datapath } from './datapath.js';
+import { DEFAULT_GUEST_MEMORY } from './guest-memory.js';
 import { parseCpuList, parsePriority } from '../sched/placement.js';
 
 const collect = <T>(parse: (s: string) => T) => (value: string, prev: T[] = []) => [...prev, parse(value)];
@@ -22,6 +23,8 @@ function buildCommand(): Command {
     .option('--mac-entries <n>', 'MAC table entries', (v) => Number(v))
     .option('--worker-cpus <list>', 'CPUs for the packet worker thread, e.g. 1 or 2-3; the rest of the process stays off them (default: any CPU)', (v) => parseCpuList(v, '--worker-cpus'))
     .option('--worker-priority <1-99>', 'run the packet worker SCHED_FIFO at this priority; it still sleeps when idle (default: SCHED_OTHER)', (v) => parsePriority(v, '--worker-priority'))
+    .option('--guest-mem-max <size>', "per port: the most guest memory a frontend's SET_MEM_TABLE may map, e.g. 64G; a larger table is refused (default 64G)", (v) => parseGuestMemMax(v))
+    .option('--guest-regions-max <1-8>', 'per port: the most memory regions in one SET_MEM_TABLE (default 8)', (v) => parseGuestRegionsMax(v))
     .option('--config <file>', 'the same settings from a JSON or YAML file (flags override it)')
     .option('--state-formats <list>', `handover state formats to export and import, e.g. 1 or 1,2 (default: ${STATE_FORMATS.join(',')})`, parseFormats)
     .option('--handover-info', 'print the handover protocol and state formats this binary speaks as JSON, and exit')
@@ -30,6 +33,9 @@ function buildCommand(): Command {
       [
         '',
         'Readiness: READY=1 to $NOTIFY_SOCKET once every port is set up (sd_notify); STOPPING=1 on exit.',
+        `Guest memory (per port, default ${GUEST_MEMORY_DEFAULTS}): only memfd, tmpfs and hugetlbfs files are mapped (FUSE, NFS or`,
+        'disk files are refused: their page faults can block the packet worker); a frontend that shrinks its file later loses',
+        'its connection, never the process.',
         'Handover (docs/handover-protocol.md): started with ZIU_HANDOVER=standby, the instance opens no port and',
         'listens for control on $ZIU_CONTROL_PATH until the handover commits; then it serves --control.',
       ].join('\n'),
@@ -52,7 +58,7 @@ export async function main(argv: string[]): Promise<number | null> {
   const standby = process.env['ZIU_HANDOVER'] === 'standby';
   try {
     cmd.parse(argv, { from: 'user' });
-    const o = cmd.opts<{ control?: string; memFile?: string[]; vhostUser?: DatapathConfig['vhostUser']; tap?: DatapathConfig['taps']; instance?: string; macEntries?: number; config?: string; stateFormats?: StateFormat[]; handoverInfo?: boolean; workerCpus?: number[]; workerPriority?: number }>();
+    const o = cmd.opts<{ control?: string; memFile?: string[]; vhostUser?: DatapathConfig['vhostUser']; tap?: DatapathConfig['taps']; instance?: string; macEntries?: number; config?: string; stateFormats?: StateFormat[]; handoverInfo?: boolean; workerCpus?: number[]; workerPriority?: number; guestMemMax?: bigint; guestRegionsMax?: number }>();
     if (o.handoverInfo) {
       const formats = o.stateFormats ?? [...STATE_FORMATS];
       process.stdout.write(`${JSON.stringify(handoverInfoCodec.encode(handoverInfo(formats)))}\n`);
@@ -68,6 +74,14 @@ export async function main(argv: string[]): Promise<number | null> {
       ...(o.tap ? { taps: o.tap } : {}),
       ...(o.instance ? { instance: o.instance } : {}),
       ...(o.macEntries !== undefined ? { macEntries: o.macEntries } : {}),
+      ...(o.guestMemMax !== undefined || o.guestRegionsMax !== undefined
+        ? {
+            guestMemory: {
+              maxBytes: o.guestMemMax ?? file.guestMemory?.maxBytes ?? DEFAULT_GUEST_MEMORY.maxBytes,
+              maxRegions: o.guestRegionsMax ?? file.guestMemory?.maxRegions ?? DEFAULT_GUEST_MEMORY.maxRegions,
+            },
+          }
+        : {}),
       ...(o.workerCpus !== undefined || o.workerPriority !== undefined
         ? { worker: { cpus: o.workerCpus ?? file.worker?.cpus ?? null, priority: o.workerPriority ?? file.worker?.priority ?? null } }
         : {}),

@@ -11,3 +11,5 @@ export {
   type RemoveResult,
 } from './store.js';
 export { vrouterAgentLines } from './vrouter.js';
+// Sizes as mem files and the datapath's memory flags take and print them.
+export { formatBytes, parseSize } from '../hugepages/index.js';

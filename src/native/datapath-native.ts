@@ -36,6 +36,25 @@ export interface DpMemRegion {
   fd: number;
 }
 
+/** Per-port caps on a memory table, checked before anything is mapped. */
+export interface DpMemLimits {
+  /** sum of the regions' sizes */
+  maxBytes: bigint;
+  /** 0 .. DP_MAX_REGIONS */
+  maxRegions: number;
+}
+
+/** A fault on a port's guest memory that the engine absorbed (SIGBUS on a region whose file shrank under it). */
+export interface DpMemFault {
+  port: number;
+  /** index in the port's memory table */
+  region: number;
+  /** the SIGBUS si_code: 2 (BUS_ADRERR) past the end of the file; 4, 5 a memory failure */
+  code: number;
+  /** bytes into the region */
+  offset: bigint;
+}
+
 /** SET_VRING_NUM + SET_VRING_ADDR (frontend user addresses) + SET_VRING_BASE. */
 export interface DpVringConfig {
   num: number;
@@ -149,10 +168,29 @@ export interface DatapathAddon {
   dpSetFeatures(h: DpHandle, port: number, hdrLen: 10 | 12, mrgRxbuf: boolean): 0 | Errno;
   /**
    * Replace the port's memory table (up to DP_MAX_REGIONS; [] unmaps all).
-   * -EINVAL for empty or overlapping regions. Stops both rings; ring addresses
-   * already set are kept if they still translate, else must be set again.
+   * -EINVAL for empty or overlapping regions; -ENOSPC for more than
+   * limits.maxRegions; -E2BIG for more than limits.maxBytes (nothing is
+   * mapped then); -EMEDIUMTYPE for a region fd that is not a shmem (memfd,
+   * tmpfs) or hugetlbfs file; -EFAULT for a file that ends before its region.
+   * Stops both rings; ring addresses already set are kept if they still
+   * translate, else must be set again. The regions are guarded: a frontend
+   * that shrinks a file later costs that port its rings (dpMemFaults), never
+   * the process.
    */
-  dpSetMemTable(h: DpHandle, port: number, regions: DpMemRegion[]): 0 | Errno;
+  dpSetMemTable(h: DpHandle, port: number, regions: DpMemRegion[], limits: DpMemLimits): 0 | Errno;
+  /** Faults absorbed since the last call, at most one per port (reported once). Drains dpFaultFd. */
+  dpMemFaults(h: DpHandle): DpMemFault[] | Errno;
+  /** An eventfd, readable after a fault (then call dpMemFaults). The engine's own: stop polling it before dpDestroy. */
+  dpFaultFd(h: DpHandle): number | Errno;
+  readonly F_SEAL_SHRINK: number;
+  /** F_GET_SEALS: a shmem (memfd, tmpfs) or hugetlbfs file's seals; -EINVAL for any other fd. Never calls into a filesystem. */
+  fileSeals(fd: number): number | Errno;
+  /**
+   * Close fd on a detached thread of its own (close of a FUSE or NFS file
+   * waits for its server's answer to FLUSH): 0 once handed over, -EAGAIN when
+   * 64 such closes are still waiting (the fd is still the caller's).
+   */
+  closeDetached(fd: number): 0 | Errno;
   /**
    * Ring size and addresses (frontend user addresses) and last_avail_idx.
    * -EFAULT if desc, avail or used is not wholly inside one region; -EINVAL if

@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { check, native } from '../../src/native/index.js';
 import type { DpHandle, DpPortStats } from '../../src/native/datapath-native.js';
 import { openFds } from '../helpers/fds.js';
-import { BROADCAST, DESC_F_INDIRECT, DESC_F_NEXT, Guest, attachGuest, ethFrame, macBytes, type GuestOptions, type TxLayout } from './guest.js';
+import { BROADCAST, DESC_F_INDIRECT, DESC_F_NEXT, Guest, LIMITS, attachGuest, ethFrame, macBytes, type GuestOptions, type TxLayout } from './guest.js';
 
 const E = os.constants.errno;
 const MAC_A = '02:00:00:00:00:0a';
@@ -111,14 +111,14 @@ describe('datapath engine: lifecycle and validation', () => {
     const g = guest();
     const port = check(native.dpAddPort(h, 0, -1), 'dpAddPort');
     const r = g.region();
-    expect(native.dpSetMemTable(h, port, [{ ...r, size: 0n }])).toBe(-E.EINVAL);
-    expect(native.dpSetMemTable(h, port, [r, { ...r, gpa: r.gpa + 4096n, uaddr: r.uaddr + (1n << 32n) }])).toBe(-E.EINVAL);
-    expect(native.dpSetMemTable(h, port, [r, { ...r, gpa: r.gpa + (1n << 32n), uaddr: r.uaddr + 4096n }])).toBe(-E.EINVAL);
+    expect(native.dpSetMemTable(h, port, [{ ...r, size: 0n }], LIMITS)).toBe(-E.EINVAL);
+    expect(native.dpSetMemTable(h, port, [r, { ...r, gpa: r.gpa + 4096n, uaddr: r.uaddr + (1n << 32n) }], LIMITS)).toBe(-E.EINVAL);
+    expect(native.dpSetMemTable(h, port, [r, { ...r, gpa: r.gpa + (1n << 32n), uaddr: r.uaddr + 4096n }], LIMITS)).toBe(-E.EINVAL);
     const nine = Array.from({ length: 9 }, (_, i) => ({ ...r, size: 4096n, gpa: r.gpa + BigInt(i) * 8192n, uaddr: r.uaddr + BigInt(i) * 8192n }));
-    expect(native.dpSetMemTable(h, port, nine)).toBe(-E.EINVAL);
-    expect(native.dpSetMemTable(h, port, [{ ...r, fd: 999 }])).toBe(-E.EBADF);
-    expect(native.dpSetMemTable(h, port, nine.slice(0, 8))).toBe(0);
-    expect(native.dpSetMemTable(h, port, [r])).toBe(0);
+    expect(native.dpSetMemTable(h, port, nine, LIMITS)).toBe(-E.EINVAL);
+    expect(native.dpSetMemTable(h, port, [{ ...r, fd: 999 }], LIMITS)).toBe(-E.EBADF);
+    expect(native.dpSetMemTable(h, port, nine.slice(0, 8), LIMITS)).toBe(0);
+    expect(native.dpSetMemTable(h, port, [r], LIMITS)).toBe(0);
     expect(native.dpSetVring(h, port, 1, g.vring(1))).toBe(0);
   });
 
@@ -126,7 +126,7 @@ describe('datapath engine: lifecycle and validation', () => {
     const h = engine();
     const g = guest({ num: 256 });
     const port = check(native.dpAddPort(h, 0, -1), 'dpAddPort');
-    check(native.dpSetMemTable(h, port, [g.region()]), 'dpSetMemTable');
+    check(native.dpSetMemTable(h, port, [g.region()], LIMITS), 'dpSetMemTable');
     const ok = g.vring(1);
     const end = g.uaddr + BigInt(g.regionSize);
     expect(native.dpSetVring(h, port, 1, { ...ok, desc: g.gpa })).toBe(-E.EFAULT); // a gpa is not a user address
@@ -452,7 +452,7 @@ describe('datapath engine: notifications and ring state', () => {
     const pa = attachGuest(h, a);
     attachGuest(h, b);
     b.postRx(8);
-    check(native.dpSetMemTable(h, pa, [a.region()]), 'dpSetMemTable');
+    check(native.dpSetMemTable(h, pa, [a.region()], LIMITS), 'dpSetMemTable');
     expect(check(native.dpPortRings(h, pa), 'dpPortRings').map((r) => r.started)).toEqual([false, false]);
     a.send(ethFrame(BROADCAST, MAC_A, 'queued'));
     await sleep(20);
@@ -461,7 +461,7 @@ describe('datapath engine: notifications and ring state', () => {
     await forwarded(h, pa, 1);
     expect(b.received()).toHaveLength(1);
     // A table without the rings' memory invalidates the addresses.
-    check(native.dpSetMemTable(h, pa, [{ ...a.region(), size: 4096n }]), 'dpSetMemTable');
+    check(native.dpSetMemTable(h, pa, [{ ...a.region(), size: 4096n }], LIMITS), 'dpSetMemTable');
     expect(native.dpStart(h, pa, 1)).toBe(-E.EINVAL);
   });
 

@@ -8,7 +8,10 @@
 // (mmap_offset = guard), the guards are filled with a pattern so a test can
 // prove the backend never wrote outside the region.
 import { check, native } from '../../src/native/index.js';
-import type { DpHandle, DpMemRegion, DpVringConfig } from '../../src/native/datapath-native.js';
+import type { DpHandle, DpMemLimits, DpMemRegion, DpVringConfig } from '../../src/native/datapath-native.js';
+
+/** The datapath's default caps (ziu-datapath --guest-mem-max 64G --guest-regions-max 8). */
+export const LIMITS: DpMemLimits = { maxBytes: 64n << 30n, maxRegions: 8 };
 
 const F_NEXT = 1;
 const F_WRITE = 2;
@@ -518,7 +521,7 @@ export function attachGuest(
 ): number {
   const port = check(native.dpAddPort(h, 0, -1), 'dpAddPort');
   check(native.dpSetFeatures(h, port, guest.hdrLen, opts.mrgRxbuf ?? false), 'dpSetFeatures');
-  check(native.dpSetMemTable(h, port, [guest.region()]), 'dpSetMemTable');
+  check(native.dpSetMemTable(h, port, [guest.region()], LIMITS), 'dpSetMemTable');
   for (const q of [0, 1] as const) {
     check(native.dpSetVring(h, port, q, guest.vring(q)), 'dpSetVring');
     check(native.dpSetKick(h, port, q, q === 1 && opts.pollTx ? -1 : guest.kick[q]), 'dpSetKick');

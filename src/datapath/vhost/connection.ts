@@ -137,14 +137,6 @@ export class VhostConnection {
     if (this.#frozen) sock.pause();
   }
 
-  /** Close the frontend's connection as a bad message would (the engine gave up on its device). */
-  drop(reason: string): void {
-    const sock = this.#conn;
-    if (sock === null) return;
-    this.#log.warn({ reason }, 'closing the vhost-user connection');
-    sock.close();
-  }
-
   #onDisconnect(sock: UnixSocket, err?: Error): void {
     if (this.#conn !== sock) return;
     this.#conn = null;
@@ -153,6 +145,19 @@ export class VhostConnection {
     this.#log.info({ err: err?.message }, 'vhost-user frontend disconnected');
     this.#events.disconnected(err);
     if (this.mode === 'client' && !this.#closed && !this.#frozen) this.#reconnect();
+  }
+
+  /**
+   * Close the current connection for something the frontend did outside a
+   * message (its memory faulted, or the engine gave up on its rings), as a
+   * bad message would. Not while frozen or
+   * handed over: the connection may be a successor's by then.
+   */
+  drop(reason: string): void {
+    const sock = this.#conn;
+    if (sock === null || this.#frozen || this.#detached) return;
+    this.#log.warn({ reason }, 'closing the vhost-user connection');
+    sock.close();
   }
 
   // ---- handover ----

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import { closeFds } from '../../native/fds.js';
 import { encodeReply, hasOwnReply, ProtocolFeature, requestFds, VirtioFeature, type Request, type RequestOf } from '../../vhost/index.js';
 import type { Engine, EngineRegion } from '../engine.js';
+import { closeRegionFds } from '../guest-memory.js';
 
 /** One queue pair: ring 0 carries frames to the guest (RX), ring 1 from it (TX). */
 export const RINGS = 2;
@@ -233,9 +234,12 @@ export class VhostDevice {
     }
     const regions = req.regions.map((r) => ({ gpa: r.guestPhysAddr, size: r.memorySize, uaddr: r.userspaceAddr, offset: r.mmapOffset, fd: r.fd }));
     try {
+      // Refused (caps, a file whose faults can block): the old table is still mapped.
       this.#engine.setMemTable(this.enginePort, regions);
     } catch (err) {
-      closeFds(regions.map((r) => r.fd));
+      closeRegionFds(regions.map((r) => r.fd));
+      // With REPLY_ACK the connection stays: leave the rings as they were.
+      if (d.regions.length > 0) for (const q of restart) this.#startRing(q, d.rings[q]!);
       throw err;
     }
     closeFds(d.regions.map((r) => r.fd));

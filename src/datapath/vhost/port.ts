@@ -4,6 +4,7 @@ import { closeFds, type NamedFds } from '../../native/fds.js';
 import type { Frame } from '../../net/framing.js';
 import { DecodeError, decodeRequest, encodeReply, hasOwnReply } from '../../vhost/index.js';
 import type { Engine } from '../engine.js';
+import { describeFault } from '../guest-memory.js';
 import { VhostConnection, type PortMode } from './connection.js';
 import { ProtocolViolation, RINGS, VhostDevice, type DeviceState } from './device.js';
 import { adoptDevice, exportPort, takeConnectionFds } from './handover.js';
@@ -55,6 +56,13 @@ export class VhostPort {
         if (err) this.#lastError = err.message;
         this.#dev.reset();
       },
+    });
+    // The engine already stopped the rings; the frontend loses its connection, as for a bad message.
+    this.#engine.onMemFault(this.#dev.enginePort, (f) => {
+      const reason = describeFault(f, this.#dev.state.regions[f.region]);
+      this.#lastError = reason;
+      this.#log.error({ region: f.region, code: f.code, offset: `0x${f.offset.toString(16)}` }, reason);
+      this.#conn.drop(reason);
     });
   }
 
@@ -201,6 +209,7 @@ export class VhostPort {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#engine.onMemFault(this.#dev.enginePort, null);
     this.#conn.close();
     this.#dev.close();
   }
