@@ -19,6 +19,8 @@ export interface DatapathOptions {
   extraArgs?: string[];
   /** more environment (e.g. ZIU_TEST_HOOKS=1) */
   env?: Record<string, string>;
+  /** its stdout+stderr go to this file instead of the test's output (to read its log lines) */
+  logFile?: string;
 }
 
 export interface RunningDatapath {
@@ -62,6 +64,7 @@ export async function startDatapath(o: DatapathOptions = {}): Promise<RunningDat
       readyTimeoutMs: 10_000,
       notifyPath: path.join(dir, 'notify.sock'),
       keepNotify: true,
+      ...(o.logFile ? { logFile: o.logFile } : {}),
       what: 'ziu-datapath',
       log: logger('test-datapath'),
     });
