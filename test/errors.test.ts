@@ -65,6 +65,7 @@ describe('the error-code registry', () => {
       'ERR_ZIU_NO_HUGEPAGES',
       'ERR_ZIU_NO_MEMFILE',
       'ERR_ZIU_SOCKET_PATH',
+      'ERR_ZIU_UNTRUSTED_PATH',
       'ERR_ZIU_USAGE',
     ]);
     expect(Object.values<ErrorInfo>(ERRORS).filter((i) => i.class === 'operator')).toEqual([]);

@@ -67,7 +67,11 @@ export class ControlServer {
       onFrame: (frame) => {
         chain = chain.then(() => this.#serve(sock, frame.body, frame.fds));
       },
-      onClose: () => this.#conns.delete(sock),
+      onClose: (err) => {
+        this.#conns.delete(sock);
+        // A peer that broke the framing (an oversized frame, fds dribbled without a message) is dropped: say who and why.
+        if (err) this.#log.warn({ peer: cred, code: (err as { code?: string }).code, reason: err.message }, `control connection dropped: ${err.message}`);
+      },
     });
   }
 

@@ -1,11 +1,12 @@
 import fs from 'node:fs';
 import { execa } from 'execa';
 import { ControlServer, type Handler } from '../control/server.js';
-import { ZiuError } from '../errors.js';
+import { hasCode, ZiuError } from '../errors.js';
 import { STATE_FORMATS, type StateFormat } from '../handover/state.js';
 import type { Status } from '../handover/messages/index.js';
 import { logger, setLogContext, type Logger } from '../log.js';
 import { check, native } from '../native/index.js';
+import { openTrustedFile } from '../trusted-dir.js';
 import { VERSION } from '../version.js';
 import type { DatapathConfig, TapSpec } from './config.js';
 import { Engine, type EngineFault, type PortStats } from './engine.js';
@@ -290,11 +291,20 @@ export class Datapath {
   }
 }
 
+/**
+ * The datapath writes its header into the first mem file and guest-visible
+ * buffers into all of them, so it never opens one through a symlink (O_NOFOLLOW,
+ * its directory verified: no symlink or directory another user planted on the
+ * way), and only a regular file that is ours or root's and writable by nobody else.
+ */
 function openMemFile(path: string): MemFile {
   let fd: number;
   try {
-    fd = fs.openSync(path, fs.constants.O_RDWR);
+    fd = openTrustedFile(path, fs.constants.O_RDWR);
   } catch (cause) {
+    if (hasCode(cause, 'ERR_ZIU_UNTRUSTED_PATH')) {
+      throw new ZiuError('ERR_ZIU_MEMFILE', `refusing --mem-file ${path}: ${(cause as Error).message.replace(/^refusing [^:]*: /, '')}`, { cause });
+    }
     throw new ZiuError('ERR_ZIU_MEMFILE', `cannot open --mem-file ${path}: ${(cause as Error).message}`, { cause });
   }
   const st = check(native.fstat(fd), 'fstat', { path, fd });

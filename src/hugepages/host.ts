@@ -1,6 +1,7 @@
-import { access, mkdir, readdir, readFile, realpath, statfs, writeFile } from 'node:fs/promises';
+import { access, readdir, readFile, realpath, statfs, writeFile } from 'node:fs/promises';
 import { execa } from 'execa';
 import { ZiuError } from '../errors.js';
+import { ensureTrustedDir } from '../trusted-dir.js';
 import { pageSizeInfo } from './sizes.js';
 
 /** f_type of a hugetlbfs mount (linux/magic.h). */
@@ -52,8 +53,9 @@ export function realHost(options: RealHostOptions = {}): HugepageHost {
         () => true,
         () => false,
       ),
+    // Every directory on the way verified (ours or root's, no symlink another user planted), new ones 0755.
     mkdirp: async (path) => {
-      await mkdir(path, { recursive: true });
+      ensureTrustedDir(path, { create: true, mode: 0o755, shared: true });
     },
     realpath: (path) => realpath(path),
     statfs: async (path) => {

@@ -1,6 +1,7 @@
 import { resolve } from 'node:path';
 import { ZiuError } from '../errors.js';
 import { logger } from '../log.js';
+import { checkTrustedPath } from '../trusted-dir.js';
 import { HUGETLBFS_MAGIC, type HugepageHost } from './host.js';
 import { hugetlbfsMounts, type MountEntry, parseHugepagesize, readMounts, readOptional } from './procfs.js';
 import { formatBytes, pageSizeInfo } from './sizes.js';
@@ -34,6 +35,9 @@ export async function ensureMount(host: HugepageHost, opts: { pageSize: number; 
   const { pageSize } = opts;
   const name = pageSizeInfo(pageSize).name;
   await sizeDir(host, pageSize);
+  // Before any symlink is resolved: a mount point another user can redirect (a symlink planted
+  // under /tmp that names /etc) must never get a file system mounted over it.
+  checkTrustedPath(opts.dir);
   const dir = await canonical(host, opts.dir);
   const top = await topMount(host, dir);
   if (top !== undefined) {
@@ -62,6 +66,7 @@ export async function ensureMount(host: HugepageHost, opts: { pageSize: number; 
  * nothing was mounted there; another fs type at dir is an error, left alone.
  */
 export async function unmount(host: HugepageHost, dir: string): Promise<boolean> {
+  checkTrustedPath(dir);
   const path = await canonical(host, dir);
   const top = await topMount(host, path);
   if (top === undefined) return false;

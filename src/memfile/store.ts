@@ -16,6 +16,7 @@ import {
   type HugepageHost,
 } from '../hugepages/index.js';
 import { logger } from '../log.js';
+import { ensureTrustedDir, TrustedDir } from '../trusted-dir.js';
 import { check, native } from '../native/index.js';
 import { Ledger } from './ledger.js';
 import { checkNamePart } from './names.js';
@@ -181,6 +182,8 @@ export class MemFileStore {
     };
 
     try {
+      // The ledger's state dir is checked before anything changes: one another user made is refused here, not after a reservation.
+      ensureTrustedDir(this.ledger.dir, { create: true });
       const status = await readStatus(this.host);
       const size = status.sizes.find((s) => s.pageSize === pageSize);
       if (size === undefined) {
@@ -217,7 +220,8 @@ export class MemFileStore {
   async #createTmpfs(instance: string, role: string, bytes: number): Promise<MemFile> {
     const undo: Array<() => Promise<void>> = [];
     try {
-      fs.mkdirSync(this.tmpfsDir, { recursive: true, mode: 0o700 });
+      // Ours and 0700, made if missing: one another user made (or a symlink planted there) is refused.
+      ensureTrustedDir(this.tmpfsDir, { create: true, mode: 0o700 });
       const facts = await this.host.statfs(this.tmpfsDir);
       if (facts.type !== TMPFS_MAGIC) {
         throw new ZiuError(
@@ -245,7 +249,12 @@ export class MemFileStore {
     }
   }
 
-  /** <dir>/<instance>/<role>, 0600, every page allocated and zeroed by fallocate. */
+  /**
+   * <dir>/<instance>/<role>, 0600, every page allocated and zeroed by
+   * fallocate. dir is verified, the instance directory is ours (0700) and the
+   * file is created through its fd with O_EXCL | O_NOFOLLOW: nothing another
+   * user planted is written through.
+   */
   async #createFile(
     dir: string,
     instance: string,
@@ -253,28 +262,32 @@ export class MemFileStore {
     bytes: number,
     undo: Array<() => Promise<void>>,
   ): Promise<{ path: string; allocated: number }> {
-    const instDir = path.join(dir, instance);
-    if (!fs.existsSync(instDir)) {
-      fs.mkdirSync(instDir, { mode: 0o700 });
-      undo.push(async () => {
-        fs.rmdirSync(instDir);
-      });
+    const root = TrustedDir.open(dir, { shared: true });
+    let instDir: TrustedDir;
+    try {
+      const made = root.lstat(instance) === null;
+      instDir = root.subdir(instance, { create: true, mode: 0o700 });
+      if (made) undo.push(async () => removeEntry(dir, instance, null));
+    } finally {
+      root.close();
     }
-    const file = path.join(instDir, role);
+    const file = path.join(dir, instance, role);
     let fd: number;
     try {
-      fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
-    } catch (err) {
-      if (hasCode(err, 'EEXIST')) {
-        throw new ZiuError('ERR_ZIU_MEMFILE_EXISTS', `mem file ${instance}/${role} already exists at ${file}: remove it first`, {
-          cause: err,
-        });
+      try {
+        fd = instDir.openFile(role, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
+      } catch (err) {
+        if (hasCode(err, 'EEXIST')) {
+          throw new ZiuError('ERR_ZIU_MEMFILE_EXISTS', `mem file ${instance}/${role} already exists at ${file}: remove it first`, {
+            cause: err,
+          });
+        }
+        throw err;
       }
-      throw err;
+    } finally {
+      instDir.close();
     }
-    undo.push(async () => {
-      fs.rmSync(file, { force: true });
-    });
+    undo.push(async () => removeEntry(dir, instance, role));
     try {
       fs.fchmodSync(fd, 0o600); // the umask must not widen or narrow it
       const r = native.fallocate(fd, 0, 0, bytes);
@@ -330,9 +343,10 @@ export class MemFileStore {
     const out: RemoveResult[] = [];
     for (const f of files) {
       const p = f.path!;
-      fs.rmSync(p, { force: true });
+      // Through verified directory fds, and only a regular file of ours: never something outside ziu's files.
+      removeEntry(path.dirname(path.dirname(p)), f.instance, f.role);
       try {
-        fs.rmdirSync(path.dirname(p));
+        removeEntry(path.dirname(path.dirname(p)), f.instance, null);
       } catch {
         // other roles of the instance remain
       }
@@ -355,16 +369,65 @@ export class MemFileStore {
   }
 }
 
+/**
+ * The mem files in a ziu directory: <dir>/<instance>/<role>, regular files
+ * only, read through directory fds. An entry that is not ziu's (a symlink,
+ * another user's, a name ziu would not make) is skipped and logged.
+ */
 function scan(dir: string): Array<{ instance: string; role: string; path: string; bytes: number; allocated: number }> {
   const out = [];
-  for (const inst of fs.readdirSync(dir, { withFileTypes: true })) {
-    if (!inst.isDirectory()) continue;
-    for (const f of fs.readdirSync(path.join(dir, inst.name), { withFileTypes: true })) {
-      if (!f.isFile()) continue;
-      const p = path.join(dir, inst.name, f.name);
-      const st = fs.statSync(p);
-      out.push({ instance: inst.name, role: f.name, path: p, bytes: st.size, allocated: st.blocks * 512 });
+  const root = TrustedDir.open(dir, { shared: true });
+  try {
+    for (const inst of root.list()) {
+      if (!inst.isDirectory()) continue;
+      let instDir: TrustedDir;
+      try {
+        checkNamePart('instance', inst.name);
+        instDir = root.subdir(inst.name, { mode: 0o700 });
+      } catch (err) {
+        log.warn({ path: path.join(dir, inst.name), err: (err as Error).message }, 'skipping a directory that is not a ziu instance');
+        continue;
+      }
+      try {
+        for (const f of instDir.list()) {
+          const p = path.join(dir, inst.name, f.name);
+          const st = instDir.lstat(f.name);
+          if (st === null || !st.isFile()) {
+            if (st !== null && !f.name.endsWith('.tmp')) log.warn({ path: p }, 'skipping an entry that is not a mem file (not a regular file)');
+            continue;
+          }
+          if (st.uid !== 0 && st.uid !== process.geteuid?.()) {
+            log.warn({ path: p, uid: st.uid }, 'skipping a file another user owns');
+            continue;
+          }
+          out.push({ instance: inst.name, role: f.name, path: p, bytes: st.size, allocated: st.blocks * 512 });
+        }
+      } finally {
+        instDir.close();
+      }
     }
+  } finally {
+    root.close();
   }
   return out;
+}
+
+/** Remove <dir>/<instance>/<role> (role null: the empty instance directory), through verified directory fds. */
+function removeEntry(dir: string, instance: string, role: string | null): void {
+  const root = TrustedDir.open(dir, { shared: true });
+  try {
+    if (role === null) {
+      root.remove(instance, { dir: true });
+      return;
+    }
+    if (root.lstat(instance) === null) return;
+    const inst = root.subdir(instance, { mode: 0o700 });
+    try {
+      inst.remove(role);
+    } finally {
+      inst.close();
+    }
+  } finally {
+    root.close();
+  }
 }

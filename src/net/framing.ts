@@ -1,5 +1,5 @@
 import { ZiuError } from '../errors.js';
-import type { Chunk, UnixSocket } from './socket.js';
+import { MAX_FDS_PER_MESSAGE, type Chunk, type UnixSocket } from './socket.js';
 import { closeFds } from '../native/fds.js';
 
 /** How a protocol frames its messages: a fixed header that tells the body size. */
@@ -10,6 +10,14 @@ export interface FrameFormat {
   bodySize(header: Buffer): number;
   /** the largest body accepted; larger is a protocol error */
   maxBody: number;
+  /**
+   * The most fds one message may carry, and so the most a connection may
+   * leave waiting with a message it has not finished; more is a protocol
+   * error (the connection is dropped, every fd closed). Default SCM_MAX_FD
+   * (253): one sendmsg carries no more, and a message's fds travel with its
+   * first byte.
+   */
+  maxFds?: number;
 }
 
 /** A complete message: header + body, and the fds that travelled with it (owned by the receiver). */
@@ -59,6 +67,7 @@ export class Framer {
     }
     const out: Frame[] = [];
     const { headerSize, maxBody } = this.format;
+    const maxFds = this.format.maxFds ?? MAX_FDS_PER_MESSAGE;
     while (this.#buf.length >= headerSize) {
       const header = this.#buf.subarray(0, headerSize);
       const size = this.format.bodySize(header);
@@ -82,6 +91,22 @@ export class Framer {
       });
       this.#buf = this.#buf.subarray(total);
       this.#pos = end;
+      if (fds.length > maxFds) {
+        this.discard();
+        closeFds(out.flatMap((f) => f.fds));
+        throw new ZiuError('ERR_ZIU_TOO_MANY_FDS', `${this.format.name}: a message came with ${fds.length} fds; at most ${maxFds} are allowed`);
+      }
+    }
+    // A peer that dribbles fds and never finishes the message would make us hold them without end.
+    const waiting = this.#marks.reduce((n, m) => n + m.fds.length, 0);
+    if (waiting > maxFds) {
+      const have = this.#buf.length;
+      this.discard();
+      closeFds(out.flatMap((f) => f.fds));
+      throw new ZiuError(
+        'ERR_ZIU_TOO_MANY_FDS',
+        `${this.format.name}: the peer sent ${waiting} fds with a message it has not finished (${have} bytes so far); at most ${maxFds} are allowed`,
+      );
     }
     return out;
   }

@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
+import { dirname as pathDirname, join as pathJoin } from 'node:path';
 import { constants } from 'node:os';
 import { ZiuError, hasCode, sysError } from '../errors.js';
 import { check, closeFd, native, type PollHandle } from '../native/index.js';
@@ -345,13 +346,16 @@ export class UnixListener extends EventEmitter<UnixListenerEvents> {
     const kind = options.kind ?? 'stream';
     await removeStaleSocket(path, kind);
     const fd = check(native.socket(kindToType(kind)), 'socket');
+    let bound = false;
     try {
-      check(native.bind(fd, path), 'bind', { path });
-      if (options.mode !== undefined) fs.chmodSync(path, options.mode);
+      if (options.mode === undefined) check(native.bind(fd, path), 'bind', { path });
+      else bindWithMode(fd, path, options.mode);
+      bound = true;
       check(native.listen(fd, options.backlog ?? 64), 'listen', { path, fd });
     } catch (err) {
       native.close(fd);
-      if (!hasCode(err, 'EADDRINUSE')) fs.rmSync(path, { force: true });
+      // Only what we bound is ours to remove: never a file someone else put at the path.
+      if (bound) fs.rmSync(path, { force: true });
       throw err;
     }
     const l = new UnixListener(fd, path, kind);
@@ -423,6 +427,37 @@ export class UnixListener extends EventEmitter<UnixListenerEvents> {
     this.#poll = null;
     closeFd(this.#fd);
     if (!options.keepPath) fs.rmSync(this.path, { force: true });
+  }
+}
+
+/**
+ * Bind a socket that appears at `target` with `mode` already set, through no
+ * symlink: bound and chmod-ed inside a fresh private directory (0700, ours,
+ * next to target, so nobody else can touch it there), then hard-linked into
+ * place. link(2) never follows or replaces what is at the target: anything
+ * that appeared there since the stale-socket check (a symlink planted in
+ * /tmp) fails the bind with EADDRINUSE. A chmod after bind would follow a
+ * symlink swapped in at the path and leave the socket open to every user
+ * until it ran.
+ */
+function bindWithMode(fd: number, target: string, mode: number): void {
+  const tmpDir = fs.mkdtempSync(pathJoin(pathDirname(target), '.ziu-bind-'));
+  const dirFd = fs.openSync(tmpDir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW);
+  // Through the directory's fd: short enough for sun_path whatever the target's length.
+  const tmp = `/proc/self/fd/${dirFd}/s`;
+  try {
+    check(native.bind(fd, tmp), 'bind', { path: target });
+    fs.chmodSync(tmp, mode);
+    try {
+      fs.linkSync(tmp, target);
+    } catch (err) {
+      if (hasCode(err, 'EEXIST')) throw sysError(-EADDRINUSE, 'bind', { path: target }, err);
+      throw err;
+    }
+  } finally {
+    fs.rmSync(tmp, { force: true });
+    fs.closeSync(dirFd);
+    fs.rmdirSync(tmpDir);
   }
 }
 

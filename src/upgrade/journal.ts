@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { hasCode, ZiuError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { ensureTrustedDir } from '../trusted-dir.js';
 import { processAlive, processRef, toProcessRef } from '../process/index.js';
 
 export interface LockInfo {
@@ -58,7 +59,8 @@ export function acquireLock(lockPath: string, lockInfo: LockInfo, log: Logger): 
   // The holder is named by pid and start time: a later process with the same pid does not hold it.
   const self = lockInfo.pid === process.pid ? processRef(process.pid) : null;
   const info: LockInfo = self !== null && lockInfo.startTime === undefined ? { ...lockInfo, startTime: self.startTime } : lockInfo;
-  fs.mkdirSync(path.dirname(lockPath), { recursive: true, mode: 0o700 });
+  // The state dir and its upgrade/ dir: ours and 0700 (made so if missing), never another user's.
+  ensureTrustedDir(path.dirname(lockPath), { create: true });
   // Written in full under a private name and then link()ed into place: link
   // fails with EEXIST exactly as O_EXCL does, but nobody can ever read a lock
   // that is created and still empty.
@@ -175,7 +177,7 @@ export class Journal {
    */
   static create(journalPath: string, doc: JournalDoc): Journal {
     checkDoc(doc, journalPath);
-    fs.mkdirSync(path.dirname(journalPath), { recursive: true, mode: 0o700 });
+    ensureTrustedDir(path.dirname(journalPath), { create: true });
     if (fs.existsSync(journalPath)) {
       const old = Journal.read(journalPath);
       throw new ZiuError(
