@@ -46,7 +46,10 @@ readFrames(sock, VHOST_USER_FRAME, {
 
 const send = async (req: Request): Promise<void> => {
   const m = encodeRequest(req);
-  await sock.send(m.bytes, m.fds);
+  // A datapath that refuses the bad fd at once closes the connection while we still set up the rest.
+  await sock.send(m.bytes, m.fds).catch((err: { code?: string }) => {
+    if (err.code !== 'ERR_ZIU_PEER_CLOSED') throw err;
+  });
 };
 
 /** Clear O_NONBLOCK on fd's open file description and add 0xfffffffffffffffe: from another process, on its copy. */
