@@ -3,7 +3,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { fakeHost, type FakeHost } from '../hugepages/fake-host.js';
 import { BUDDYINFO } from '../hugepages/fixtures.js';
-import { hostSnapshot, pool, realHugepagesUnavailable } from '../helpers/hugepages.js';
+import { hostSnapshot, noFreePages, pool, realHugepagesUnavailable } from '../helpers/hugepages.js';
 import { tempDir } from '../helpers/tmp.js';
 import { ziu } from './helpers.js';
 
@@ -111,7 +111,7 @@ describe.skipIf(noHugepages !== null)('memfile on real hugepages through the CLI
       ZIU_HUGEPAGE_DIR_2M: path.join(tmp.dir, 'hp2M'),
     };
     try {
-      const start = pool();
+      const start = noFreePages();
       const flow = await ziu(['memfile', 'create', 'vr7/flow', '--size', '4M', '--json'], { env });
       expect(flow.exitCode).toBe(0);
       expect(JSON.parse(flow.stdout)).toMatchObject({ backing: 'hugetlbfs', bytes: 4 * MiB, page_size: 2 * MiB, added_pages: 2 });

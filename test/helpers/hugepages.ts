@@ -20,6 +20,18 @@ export function pool(pageSizeKb = 2048): PoolCounters {
   return { total: read('nr_hugepages'), free: read('free_hugepages') };
 }
 
+/**
+ * Shrink the pool to the pages in use, so that a test about reserving pages
+ * starts from none free, as on a host that pre-allocated nothing; a host
+ * whose pool already holds free pages (every DPDK host's does) must pass too.
+ * Restore it with a hostSnapshot() taken before.
+ */
+export function noFreePages(pageSizeKb = 2048): PoolCounters {
+  const p = pool(pageSizeKb);
+  if (p.free > 0) fs.writeFileSync(`${SYS}/hugepages-${pageSizeKb}kB/nr_hugepages`, String(p.total - p.free));
+  return pool(pageSizeKb);
+}
+
 export function hugetlbfsMounts(): string[] {
   return fs
     .readFileSync('/proc/mounts', 'utf8')

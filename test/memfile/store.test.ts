@@ -5,7 +5,7 @@ import { realHost } from '../../src/hugepages/index.js';
 import { MemFileStore, parseMemFileName, vrouterAgentLines } from '../../src/memfile/index.js';
 import { native } from '../../src/native/index.js';
 import { openFds } from '../helpers/fds.js';
-import { hostSnapshot, pool, realHugepagesUnavailable } from '../helpers/hugepages.js';
+import { hostSnapshot, noFreePages, pool, realHugepagesUnavailable } from '../helpers/hugepages.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const MiB = 1024 * 1024;
@@ -133,7 +133,7 @@ describe.skipIf(noHugepages !== null)('hugetlbfs mem files on the real kernel', 
   });
 
   it('creating a file takes exactly its pages, prepopulated; removing it gives them back', async () => {
-    const start = pool();
+    const start = noFreePages();
     const made = await store.create({ instance: 'vr1', role: 'flow', size: 6 * MiB, pageSize: 2 * MiB });
     expect(made).toMatchObject({ backing: 'hugetlbfs', bytes: 6 * MiB, allocated: 6 * MiB, pageSize: 2 * MiB, addedPages: 3 });
     const after = pool();
@@ -171,7 +171,7 @@ describe.skipIf(noHugepages !== null)('hugetlbfs mem files on the real kernel', 
   });
 
   it('free pages already in the pool are used before reserving more', async () => {
-    const start = pool();
+    const start = noFreePages();
     fs.writeFileSync('/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages', String(start.total + 2));
     const made = await store.create({ instance: 'vr1', role: 'pool-0', size: 8 * MiB, pageSize: 2 * MiB });
     expect(made.addedPages).toBe(2);
