@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { hostSnapshot, pool, realHugepagesUnavailable } from '../helpers/hugepages.js';
 import { tempDir } from '../helpers/tmp.js';
-import { ziu } from './helpers.js';
+import { cannotRunAs, ziu } from './helpers.js';
 
 // Every bad input: exit 2, one line on stderr naming the problem, nothing changed.
 describe('bad input is refused with exit 2 and a one-line message', () => {
@@ -52,7 +52,7 @@ describe('bad input is refused with exit 2 and a one-line message', () => {
   });
 });
 
-const notRoot = process.getuid?.() !== 0 ? 'not root: cannot drop to another user' : null;
+const notRoot = cannotRunAs(65534);
 describe.skipIf(notRoot !== null)('commands that need root, run as an unprivileged user', () => {
   it.each([
     [['hugepages', 'reserve', '4'], 'ziu: hugepages reserve needs root (running as uid 65534)'],
