@@ -13,7 +13,7 @@ export const MAX_SOCKET_PATH = 107;
 /** The kernel's limit of fds in one message (SCM_MAX_FD). */
 export const MAX_FDS_PER_MESSAGE = 253;
 
-const { EAGAIN, EPIPE, ECONNRESET, EADDRINUSE } = constants.errno;
+const { EAGAIN, EPIPE, ECONNRESET, EADDRINUSE, EBADF } = constants.errno;
 
 const kindToType = (kind: SocketKind): number => (kind === 'stream' ? native.SOCK_STREAM : native.SOCK_SEQPACKET);
 
@@ -219,7 +219,10 @@ export class UnixSocket extends EventEmitter<UnixSocketEvents> {
   #onPoll(status: number, events: number): void {
     if (this.#closed) return;
     if (status < 0) {
-      this.#fail(sysError(status, 'uv_poll', { fd: this.#fd }));
+      // libuv reports POLLERR as EBADF: the fd is still ours and open, the socket has an
+      // error pending, which on a unix stream socket means the peer reset the connection.
+      const cause = sysError(status, 'uv_poll', { fd: this.#fd });
+      this.#fail(status === -EBADF ? new ZiuError('ERR_ZIU_PEER_CLOSED', `socket fd ${this.#fd}: the peer reset the connection`, { cause }) : cause);
       return;
     }
     if (events & native.POLL_WRITABLE) this.#flush();
