@@ -64,9 +64,20 @@ function blockAndSaturate(fd: number): void {
   if (r.status !== 0) throw new Error(`python3 could not make fd ${fd} blocking and saturated: ${r.status} ${String(r.error)}`);
 }
 
+/** Temp dirs made for FIFOs: removed when this process exits, however it exits. */
+const tempDirs: string[] = [];
+process.on('exit', () => {
+  for (const d of tempDirs) fs.rmSync(d, { recursive: true, force: true });
+});
+function tempDir(): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ziu-hostile-'));
+  tempDirs.push(dir);
+  return dir;
+}
+
 /** A FIFO of our own, opened read-write (so opening never blocks): both ends in one blocking fd. */
 function fifo(): { fd: number; path: string } {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ziu-hostile-'));
+  const dir = tempDir();
   const p = path.join(dir, 'fifo');
   spawnSync('mkfifo', [p]);
   return { fd: fs.openSync(p, 'r+'), path: p };
@@ -79,7 +90,7 @@ if (mode === 'call-pipe') {
   fs.writeSync(f.fd, Buffer.alloc(65536)); // a pipe's whole capacity: the next write blocks
   callFd1 = f.fd;
 } else if (mode === 'kick-hup') {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ziu-hostile-'));
+  const dir = tempDir();
   const p = path.join(dir, 'fifo');
   spawnSync('mkfifo', [p]);
   kickFd1 = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
