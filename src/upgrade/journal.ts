@@ -119,6 +119,7 @@ export function lockHolderAlive(holder: LockInfo): boolean {
 
 /** The lock's holder, or null if there is no lock; ERR_ZIU_LOCK if the file is not a ziu lock. */
 export function readLock(lockPath: string): LockInfo | null {
+  checkStateDirForReading(lockPath);
   let text: string;
   try {
     text = fs.readFileSync(lockPath, 'utf8');
@@ -198,6 +199,7 @@ export class Journal {
 
   /** The journal at this path, or null if there is none. */
   static read(journalPath: string): JournalDoc | null {
+    checkStateDirForReading(journalPath);
     let text: string;
     try {
       text = fs.readFileSync(journalPath, 'utf8');
@@ -250,6 +252,17 @@ export class Journal {
 /** The document of the last finished upgrade of this datapath, or null if there was none. */
 export function readLastUpgrade(control: string, stateDir?: string): Record<string, unknown> | null {
   return Journal.read(upgradePaths(control, stateDir).last);
+}
+
+/**
+ * A journal or lock decides what recover stops, thaws and removes: read one
+ * only from a directory no other user could have planted it in. A directory
+ * that does not exist holds nothing (the read finds no file).
+ */
+function checkStateDirForReading(file: string): void {
+  const dir = path.dirname(path.resolve(file));
+  if (!fs.existsSync(dir)) return;
+  ensureTrustedDir(dir);
 }
 
 function lastPath(journalPath: string): string {

@@ -149,4 +149,23 @@ describe.skipIf(!isRoot)('files and paths another local user can touch', () => {
     );
     expect(fs.readdirSync(target), 'a lock was made where the other user pointed').toEqual([]);
   });
+
+  it('ziu recover and ziu status never act on a journal or lock from a state directory another user made', async () => {
+    const home = fresh();
+    const state = theirs(home, 'state', 0o777);
+    const paths = upgradePaths(victim.dp.control, state);
+    // What another user would plant: a journal that names the datapath as a dead upgrade's new instance.
+    await asNobody(`mkdir -p ${paths.dir} && printf '%s' '${JSON.stringify({ version: 1, upgradeId: 'forged', control: victim.dp.control, phase: 'transfer', phases: [], newPid: victim.dp.pid, newControl: victim.dp.control })}' > ${paths.journal}`);
+    const env = { ZIU_STATE_DIR: state, ZIU_LOG_LEVEL: 'warn' };
+    const rec = await ziu(['recover', '--control', victim.dp.control, '--json'], { env });
+    expect(rec.exitCode, rec.stderr).toBe(2);
+    expect(rec.stderr).toContain(`refusing ${state}: owned by uid ${NOBODY}`);
+    const st = await ziu(['status', '--control', victim.dp.control], { env });
+    expect(st.exitCode).toBe(2);
+    expect(st.stderr).toContain(`refusing ${state}`);
+    // Nothing was done on its word: the datapath still serves.
+    expect(() => process.kill(victim.dp.pid, 0)).not.toThrow();
+    expect((await victim.dp.status()).role).toBe('active');
+    await victim.checkHealthy();
+  });
 });
