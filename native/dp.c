@@ -481,11 +481,7 @@ static napi_value n_dp_set_mem_table(napi_env env, napi_callback_info info) {
 static napi_value n_dp_mem_faults(napi_env env, napi_callback_info info) {
   ZIU_ARGS(env, info, 1);
   GET_DP(dp, argv[0]);
-  uint64_t v;
-  ssize_t r;
-  do {
-    r = read(dp->fault_fd, &v, sizeof(v));
-  } while (r < 0 && errno == EINTR);
+  dp_drain(dp->fault_fd);
   napi_value arr;
   napi_create_array(env, &arr);
   uint32_t k = 0;
@@ -846,11 +842,7 @@ static napi_value fault_obj(napi_env env, uint32_t port, int q, uint8_t code, in
 static napi_value n_dp_take_faults(napi_env env, napi_callback_info info) {
   ZIU_ARGS(env, info, 1);
   GET_DP(dp, argv[0]);
-  uint64_t v;
-  ssize_t r;
-  do {
-    r = read(dp->fault_fd, &v, sizeof(v));
-  } while (r < 0 && errno == EINTR);
+  dp_drain(dp->fault_fd);
   napi_value arr;
   napi_create_array(env, &arr);
   uint32_t k = 0;

@@ -235,6 +235,7 @@ void *dp_worker_main(void *arg);
 void dp_ring_fault(struct dp *dp, struct dp_vring *vr, uint8_t code, int err);
 void dp_guest_signal(struct dp *dp, struct dp_vring *vr);
 void dp_kick_worker(struct dp *dp);
+void dp_drain(int fd); /* reset an eventfd of our own to zero */
 uint64_t dp_now_ns(void);
 
 #endif

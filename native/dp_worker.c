@@ -55,7 +55,8 @@ void dp_kick_worker(struct dp *dp) {
   } while (r < 0 && errno == EINTR);
 }
 
-static void drain(int fd) {
+/* Reset an eventfd of our own (non-blocking) to zero. */
+void dp_drain(int fd) {
   uint64_t v;
   ssize_t r;
   do {
@@ -341,7 +342,7 @@ static void sleep_until_work(struct dp *dp) {
   for (int i = 0; i < n; i++) {
     uint32_t type = (uint32_t)(evs[i].data.u64 >> 32), idx = (uint32_t)evs[i].data.u64;
     if (type == EV_CTL) {
-      drain(dp->ctl_fd);
+      dp_drain(dp->ctl_fd);
       continue;
     }
     if (!same || idx >= dp->max_ports || !dp->ports[idx].in_use) continue;
@@ -364,10 +365,10 @@ static void frozen_wait(struct dp *dp) {
   int r = poll(pfd, n, DP_SLEEP_MS);
   pthread_mutex_lock(&dp->lock);
   if (r <= 0) return;
-  if (pfd[0].revents) drain(dp->ctl_fd);
+  if (pfd[0].revents) dp_drain(dp->ctl_fd);
   /* Armed (checked again: JS may have disarmed meanwhile) and signalled. */
   if (n == 2 && pfd[1].revents && dp->go_fd == pfd[1].fd && dp->baton && dp->frozen) {
-    drain(dp->go_fd);
+    dp_drain(dp->go_fd);
     uint32_t expected = 0; /* BATON_FROZEN */
     if (__atomic_compare_exchange_n(dp->baton, &expected, 1u /* BATON_NEW */, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
       dp_thaw_locked(dp);

@@ -226,7 +226,7 @@ function encodeV2(s: StateExport): Record<string, unknown> {
 function decodeV2(r: Reader): StateExport {
   const devices: DeviceExport[] = [];
   for (const [name, d] of r.entries('vhostUser')) {
-    checkName(name, d.where);
+    d.checkName(name, d.where);
     const sock = d.child('socket');
     const neg = d.child('negotiated');
     const queues = d.child('queues');
@@ -266,7 +266,7 @@ function decodeV2(r: Reader): StateExport {
     });
   }
   for (const [name, t] of r.entries('taps')) {
-    checkName(name, t.where);
+    t.checkName(name, t.where);
     devices.push({ kind: 'tap', name, ifname: t.str('ifname') });
   }
   return { control: r.str('control'), devices };
@@ -278,9 +278,6 @@ function reader(doc: unknown, where: string): Reader {
   return new Reader(doc, where, 'ERR_ZIU_STATE');
 }
 
-function checkName(name: string, where: string): void {
-  reader({}, where).checkName(name, where);
-}
 
 function ringsOf(d: Reader, rings: RingExport[]): RingExport[] {
   if (rings.length !== 2 || rings[0]!.q !== 0 || rings[1]!.q !== 1) throw bad(`${d.where}.rings: must be queue 0 then queue 1`);

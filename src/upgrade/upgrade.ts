@@ -11,7 +11,7 @@ import { logger, type Logger } from '../log.js';
 import type { MemFileStore } from '../memfile/index.js';
 import { closeFds } from '../native/fds.js';
 import { acquireLock, Journal, upgradePaths } from './journal.js';
-import { launchDetached, processRef, stopProcess, waitGone, type ProcessRef } from '../process/index.js';
+import { launchDetached, processAlive, processRef, stopProcess, waitGone, type ProcessRef } from '../process/index.js';
 import { Peer, type Hello, type Status } from './peer.js';
 import { retireOld } from './retire.js';
 import type { Phase, UpgradeReport } from './report.js';
@@ -37,6 +37,9 @@ export interface UpgradeOptions {
 }
 
 export const DEFAULTS: { verifyMs: number; readyTimeoutMs: number; deadManMs: number } = { verifyMs: 300, readyTimeoutMs: 10_000, deadManMs: DEAD_MAN_MS.default };
+
+/** Errors of a control connection whose other end went away. */
+const CONNECTION_LOST = new Set(['ERR_ZIU_PEER_CLOSED', 'ERR_ZIU_SOCKET_CLOSED', 'ECONNRESET', 'EPIPE']);
 
 /** Thrown by preflight: nothing was changed. */
 class Refusal extends ZiuError {}
@@ -123,7 +126,7 @@ export class Upgrade {
       });
       await this.#step('commit', () => this.#commitNew());
     } catch (err) {
-      if (await this.#oldDied()) return this.#succeedOrphan(err, oldStatus);
+      if (await this.#oldDied(err)) return this.#succeedOrphan(err, oldStatus);
       return this.#rollback(err);
     }
     await this.#retireOld();
@@ -133,9 +136,12 @@ export class Upgrade {
   // ---- the old instance died after it exported ----
 
   /** True when the new instance holds every device and the old instance is gone (not merely unreachable). */
-  async #oldDied(): Promise<boolean> {
+  async #oldDied(err: unknown): Promise<boolean> {
     if (!this.#imported || this.#oldRef === null || this.#new === null) return false;
-    return waitGone(this.#oldRef, 100);
+    if (!processAlive(this.#oldRef)) return true;
+    // A connection lost at the moment the old instance dies may be seen a little before the
+    // kernel has it gone: wait briefly then, and never otherwise (a rollback must not be delayed).
+    return CONNECTION_LOST.has((err as { code?: string }).code ?? '') && waitGone(this.#oldRef, 100);
   }
 
   /**

@@ -26,6 +26,7 @@ import { readFrames } from '../../src/net/framing.js';
 import { UnixSocket } from '../../src/net/socket.js';
 import { encodeRequest, VHOST_USER_FRAME, VirtioFeature, type Request } from '../../src/vhost/index.js';
 import { DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, ethFrame, Guest } from '../native/guest.js';
+import { closeFds } from '../../src/native/fds.js';
 
 const [sockPath, mode] = process.argv.slice(2) as [string, string];
 const MAC = '02:00:00:00:0b:ad';
@@ -36,7 +37,7 @@ const sock = await UnixSocket.connect(sockPath);
 let dropped = false;
 readFrames(sock, VHOST_USER_FRAME, {
   onFrame: (f) => {
-    for (const fd of f.fds) native.close(fd);
+    closeFds(f.fds);
   },
   onClose: () => {
     dropped = true;

@@ -24,6 +24,7 @@ import { startDatapath, type RunningDatapath } from '../helpers/datapath.js';
 import { openFds } from '../helpers/fds.js';
 import { HostileFrontend, UA } from './mem-frontend.js';
 import { mountHungFuse, type HungFuse } from './fuse.js';
+import { closeFds } from '../../src/native/fds.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const MiB = 1n << 20n;
@@ -169,7 +170,7 @@ afterEach(async () => {
   if (!c) return;
   c.fe?.close();
   await c.watch.stop();
-  for (const fd of c.own) native.close(fd);
+  closeFds(c.own);
   c = null;
 });
 

@@ -2,10 +2,10 @@
 // encoders (src/vhost) and a real unix socket with fds (src/net): the hostile
 // side of test/hostile. Every request it sends asks for a REPLY_ACK once that
 // is negotiated, so the test knows when the datapath has handled it.
-import { native } from '../../src/native/index.js';
 import { readFrames, type Frame } from '../../src/net/framing.js';
 import { UnixSocket } from '../../src/net/socket.js';
 import { encodeRequest, hasOwnReply, ProtocolFeature, VHOST_USER_FRAME, VhostUserRequest, VirtioFeature, type MappedRegion, type Request } from '../../src/vhost/index.js';
+import { closeFds } from '../../src/native/fds.js';
 
 /** The frontend's user address of its memory: ring addresses are in this space. */
 export const UA = 0x7f3c_0000_0000n;
@@ -29,7 +29,7 @@ export class HostileFrontend {
     this.sock = sock;
     readFrames(sock, VHOST_USER_FRAME, {
       onFrame: (f) => {
-        for (const fd of f.fds) native.close(fd);
+        closeFds(f.fds);
         this.#frames.push(f);
         this.#wake?.();
       },
