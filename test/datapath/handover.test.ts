@@ -98,6 +98,33 @@ describe('handover protocol on ziu-datapath', () => {
     expect(rep).toMatchObject({ lost: 0, duplicated: 0, reordered: 0, reconnects: 0 });
   });
 
+  it('an import whose ring eventfd is something else (a memfd for a call fd) is refused, naming the fd, and keeps nothing', async () => {
+    dp = await startDatapath({ ports: { a: 'server', b: 'server' } });
+    const probe = await startProbe({ tx: dp.sock['a']!, rx: dp.sock['b']!, rate: 1000, size: 128 });
+    const oldPeer = await Peer.connect('old', dp.control);
+    peers.push(oldPeer);
+    const newPeer = await standby(dp.dir);
+    const x = await oldPeer.call('export', { format: 1, upgradeId: 'test' });
+    const i = x.body.fds.indexOf('a/ring/1/call');
+    expect(i).toBeGreaterThanOrEqual(0);
+    const fds = [...x.fds];
+    fds[i] = native.memfdCreate('not-an-eventfd', 0) as number;
+    try {
+      await expect(newPeer.call('import', { format: 1, state: x.body.state, fds: x.body.fds }, fds)).rejects.toMatchObject({
+        code: 'ERR_ZIU_IMPORT',
+        message: expect.stringContaining("a/ring/1/call is not an eventfd"),
+      });
+    } finally {
+      closeFds([...x.fds, fds[i]!]);
+    }
+    const st = await newPeer.status();
+    expect(st.role).toBe('standby');
+    expect(st.ports).toEqual([]);
+    await oldPeer.call('abort');
+    const rep = await probe.stop();
+    expect(rep).toMatchObject({ lost: 0, reconnects: 0 });
+  });
+
   it('refuses ops out of order and formats it does not speak, without changing anything', async () => {
     dp = await startDatapath({ extraArgs: ['--state-formats', '1'] });
     const oldPeer = await Peer.connect('old', dp.control);

@@ -3,7 +3,7 @@ import { fdName, type RingExport, type VhostExport } from '../../handover/state.
 import { NamedFds } from '../../native/fds.js';
 import type { Engine } from '../engine.js';
 import type { ConnectionFds, VhostConnection } from './connection.js';
-import type { VhostDevice } from './device.js';
+import { eventfdProblem, type VhostDevice } from './device.js';
 
 /**
  * A vhost-user port as a handover carries it (docs/handover-protocol.md,
@@ -118,6 +118,14 @@ export function adoptDevice(dev: VhostDevice, x: VhostExport, fds: NamedFds, eng
     r.kickNoFd = rx.kick === 'poll';
     r.callFd = rx.call ? fds.need(fdName(x.name, 'call', q), what) : null;
     r.errFd = rx.err ? fds.need(fdName(x.name, 'err', q), what) : null;
+  });
+  // The same rule as SET_VRING_KICK/CALL/ERR: a handover is no way around it
+  // (the fds are the device's now, so a refusal closes them with it).
+  d.rings.forEach((r, q) => {
+    for (const [kind, fd] of [['kick', r.kickFd], ['call', r.callFd], ['err', r.errFd]] as const) {
+      const problem = fd === null ? null : eventfdProblem(fd);
+      if (problem !== null) throw new ZiuError('ERR_ZIU_IMPORT', `${what}: ${fdName(x.name, kind, q)} ${problem}`);
+    }
   });
   const port = dev.enginePort;
   if (d.features !== null) dev.applyFeatures(d.features);
