@@ -69,14 +69,15 @@ export async function recover(o: { control: string; stateDir?: string; store: Me
         await newPeer.peer.call('commit');
         actions.push('committed the new instance');
       }
-      if (oldPeer) {
-        await retireOld(oldPeer.peer, oldProc!, o.store, {
-          note: (problem) => actions.push(`warning: ${problem}`),
-          done: (action) => actions.push(action),
-        });
-      }
-      report.result = 'committed';
+      const retired = oldPeer
+        ? await retireOld(oldPeer.peer, oldProc!, o.store, {
+            note: (problem) => actions.push(`warning: ${problem}`),
+            done: (action) => actions.push(action),
+          })
+        : { stopped: true };
       report.serving = { pid: newPid!, role: 'active' };
+      if (retired.stopped) report.result = 'committed';
+      else report.message = `the new instance (pid ${newPid}) serves, but the old one (pid ${oldPid}) could not be stopped; it serves nothing: stop it by hand, then run ziu recover again`;
     } else if (oldPeer) {
       // The new instance never took the rings (or died): undo.
       if (newProc !== null && processAlive(newProc)) {

@@ -129,8 +129,7 @@ export class Upgrade {
       if (await this.#oldDied(err)) return this.#succeedOrphan(err, oldStatus);
       return this.#rollback(err);
     }
-    await this.#retireOld();
-    return this.#finish('committed');
+    return this.#retireOld();
   }
 
   // ---- the old instance died after it exported ----
@@ -384,31 +383,77 @@ export class Upgrade {
     this.#journal!.update({ committed: true });
   }
 
-  /** The new instance serves and owns the devices: the old one lets go and exits, its memory goes back. */
-  async #retireOld(): Promise<void> {
+  /**
+   * The new instance serves and owns the devices: the old one lets go and
+   * exits, its memory goes back. An old instance that cannot be stopped, or
+   * anything unexpected here, is for the operator (exit 3, journal kept):
+   * the new instance serves, but the host is not as an upgrade leaves it.
+   */
+  async #retireOld(): Promise<UpgradeReport> {
     const t = performance.now();
-    await retireOld(this.#old!, this.#oldRef ?? this.#oldHello!.pid, this.o.store, {
-      note: (msg) => {
-        this.#report.warnings.push(msg);
-        this.log.warn(msg);
-      },
-      done: () => undefined,
-    });
+    const oldPid = this.#oldHello!.pid;
+    let stopped: boolean;
+    try {
+      ({ stopped } = await retireOld(this.#old!, this.#oldRef ?? oldPid, this.o.store, {
+        note: (msg) => {
+          this.#report.warnings.push(msg);
+          this.log.warn(msg);
+        },
+        done: () => undefined,
+      }));
+    } catch (err) {
+      this.#report.warnings.push(`retiring the old instance (pid ${oldPid}) failed: ${(err as Error).message}`);
+      stopped = false;
+    }
     this.#report.phases['commit'] = round((this.#report.phases['commit'] ?? 0) + performance.now() - t, 3);
+    if (!stopped) {
+      this.#report.message =
+        `committed: the new instance (pid ${this.#newPid ?? '?'}) serves every device, but the old instance (pid ${oldPid}) was not retired ` +
+        `(${this.#report.warnings.at(-1) ?? 'see the warnings'}). It serves nothing; stop it by hand, then run: ziu recover --control ${this.o.control}`;
+      return this.#finish('failed', { keepJournal: true });
+    }
+    return this.#finish('committed');
   }
 
   // ---- rollback ----
 
+  /**
+   * Undo: the old instance serves again and the new one is gone. Whatever
+   * goes wrong on the way (an instance that cannot be stopped, a journal
+   * that cannot be written) ends in 'failed' with the journal kept and the
+   * lock released (exit 3), never in 'rolled_back' while traffic may be stopped.
+   */
   async #rollback(err: unknown): Promise<UpgradeReport> {
     const phase = this.#phase;
     const e = err as { code?: string; message?: string };
     this.#report.rollback = { phase, reason: e.message ?? String(err), code: e.code ?? 'ERR_ZIU_INTERNAL' };
     this.log.warn({ phase, err: e.message }, 'rolling back');
     const t = performance.now();
+    try {
+      return await this.#undo(t);
+    } catch (ue) {
+      this.#report.phases['rollback'] = round(performance.now() - t, 3);
+      this.#report.message = `rollback did not finish: ${(ue as Error).message}. Traffic may be stopped. Run: ziu recover --control ${this.o.control}`;
+      this.log.error({ err: (ue as Error).message }, 'rollback did not finish');
+      return this.#finish('failed', { keepJournal: true });
+    }
+  }
+
+  async #undo(t: number): Promise<UpgradeReport> {
     this.#journal?.update({ phase: 'rollback', rollback: this.#report.rollback });
     let thawError: Error | null = null;
     // Once resume was sent the new instance may hold the rings: it must be gone before the old one takes them back.
-    if (this.#resumeSent && this.#newPid !== null) await stopProcess(this.#newRef ?? this.#newPid, 2000);
+    if (this.#resumeSent && this.#newPid !== null) {
+      try {
+        await stopProcess(this.#newRef ?? this.#newPid, 2000);
+      } catch (se) {
+        throw new ZiuError(
+          'ERR_ZIU_STOP',
+          `the new instance (pid ${this.#newPid}) could not be stopped (${(se as Error).message}), so the old one was not thawed: both would serve the rings`,
+          { cause: se },
+        );
+      }
+    }
     if (this.#exported) {
       try {
         await this.#thawOld();
@@ -465,10 +510,16 @@ export class Upgrade {
     this.#report.totalMs = round(performance.now() - this.#t0, 3);
     this.#old?.close();
     this.#new?.close();
-    if (this.#journal && !opts.keepJournal) this.#journal.finish(this.#report as unknown as Record<string, unknown>);
-    else this.#journal?.update({ result });
-    this.#unlock?.();
-    this.#unlock = null;
+    try {
+      if (this.#journal && !opts.keepJournal) this.#journal.finish(this.#report as unknown as Record<string, unknown>);
+      else this.#journal?.update({ result });
+    } catch (err) {
+      // The report still goes out and the lock is still released; the journal may say less.
+      this.#report.warnings.push(`could not write the journal: ${(err as Error).message}`);
+    } finally {
+      this.#unlock?.();
+      this.#unlock = null;
+    }
     this.log.info({ result, switchoverUs: this.#report.switchoverUs, totalMs: this.#report.totalMs }, 'upgrade finished');
     return this.#report;
   }
