@@ -84,6 +84,11 @@ static void disarm(struct dp *dp) {
   dp->go_fd = dp->done_fd = -1;
 }
 
+static void beat_off(struct dp *dp) {
+  if (dp->beat) munmap((char *)dp->beat - DP_BEAT_OFFSET, 4096);
+  dp->beat = NULL;
+}
+
 static void destroy(struct dp *dp) {
   lock_ctl(dp);
   dp->stopping = true;
@@ -91,6 +96,7 @@ static void destroy(struct dp *dp) {
   dp_kick_worker(dp);
   pthread_join(dp->worker, NULL);
   disarm(dp);
+  beat_off(dp);
   for (uint32_t i = 0; i < dp->max_ports; i++) {
     struct dp_port *p = &dp->ports[i];
     if (p->in_use && p->kind == DP_KIND_VHOST)
@@ -706,6 +712,26 @@ static napi_value n_dp_arm_takeover(napi_env env, napi_callback_info info) {
   return ziu_int(env, 0);
 }
 
+/* Start (baton fd) or stop (-1) the worker's heartbeat in the baton page.
+ * The fd stays owned by JavaScript; the page is mapped here until stopped. */
+static napi_value n_dp_set_beat(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 2);
+  GET_DP(dp, argv[0]);
+  int32_t fd;
+  if (!ziu_get_i32(env, argv[1], &fd)) return NULL;
+  char *map = NULL;
+  if (fd >= 0) {
+    map = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED) return ziu_errno(env, errno);
+    __atomic_store_n((uint64_t *)(map + DP_BEAT_OFFSET), dp_now_ns(), __ATOMIC_RELEASE);
+  }
+  lock_ctl(dp);
+  beat_off(dp);
+  if (map) dp->beat = (uint64_t *)(map + DP_BEAT_OFFSET);
+  changed_unlock(dp); /* the worker's sleep gets the shorter timeout at once */
+  return ziu_int(env, 0);
+}
+
 static napi_value n_dp_thaw(napi_env env, napi_callback_info info) {
   ZIU_ARGS(env, info, 1);
   GET_DP(dp, argv[0]);
@@ -933,6 +959,8 @@ napi_value ziu_init_dp(napi_env env, napi_value exports) {
   ziu_register(env, exports, "dpFreeze", n_dp_freeze);
   ziu_register(env, exports, "dpThaw", n_dp_thaw);
   ziu_register(env, exports, "dpArmTakeover", n_dp_arm_takeover);
+  ziu_register(env, exports, "dpSetBeat", n_dp_set_beat);
+  ziu_register_const(env, exports, "DP_BEAT_OFFSET", DP_BEAT_OFFSET);
   ziu_register(env, exports, "dpTimes", n_dp_times);
   ziu_register(env, exports, "dpStats", n_dp_stats);
   ziu_register(env, exports, "dpWorkerStats", n_dp_worker_stats);

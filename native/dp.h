@@ -43,6 +43,8 @@
 #define DP_SHARED_NS 1000000000ull /* preempted this recently: the CPU is shared, spin only DP_SPIN_SHARED_NS */
 #define DP_SPIN_SHARED_NS 30000ull
 #define DP_SLEEP_MS 100       /* epoll timeout: rings without a kick fd are polled this often */
+#define DP_BEAT_MS 10         /* the epoll timeout instead while the worker beats */
+#define DP_BEAT_OFFSET 8      /* the worker's heartbeat in the baton page (a u64) */
 #define DP_MAX_CHAIN 256      /* descriptors in one chain (indirect entries included) or one merged RX frame; more breaks the ring */
 #define DP_RING_PASS_DESCS 8192 /* descriptors one ring may cost per pass; the rest waits for the next pass */
 #define DP_GUARD_NS 1000000ull /* a write to a guest's eventfd that blocks is interrupted after at most this long */
@@ -178,6 +180,12 @@ struct dp {
   int go_fd, done_fd;
   uint32_t *baton; /* MAP_SHARED page, or NULL when not armed */
   bool taken_over;
+  /* Heartbeat (new side, from taking the rings until commit): while not
+   * frozen the worker stores CLOCK_MONOTONIC ns here at least every
+   * DP_BEAT_MS, so that the old instance can tell a successor that hung
+   * with the rings (docs/handover-protocol.md, section 8). A u64 at offset
+   * DP_BEAT_OFFSET of the baton page, mapped separately; NULL when off. */
+  uint64_t *beat;
 
   uint64_t t0_ns;
   uint32_t now_s; /* coarse clock for MAC ageing, updated once per pass */

@@ -275,7 +275,7 @@ export class Datapath {
       if (shared) for (const p of this.#ports) p.detach();
       // A new instance that has not committed may already serve the predecessor's control
       // listener (a commit that failed half-way): that path is still the old instance's.
-      const uncommitted = role === 'imported' || role === 'resumed';
+      const uncommitted = role === 'imported' || role === 'resumed' || role === 'handed-back';
       this.#control?.close({ keepPath: shared || (uncommitted && this.#control.path === this.config.control) });
       this.#standbyControl?.close();
       for (const p of this.#ports) p.close();

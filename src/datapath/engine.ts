@@ -173,6 +173,12 @@ export class Engine {
     if (this.#h !== null) check(native.dpArmTakeover(this.#h, -1, -1, -1), 'dpArmTakeover');
   }
 
+  /** Beat into the baton page while serving (fd), or stop (null): the old side watches it until commit. */
+  setBeat(batonFd: number | null): void {
+    if (batonFd !== null) check(native.dpSetBeat(this.#handle, batonFd), 'dpSetBeat', { fd: batonFd });
+    else if (this.#h !== null) check(native.dpSetBeat(this.#h, -1), 'dpSetBeat');
+  }
+
   /** Serve again from the rings' state in shared memory. Returns the thaw time (ns). */
   thaw(): bigint {
     return check(native.dpThaw(this.#handle), 'dpThaw');

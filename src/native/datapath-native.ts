@@ -241,6 +241,13 @@ export interface DatapathAddon {
    * then run passes again; the first pass is stamped (dpTimes().firstPassNs).
    * Returns the thaw time (ns).
    */
+  /**
+   * Start (the baton memfd) or stop (-1) the worker's heartbeat: while not
+   * frozen it stores CLOCK_MONOTONIC ns as a u64 at DP_BEAT_OFFSET of that
+   * page at least every 10 ms (its idle sleep is shortened to that).
+   */
+  dpSetBeat(h: DpHandle, batonFd: number): 0 | Errno;
+  readonly DP_BEAT_OFFSET: number;
   dpThaw(h: DpHandle): bigint | Errno;
   /** Handover timestamps (CLOCK_MONOTONIC ns, 0n = not yet). */
   dpTimes(h: DpHandle): DpTimes | Errno;

@@ -256,7 +256,11 @@ export class UnixSocket extends EventEmitter<UnixSocketEvents> {
     if (!this.#closed) this.#updatePoll();
   }
 
+  /** Called before bytes are read off the socket (a handover marks what a successor consumed); null: nothing. */
+  beforeRead: (() => void) | null = null;
+
   #readSome(): void {
+    this.beforeRead?.();
     // Bounded so that one busy peer cannot starve the event loop.
     for (let i = 0; i < 64 && this.#reading && !this.#closed; i++) {
       const r = native.recvmsg(this.#fd, this.#readBuf, MAX_FDS_PER_MESSAGE);
@@ -403,12 +407,16 @@ export class UnixListener extends EventEmitter<UnixListenerEvents> {
     return this;
   }
 
+  /** Called before connections are accepted (see UnixSocket.beforeRead); null: nothing. */
+  beforeAccept: (() => void) | null = null;
+
   #onReadable(status: number): void {
     if (this.#closed) return;
     if (status < 0) {
       this.emit('error', sysError(status, 'uv_poll', { fd: this.#fd, path: this.path }));
       return;
     }
+    this.beforeAccept?.();
     for (;;) {
       const c = native.accept(this.#fd);
       if (c === -EAGAIN) return;

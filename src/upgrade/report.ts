@@ -45,7 +45,17 @@ export interface UpgradeReport {
   deadManMs: number;
   /** the new instance's memory; instance names it in the mem file store (`ziu memfile remove <instance>`) */
   memory: { instance: string; path: string; bytes: number; pageSize: number; backing: string; prepopulateMs: number; notes: string[] } | null;
-  rollback?: { phase: Phase; reason: string; code: string };
+  rollback?: {
+    phase: Phase;
+    reason: string;
+    code: string;
+    /**
+     * After resume: whether the new instance handed the rings back, the devices
+     * the old one took back in the state the new one left them, and those it
+     * had to reset (the new one consumed their messages and is gone)
+     */
+    devices?: { handedBack: boolean; readopted: string[]; reset: string[] };
+  };
   /** only with result 'failed' or 'refused': what to do */
   message?: string;
   warnings: string[];

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { hasCode, relayedCode, ZiuError } from '../errors.js';
-import { DEAD_MAN_MS, handoverInfoCodec, type HandoverInfo } from '../handover/messages/index.js';
+import { DEAD_MAN_MS, handoverInfoCodec, type HandoverInfo, type ReplyOf } from '../handover/messages/index.js';
 import { isStateFormat, type StateFormat } from '../handover/state.js';
 import { plan, readStatus, formatBytes, PAGE_2M } from '../hugepages/index.js';
 import { logger, type Logger } from '../log.js';
@@ -39,6 +39,8 @@ export interface UpgradeOptions {
 export const DEFAULTS: { verifyMs: number; readyTimeoutMs: number; deadManMs: number } = { verifyMs: 300, readyTimeoutMs: 10_000, deadManMs: DEAD_MAN_MS.default };
 
 /** Errors of a control connection whose other end went away. */
+/** A new instance that still answers gives the rings back within microseconds; this only bounds a hung one. */
+const HANDBACK_TIMEOUT_MS = 1000;
 const CONNECTION_LOST = new Set(['ERR_ZIU_PEER_CLOSED', 'ERR_ZIU_SOCKET_CLOSED', 'ECONNRESET', 'EPIPE']);
 
 /** Thrown by preflight: nothing was changed. */
@@ -442,8 +444,10 @@ export class Upgrade {
   async #undo(t: number): Promise<UpgradeReport> {
     this.#journal?.update({ phase: 'rollback', rollback: this.#report.rollback });
     let thawError: Error | null = null;
-    // Once resume was sent the new instance may hold the rings: it must be gone before the old one takes them back.
-    if (this.#resumeSent && this.#newPid !== null) {
+    // Once resume was sent the new instance may hold the rings. If it still answers, it gives them
+    // back with what it changed (handback); otherwise it must be gone before the old one takes them.
+    const handed = this.#resumeSent ? await this.#handback() : null;
+    if (this.#resumeSent && handed === null && this.#newPid !== null) {
       try {
         await stopProcess(this.#newRef ?? this.#newPid, 2000);
       } catch (se) {
@@ -456,14 +460,22 @@ export class Upgrade {
     }
     if (this.#exported) {
       try {
-        await this.#thawOld();
+        await this.#thawOld(handed);
       } catch (te) {
         thawError = te as Error;
+      } finally {
+        if (handed) closeFds(handed.fds);
       }
     }
     this.#new?.close();
-    if (this.#newPid !== null) await stopProcess(this.#newRef ?? this.#newPid, 2000);
-    if (this.#memInstance !== null) {
+    let stuck: Error | null = null;
+    try {
+      if (this.#newPid !== null) await stopProcess(this.#newRef ?? this.#newPid, 2000);
+    } catch (se) {
+      // It serves nothing (handed back, or never resumed), but it holds memory and duplicate fds.
+      stuck = se as Error;
+    }
+    if (this.#memInstance !== null && stuck === null) {
       try {
         await this.o.store.remove(this.#memInstance);
       } catch (re) {
@@ -471,6 +483,12 @@ export class Upgrade {
       }
     }
     this.#report.phases['rollback'] = round(performance.now() - t, 3);
+    if (stuck !== null && !thawError) {
+      this.#report.message =
+        `rolled back: the old instance serves again, but the new instance (pid ${this.#newPid}) could not be stopped (${stuck.message}). ` +
+        `It serves nothing; stop it by hand, then run: ziu recover --control ${this.o.control}`;
+      return this.#finish('failed', { keepJournal: true });
+    }
     if (thawError) {
       this.#report.message = `rollback failed: the old instance did not take its devices back (${thawError.message}). Traffic may be stopped. Run: ziu recover --control ${this.o.control}`;
       // The journal stays for `ziu recover`.
@@ -479,17 +497,44 @@ export class Upgrade {
     return this.#finish('rolled_back');
   }
 
-  async #thawOld(): Promise<void> {
-    let old = this.#old!;
+  /**
+   * Ask the new instance to give the rings back with the state of every
+   * device it consumed messages of (docs/handover-protocol.md, handback).
+   * null if it cannot (gone, hung, never took the rings): then it is stopped
+   * and the old instance resets those devices instead.
+   */
+  async #handback(): Promise<{ body: ReplyOf<'handback'>; fds: number[] } | null> {
+    if (this.#new === null || this.#newRef === null || !processAlive(this.#newRef)) return null;
     try {
-      await old.call('thaw', { force: this.#resumeSent });
+      return await this.#new.call('handback', undefined, [], HANDBACK_TIMEOUT_MS);
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'the new instance could not hand the rings back; stopping it instead');
+      return null;
+    }
+  }
+
+  async #thawOld(handed: { body: ReplyOf<'handback'>; fds: number[] } | null): Promise<void> {
+    const changed = handed?.body.changed ?? null;
+    const req = { force: this.#resumeSent, changed, fds: changed?.fds ?? [] };
+    let old = this.#old!;
+    let r;
+    try {
+      r = await old.call('thaw', req, handed?.fds ?? []);
     } catch (err) {
       if ((err as { code?: string }).code === 'ERR_ZIU_HANDOVER_STATE') throw err;
       // The connection may have broken with the failure: one fresh attempt.
       old.close();
       old = await Peer.connect('old', this.o.control);
       this.#old = old;
-      await old.call('thaw', { force: this.#resumeSent });
+      r = await old.call('thaw', req, handed?.fds ?? []);
+    }
+    const { readopted = [], reset = [] } = r.body;
+    if (this.#report.rollback) this.#report.rollback.devices = { handedBack: handed !== null, readopted, reset };
+    if (reset.length > 0) {
+      this.#report.warnings.push(
+        `the new instance had consumed vhost-user messages of ${reset.join(', ')} and could not hand them back: ` +
+          `the old instance reset ${reset.length === 1 ? 'that device' : 'those devices'} (their frontends reconnect)`,
+      );
     }
   }
 

@@ -1,16 +1,13 @@
-import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { logger } from '../../src/log.js';
 import { decodeState } from '../../src/handover/state.js';
 import { closeFds } from '../../src/native/fds.js';
 import { native } from '../../src/native/index.js';
 import { UnixSocket } from '../../src/net/socket.js';
 import { startProbe } from '../../src/probe/index.js';
-import { launchDetached, stopProcess } from '../../src/process/index.js';
+import { stopProcess } from '../../src/process/index.js';
 import { Peer } from '../../src/upgrade/peer.js';
-import { startDatapath, type RunningDatapath } from '../helpers/datapath.js';
-import { DATAPATH_BIN } from '../../src/datapath/bin.js';
+import { startDatapath, startStandby, type RunningDatapath } from '../helpers/datapath.js';
 
 /** The handover protocol driven op by op, without the orchestrator. */
 describe('handover protocol on ziu-datapath', () => {
@@ -25,20 +22,8 @@ describe('handover protocol on ziu-datapath', () => {
     dp = null;
   });
 
-  async function standby(dir: string): Promise<Peer> {
-    const mem = path.join(dir, 'mem-new');
-    fs.writeFileSync(mem, Buffer.alloc(16 << 20));
-    const control = path.join(dir, 'standby.sock');
-    const l = await launchDetached({
-      argv: [process.execPath, DATAPATH_BIN, '--control', dp!.control, '--mem-file', mem, '--instance', 'next'],
-      env: { ZIU_HANDOVER: 'standby', ZIU_CONTROL_PATH: control, ZIU_LOG_LEVEL: 'warn' },
-      readyTimeoutMs: 10_000,
-      logFile: path.join(dir, 'next.log'),
-      notifyPath: path.join(dir, 'next.notify'),
-      log: logger('test', {}),
-    });
-    newPid = l.pid;
-    const p = await Peer.connect('new', control);
+  async function standby(): Promise<Peer> {
+    const p = await startStandby(dp!, (pid) => (newPid = pid));
     peers.push(p);
     return p;
   }
@@ -48,7 +33,7 @@ describe('handover protocol on ziu-datapath', () => {
     const probe = await startProbe({ tx: dp.sock['a']!, rx: dp.sock['b']!, rate: 2000, size: 128 });
     const oldPeer = await Peer.connect('old', dp.control);
     peers.push(oldPeer);
-    const newPeer = await standby(dp.dir);
+    const newPeer = await standby();
     expect(await newPeer.hello()).toMatchObject({ protocol: 1, role: 'standby', stateFormats: { import: [1, 2] } });
 
     const x = await oldPeer.call('export', { format: 1, upgradeId: 'test' });
@@ -103,7 +88,7 @@ describe('handover protocol on ziu-datapath', () => {
     const probe = await startProbe({ tx: dp.sock['a']!, rx: dp.sock['b']!, rate: 1000, size: 128 });
     const oldPeer = await Peer.connect('old', dp.control);
     peers.push(oldPeer);
-    const newPeer = await standby(dp.dir);
+    const newPeer = await standby();
     const x = await oldPeer.call('export', { format: 1, upgradeId: 'test' });
     const i = x.body.fds.indexOf('a/ring/1/call');
     expect(i).toBeGreaterThanOrEqual(0);

@@ -52,4 +52,32 @@ describe('Baton: who serves the rings, decided by one compare-and-swap', () => {
     old.close();
     neu.close();
   });
+
+  it('carries the new instance to the old one: who it is, its heartbeats, the devices it consumed, its commit; and the handback', () => {
+    const before = openFds();
+    const old = Baton.create();
+    const neu = otherSide(old);
+    neu.setSuccessor({ pid: 4242, startTime: 987654321 });
+    expect(old.successor()).toEqual({ pid: 4242, startTime: 987654321 });
+    expect(old.beats()).toEqual({ worker: 0n, control: 0n });
+    neu.beat(123n);
+    expect(old.beats().control).toBe(123n);
+    // The engine's worker beats at the offset the page gives it.
+    expect(native.DP_BEAT_OFFSET).toBe(8);
+    for (const i of [0, 31, 32, 255, 32255]) neu.markDirty(i);
+    expect(old.dirty()).toEqual([0, 31, 32, 255, 32255]);
+    expect(() => neu.markDirty(32256)).toThrow(/outside the baton page/);
+    expect(old.committed()).toBe(false);
+    old.freeze();
+    expect(neu.takeForNew()).toBe('frozen');
+    // A rollback the new instance takes part in: 1 -> 0, then the old side's own CAS.
+    expect(neu.handBack()).toBe('new');
+    expect(old.takeForOld()).toBe('frozen');
+    expect(neu.handBack()).toBe('old');
+    neu.markCommitted();
+    expect(old.committed()).toBe(true);
+    old.close();
+    neu.close();
+    expect(openFds()).toEqual(before);
+  });
 });

@@ -4,7 +4,8 @@ import { execa } from 'execa';
 import { launchDatapath, type LaunchedDatapath } from '../../src/datapath/launch.js';
 import type { Status } from '../../src/handover/messages/index.js';
 import { logger } from '../../src/log.js';
-import { processState } from '../../src/process/index.js';
+import { launchDetached, processState } from '../../src/process/index.js';
+import { DATAPATH_BIN } from '../../src/datapath/bin.js';
 import { Peer } from '../../src/upgrade/peer.js';
 
 export interface DatapathOptions {
@@ -99,4 +100,26 @@ export async function startDatapath(o: DatapathOptions = {}): Promise<RunningDat
       }
     },
   };
+}
+
+/**
+ * A second ziu-datapath beside `dp`, started as the new side of a handover
+ * (standby, on its own control socket in dp's directory), and a peer on it.
+ * `pid` is reported as soon as it is known, so that a test can stop it
+ * whatever happens next.
+ */
+export async function startStandby(dp: RunningDatapath, pid: (pid: number) => void): Promise<Peer> {
+  const mem = path.join(dp.dir, 'mem-new');
+  fs.writeFileSync(mem, Buffer.alloc(16 << 20));
+  const control = path.join(dp.dir, 'standby.sock');
+  const l = await launchDetached({
+    argv: [process.execPath, DATAPATH_BIN, '--control', dp.control, '--mem-file', mem, '--instance', 'next'],
+    env: { ZIU_HANDOVER: 'standby', ZIU_CONTROL_PATH: control, ZIU_LOG_LEVEL: 'warn' },
+    readyTimeoutMs: 10_000,
+    logFile: path.join(dp.dir, 'next.log'),
+    notifyPath: path.join(dp.dir, 'next.notify'),
+    log: logger('test', {}),
+  });
+  pid(l.pid);
+  return Peer.connect('new', control);
 }

@@ -64,6 +64,11 @@ export class HostileFrontend {
     return f === null ? null : f.body.length >= 8 ? f.body.readBigUInt64LE(0) : 0n;
   }
 
+  /** The next reply to a request of this type, or null if the datapath closed the connection first. */
+  reply(type: Request['type'], timeoutMs = 3000): Promise<Frame | null> {
+    return this.#next(VhostUserRequest[type], timeoutMs);
+  }
+
   async #next(id: number, timeoutMs: number): Promise<Frame | null> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {

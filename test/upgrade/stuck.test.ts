@@ -47,41 +47,81 @@ describe('an instance that cannot be stopped ends the upgrade in exit 3, journal
     rig = null;
   });
 
-  async function run(rig: Rig, onNewPid?: (pid: number) => void) {
-    const timer = onNewPid ? setInterval(() => {
-      // The new instance's pid, as soon as it is in the journal: the mock must know it before the rollback.
-      const j = upgradePaths(rig.dp.control, rig.stateDir).journal;
-      try {
-        const doc = JSON.parse(fs.readFileSync(j, 'utf8')) as { newPid?: number };
-        if (typeof doc.newPid === 'number') onNewPid(doc.newPid);
-      } catch {
-        // not written yet
-      }
-    }, 5) : null;
+  /** Watch the journal while the upgrade runs: `on` hears the new instance's pid and each phase. */
+  async function run(rig: Rig, on?: (doc: { newPid?: number; phase?: string }) => void, deadManMs?: number) {
+    const j = upgradePaths(rig.dp.control, rig.stateDir).journal;
+    const timer = on
+      ? setInterval(() => {
+          try {
+            on(JSON.parse(fs.readFileSync(j, 'utf8')) as { newPid?: number; phase?: string });
+          } catch {
+            // not written yet, or being replaced
+          }
+        }, 2)
+      : null;
     try {
-      return await upgrade({ control: rig.dp.control, newCommand: rig.newCommand().split(' '), mem: 16 << 20, stateDir: rig.stateDir, store: context().store });
+      return await upgrade({
+        control: rig.dp.control,
+        newCommand: rig.newCommand().split(' '),
+        mem: 16 << 20,
+        stateDir: rig.stateDir,
+        store: context().store,
+        ...(deadManMs ? { deadManMs } : {}),
+      });
     } finally {
       if (timer) clearInterval(timer);
     }
   }
 
-  it('a rollback whose new instance cannot be stopped does not thaw the old one and says so', async () => {
+  it('a new instance that hangs with the rings and cannot be stopped: the old one is not thawed, and the operator is told', { timeout: 30_000 }, async () => {
+    rig = await startRig({ rate: 2000 });
+    let hung: number | null = null;
+    // A long dead-man bound: the old instance's own watch must not take the rings back during this test.
+    const rep = await run(rig, (doc) => {
+      if (typeof doc.newPid === 'number') {
+        stuck.add(doc.newPid);
+        rig!.pids.add(doc.newPid);
+        if (doc.phase === 'verify' && hung === null) {
+          hung = doc.newPid;
+          process.kill(hung, 'SIGSTOP');
+        }
+      }
+    }, 60_000);
+    try {
+      expect(hung).not.toBeNull();
+      expect(rep.result).toBe('failed');
+      expect(EXIT_FOR[rep.result]).toBe(3);
+      expect(rep.rollback?.phase).toBe('verify');
+      expect(rep.message).toMatch(/^rollback did not finish: the new instance \(pid \d+\) could not be stopped .*so the old one was not thawed.*Run: ziu recover --control /);
+      const paths = upgradePaths(rig.dp.control, rig.stateDir);
+      expect(fs.existsSync(paths.journal)).toBe(true);
+      expect(fs.existsSync(paths.lock)).toBe(false);
+      expect(await role(rig.dp.control)).not.toBe('active');
+      expect(processAlive(hung!)).toBe(true);
+    } finally {
+      if (hung !== null) process.kill(hung, 'SIGCONT');
+    }
+  });
+
+  it('a new instance that handed the rings back but cannot be stopped: the old one serves, exit 3 says what is left', async () => {
     rig = await startRig({ rate: 2000 });
     process.env['ZIU_FAULT'] = 'commit-fail';
-    const rep = await run(rig, (pid) => {
-      stuck.add(pid);
-      rig!.pids.add(pid);
+    const rep = await run(rig, (doc) => {
+      if (typeof doc.newPid === 'number') {
+        stuck.add(doc.newPid);
+        rig!.pids.add(doc.newPid);
+      }
     });
     expect(rep.result).toBe('failed');
     expect(EXIT_FOR[rep.result]).toBe(3);
-    expect(rep.rollback?.phase).toBe('commit');
-    expect(rep.message).toMatch(/^rollback did not finish: the new instance \(pid \d+\) could not be stopped .*so the old one was not thawed.*Run: ziu recover --control /);
+    expect(rep.rollback).toMatchObject({ phase: 'commit', devices: { handedBack: true, reset: [] } });
+    expect(rep.message).toMatch(/^rolled back: the old instance serves again, but the new instance \(pid \d+\) could not be stopped .*ziu recover --control /);
     const paths = upgradePaths(rig.dp.control, rig.stateDir);
     expect(fs.existsSync(paths.journal)).toBe(true);
     expect(fs.existsSync(paths.lock)).toBe(false);
-    // Not thawed: the new instance, which could not be stopped, still serves the rings.
-    expect(await role(rig.dp.control)).not.toBe('active');
-    expect(processAlive(rep.new!.pid)).toBe(true);
+    expect(await role(rig.dp.control)).toBe('active');
+    const probe = await rig.probe!.stop();
+    expect(probe).toMatchObject({ lost: 0, duplicated: 0, reconnects: 0 });
   });
 
   it('an old instance that cannot be retired after commit: the new one serves, the operator is told', async () => {

@@ -51,7 +51,8 @@ export class Handover {
       import: serve('import', (req, fds) => this.#new.import(req, fds)),
       freeze: serve('freeze', (req) => this.#old.freeze(req)),
       resume: serve('resume', (req, fds) => this.#new.resume(req, fds)),
-      thaw: serve('thaw', (req) => this.#old.thaw(req)),
+      thaw: serve('thaw', (req, fds) => this.#old.thaw(req, fds)),
+      handback: serve('handback', () => this.#new.handback()),
       commit: serve('commit', () => this.#commit()),
       abort: serve('abort', () => this.#abort()),
     };

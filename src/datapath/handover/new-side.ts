@@ -1,14 +1,18 @@
 import { ZiuError } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { Baton } from '../../handover/baton.js';
-import type { ChangedDevices, CommitReply, ImportRequest, ResumeReply, ResumeRequest } from '../../handover/messages/index.js';
-import { BATON_FD, CONTROL_LISTENER_FD, decodeState, fdName, GO_FD, type DeviceExport, type StateExport, type TapExport } from '../../handover/state.js';
+import { Baton, BATON_MAX_DEVICES } from '../../handover/baton.js';
+import type { ChangedDevices, CommitReply, HandbackReply, ImportRequest, ResumeReply, ResumeRequest } from '../../handover/messages/index.js';
+import { BATON_FD, CONTROL_LISTENER_FD, decodeState, encodeState, fdName, GO_FD, type DeviceExport, type StateExport, type StateFormat, type TapExport } from '../../handover/state.js';
 import { check, native, type PollHandle } from '../../native/index.js';
-import type { NamedFds } from '../../native/fds.js';
+import { NamedFds } from '../../native/fds.js';
+import { processRef } from '../../process/index.js';
 import type { TapSpec } from '../config.js';
 import { VhostPort } from '../vhost/port.js';
 import { expectRole, type HandoverHost, type Session } from './host.js';
 import type { Answer } from './serve.js';
+
+/** How often the control thread beats while we serve before commit (the worker: native/dp.h, DP_BEAT_MS). */
+const BEAT_MS = 10;
 
 /**
  * The new side of a handover (docs/handover-protocol.md): adopt what the
@@ -27,6 +31,11 @@ export class NewSide {
   /** the predecessor's control listener, taken at commit */
   #controlFd: number | null = null;
   #controlPath: string | null = null;
+  /** the state format of the import, and each device's index in it (its bit in the baton page) */
+  #format: StateFormat = 1;
+  #index = new Map<string, number>();
+  /** the control thread's heartbeat into the baton page while we serve before commit */
+  #beat: NodeJS.Timeout | null = null;
 
   constructor(session: Session, host: HandoverHost, log: Logger) {
     this.#s = session;
@@ -50,6 +59,14 @@ export class NewSide {
       this.#controlFd = fds.take(CONTROL_LISTENER_FD);
       this.#controlPath = state.control;
       this.#baton = Baton.adopt(fds.need(BATON_FD, 'import'));
+      this.#format = req.format;
+      this.#index = new Map(state.devices.map((d, i) => [d.name, i]));
+      if (state.devices.length > BATON_MAX_DEVICES) throw new ZiuError('ERR_ZIU_IMPORT', `${state.devices.length} devices: a handover marks at most ${BATON_MAX_DEVICES}`);
+      // Who holds the rings once they are taken: the old side stops exactly this process if it hangs.
+      const me = processRef(process.pid);
+      if (me === null) throw new ZiuError('ERR_ZIU_IMPORT', 'cannot read our own start time from /proc/self/stat');
+      this.#baton.setSuccessor(me);
+      for (const p of this.#host.ports) this.#watch(p);
       this.#go = fds.take(GO_FD);
       if (this.#go !== null && !this.#host.faults.has('no-forward')) this.#arm(this.#go);
       this.#s.upgradeId = req.upgradeId ?? null;
@@ -101,6 +118,34 @@ export class NewSide {
     }
   }
 
+  /** Mark a device in the baton page before we consume anything of it: the old side's copy is stale from then on. */
+  #watch(p: VhostPort): void {
+    const i = this.#index.get(p.name);
+    const baton = this.#baton;
+    if (i === undefined || baton === null) return;
+    let marked = false;
+    p.watchConsumption(() => {
+      if (marked) return;
+      baton.markDirty(i);
+      marked = true;
+    });
+  }
+
+  /** Beat into the baton page (worker and control thread) while we serve before commit. */
+  #startBeating(): void {
+    const baton = this.#baton;
+    if (baton === null || this.#beat !== null) return;
+    baton.beat(process.hrtime.bigint());
+    this.#host.engine.setBeat(baton.fd);
+    this.#beat = setInterval(() => baton.beat(process.hrtime.bigint()), BEAT_MS);
+  }
+
+  #stopBeating(): void {
+    if (this.#beat !== null) clearInterval(this.#beat);
+    this.#beat = null;
+    this.#host.engine.setBeat(null);
+  }
+
   /** Drop whatever was imported, without a word to any frontend. */
   #dropImported(): void {
     for (const p of this.#host.ports.splice(0)) p.discard();
@@ -115,6 +160,7 @@ export class NewSide {
   }
 
   #release(): void {
+    this.#stopBeating();
     this.#baton?.close();
     this.#baton = null;
     if (this.#go !== null) native.close(this.#go);
@@ -159,6 +205,7 @@ export class NewSide {
   /** The rings are ours (resume or direct takeover): read the sockets, wake the guests. */
   #activate(): void {
     this.#disarm();
+    this.#startBeating();
     this.#s.role = 'resumed';
     for (const p of this.#host.ports) {
       p.activate();
@@ -224,7 +271,43 @@ export class NewSide {
       if (i >= 0) ports.splice(i, 1)[0]!.discard();
     }
     this.#adoptAll(state.devices, fds);
+    for (const p of this.#host.ports) if (state.devices.some((d) => d.name === p.name)) this.#watch(p);
     this.#log.info({ devices: state.devices.map((d) => d.name) }, 're-imported devices that changed after export');
+  }
+
+  /**
+   * A rollback after we took the rings, while we still answer: stop serving
+   * (sockets first, then the engine, every consumed chain completed), give
+   * the baton back (1 -> 0) and send the state of every device we consumed
+   * anything of, so that the old instance goes on from where we stopped:
+   * the messages we read (a new call fd, a memory table, a ring stopped,
+   * half a message) are not lost. We never serve again (`handed-back`).
+   */
+  handback(): Answer<'handback'> {
+    expectRole(this.#s, 'handback', ['resumed']);
+    const host = this.#host;
+    for (const p of host.ports) p.freeze();
+    const frozenNs = host.engine.freeze(-1);
+    this.#s.role = 'handed-back';
+    // Frozen and no longer ours: the beat stops with the engine, and the old side now reads word 0.
+    this.#stopBeating();
+    const prev = this.#baton!.handBack();
+    if (prev !== 'new') throw new ZiuError('ERR_ZIU_BATON', `handback: the baton is ${prev}, not new: the old instance took the rings back already`);
+    const dirty = new Set(this.#baton!.dirty());
+    const fds = new NamedFds();
+    const devices: DeviceExport[] = [];
+    for (const p of host.ports) {
+      const i = this.#index.get(p.name);
+      if (i === undefined || !dirty.has(i)) continue;
+      const x = p.exportState();
+      devices.push(x.device);
+      fds.merge(x.fds);
+    }
+    const changed = devices.length === 0 ? null : { format: this.#format, state: encodeState(this.#format, { control: this.#controlPath ?? host.config.control, devices }), fds: fds.toWire().names };
+    this.#s.last = { ...this.#s.last, frozenNs };
+    this.#log.warn({ frozenNs, devices: devices.map((d) => d.name) }, 'handed the rings back to the old instance');
+    const body: HandbackReply = { frozenNs, changed };
+    return devices.length === 0 ? { body } : { body, fds };
   }
 
   async commit(): Promise<Answer<'commit'>> {
@@ -238,7 +321,12 @@ export class NewSide {
     await host.openMissingPorts();
     if (host.faults.has('commit-fail')) throw new ZiuError('ERR_ZIU_FAULT', 'commit: injected fault after taking the control listener (ZIU_FAULT=commit-fail)');
     // Last: until here a failed commit is rolled back by stopping us, which must leave the frontends alone.
-    for (const p of host.ports) p.claim();
+    for (const p of host.ports) {
+      p.claim();
+      p.watchConsumption(null);
+    }
+    // Before the beat stops: the old side must not take a silent successor for a hung one.
+    this.#baton?.markCommitted();
     this.#release();
     this.#s.role = 'active';
     this.#log.info({ control: host.config.control }, 'handover committed: this instance is the datapath now');

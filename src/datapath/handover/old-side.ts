@@ -4,6 +4,7 @@ import { Baton } from '../../handover/baton.js';
 import {
   DEAD_MAN_MS,
   type AbortReply,
+  type ChangedDevices,
   type CommitReply,
   type ExportReply,
   type ExportRequest,
@@ -13,17 +14,28 @@ import {
   type ThawReply,
   type ThawRequest,
 } from '../../handover/messages/index.js';
-import { BATON_FD, CONTROL_LISTENER_FD, encodeState, fdName, GO_FD, type DeviceExport, type StateExport, type StateFormat } from '../../handover/state.js';
+import { BATON_FD, CONTROL_LISTENER_FD, decodeState, encodeState, fdName, GO_FD, type DeviceExport, type StateExport, type StateFormat } from '../../handover/state.js';
 import { check, native } from '../../native/index.js';
 import { NamedFds } from '../../native/fds.js';
 import { MAX_FDS_PER_MESSAGE } from '../../net/socket.js';
+import { stopProcess } from '../../process/index.js';
+import { VhostPort } from '../vhost/port.js';
 import { expectRole, type HandoverHost, type Session } from './host.js';
 import type { Answer } from './serve.js';
 
 interface Exported {
   format: StateFormat;
   generations: Map<string, number>;
+  /** the devices in export order: bit i of the baton page's bitmap is order[i] */
+  order: string[];
 }
+
+/**
+ * A new instance's control thread may stall (a GC pause, a loaded host)
+ * longer than its worker thread: its heartbeat gets this much more slack
+ * than the dead-man bound before the old side takes it for hung.
+ */
+const CONTROL_BOUND = { factor: 5, minMs: 1000 } as const;
 
 /**
  * The old side of a handover (docs/handover-protocol.md): export the device
@@ -39,6 +51,8 @@ export class OldSide {
   #go: number | null = null;
   #exported: Exported | null = null;
   #deadMan: NodeJS.Timeout | null = null;
+  /** handed over before commit: watching the new instance's heartbeat (docs/handover-protocol.md, section 8) */
+  #watchTimer: NodeJS.Timeout | null = null;
 
   constructor(session: Session, host: HandoverHost, log: Logger) {
     this.#s = session;
@@ -69,7 +83,7 @@ export class OldSide {
         `export needs ${fds.size} fds (${state.devices.length} devices) but one message carries at most ${MAX_FDS_PER_MESSAGE}; this version hands over about 40 vhost-user ports per instance`,
       );
     }
-    this.#exported = { format, generations: new Map(this.#host.ports.map((p) => [p.name, p.generation])) };
+    this.#exported = { format, generations: new Map(this.#host.ports.map((p) => [p.name, p.generation])), order: state.devices.map((d) => d.name) };
     this.#s.upgradeId = upgradeId;
     this.#s.role = 'exporting';
     this.#log.info({ upgradeId, format, devices: state.devices.length, fds: fds.size }, 'exported device state');
@@ -149,10 +163,82 @@ export class OldSide {
       this.#log.warn({ deadManMs: ms }, 'dead-man switch: the new instance holds the baton; staying frozen');
       this.#s.role = 'handed-over';
       for (const p of this.#host.ports) p.detach();
+      this.#watch(ms);
     }
   }
 
-  thaw(req: ThawRequest): Answer<'thaw'> {
+  /**
+   * Handed over, not committed: watch the new instance through the baton
+   * page, without the orchestrator. If its worker's heartbeat is older than
+   * the dead-man bound, or its control thread's older than CONTROL_BOUND,
+   * it hung with the rings: stop that very process (pid and start time from
+   * the page), then take them back. If it gave the rings back (handback:
+   * word 0) and nobody thawed us within the bound, take them ourselves.
+   */
+  #watch(deadManMs: number): void {
+    const since = process.hrtime.bigint();
+    const controlBound = Math.max(CONTROL_BOUND.factor * deadManMs, CONTROL_BOUND.minMs);
+    let frozenAt: number | null = null;
+    this.#watchTimer = setInterval(() => {
+      const baton = this.#baton;
+      if (baton === null || this.#s.role !== 'handed-over' || baton.committed()) return this.#unwatch();
+      const state = baton.read();
+      if (state === 'new') {
+        frozenAt = null;
+        const now = process.hrtime.bigint();
+        const ageMs = (beat: bigint): number => Number(now - (beat > since ? beat : since)) / 1e6;
+        const b = baton.beats();
+        const worker = ageMs(b.worker);
+        const control = ageMs(b.control);
+        if (worker > deadManMs || control > controlBound) void this.#takeBack({ workerBeatMs: Math.round(worker), controlBeatMs: Math.round(control), deadManMs, controlBound });
+      } else if (state === 'frozen') {
+        // Handed back, and nobody thaws us: the orchestrator is gone with the devices it carried.
+        frozenAt ??= performance.now();
+        if (performance.now() - frozenAt > deadManMs && baton.takeForOld() === 'frozen') {
+          this.#log.warn({ deadManMs }, 'the new instance handed the rings back and nobody thawed us within the dead-man bound; thawing');
+          this.#thawNow({ reset: this.#stale() });
+        }
+      } else {
+        this.#unwatch();
+      }
+    }, Math.max(5, Math.floor(deadManMs / 4)));
+  }
+
+  #unwatch(): void {
+    if (this.#watchTimer !== null) clearInterval(this.#watchTimer);
+    this.#watchTimer = null;
+  }
+
+  /** The new instance hung with the rings: it must be gone before we serve again. */
+  async #takeBack(why: Record<string, number>): Promise<void> {
+    this.#unwatch();
+    const baton = this.#baton!;
+    const ref = baton.successor();
+    this.#log.error({ ...why, successor: ref }, 'the new instance stopped beating while it held the rings: stopping it and taking them back');
+    if (ref === null) {
+      this.#log.error('the new instance never said who it is (baton page): cannot stop it, so the rings stay with it');
+      return;
+    }
+    try {
+      await stopProcess(ref, 0);
+    } catch (err) {
+      this.#log.error({ err: (err as Error).message }, 'could not stop the new instance: the rings stay with it');
+      return;
+    }
+    if (this.#baton !== baton || this.#s.role !== 'handed-over') return; // a thaw or commit came meanwhile
+    const prev = baton.takeForOld();
+    if (prev === 'new') baton.forceToOld();
+    else if (prev !== 'frozen') return;
+    this.#thawNow({ reset: this.#stale() });
+  }
+
+  /** Devices a successor that is gone had consumed vhost-user bytes of: our state of them is stale. */
+  #stale(): string[] {
+    const order = this.#exported?.order ?? [];
+    return this.#baton === null ? [] : this.#baton.dirty().flatMap((i) => (order[i] === undefined ? [] : [order[i]]));
+  }
+
+  thaw(req: ThawRequest, fds: NamedFds): Answer<'thaw'> {
     if (this.#s.role === 'active') return { body: { thawed: false, role: this.#s.role } };
     expectRole(this.#s, 'thaw', ['exporting', 'frozen', 'handed-over']);
     if (this.#s.role === 'exporting') {
@@ -164,21 +250,64 @@ export class OldSide {
     if (baton.takeForOld() === 'new') {
       // The new instance resumed: only the orchestrator, having stopped it, may take the rings back.
       if (req.force !== true) {
-        throw new ZiuError('ERR_ZIU_BATON', 'the new instance has resumed and holds the rings; stop it, then thaw with force');
+        throw new ZiuError('ERR_ZIU_BATON', 'the new instance has resumed and holds the rings; hand them back (handback) or stop it, then thaw with force');
       }
       baton.forceToOld();
     }
-    const thawedNs = this.#thawNow();
-    const body: ThawReply = { thawed: true, thawedNs, role: this.#s.role };
+    // Handed back: the new instance's state of what it consumed replaces ours. Else, if it is gone
+    // having consumed something, those devices start over (a reset, never a stale device).
+    const readopted = req.changed ? this.#readopt(req.changed, fds) : [];
+    const reset = req.changed ? [] : this.#stale();
+    const thawedNs = this.#thawNow({ readopted, reset });
+    const body: ThawReply = { thawed: true, thawedNs, role: this.#s.role, readopted, reset };
     return { body };
   }
 
-  #thawNow(): bigint {
+  /** Adopt the devices a handback carried in place of ours, all or none. */
+  #readopt(changed: ChangedDevices, fds: NamedFds): string[] {
+    const ports = this.#host.ports;
+    const state = decodeState(changed.format, changed.state);
+    const adopted: VhostPort[] = [];
+    try {
+      for (const d of state.devices) {
+        if (d.kind !== 'vhost-user' || !ports.some((p) => p.name === d.name)) {
+          throw new ZiuError('ERR_ZIU_IMPORT', `thaw: handed-back device '${d.name}' (${d.kind}) is not a vhost-user port of this instance`);
+        }
+        adopted.push(VhostPort.adopt(this.#host.portOptions(d), d, fds));
+      }
+    } catch (err) {
+      for (const a of adopted) a.discard();
+      throw err;
+    }
+    for (const a of adopted) {
+      const i = ports.findIndex((p) => p.name === a.name);
+      // Our copy goes without a word to the frontend: the adopted one holds the same connection.
+      ports.splice(i, 1, a)[0]!.discard();
+    }
+    this.#log.info({ devices: adopted.map((a) => a.name) }, 'took back the devices the new instance handed back');
+    return adopted.map((a) => a.name);
+  }
+
+  #thawNow(o: { readopted?: string[]; reset?: string[] } = {}): bigint {
     if (this.#deadMan) clearTimeout(this.#deadMan);
     this.#deadMan = null;
+    this.#unwatch();
+    const readopted = new Set(o.readopted ?? []);
+    const reset = new Set(o.reset ?? []);
+    for (const p of this.#host.ports) {
+      if (!reset.has(p.name)) continue;
+      const reason = 'a rollback: the new instance had consumed vhost-user messages of this device and is gone; the device starts over';
+      this.#log.warn({ port: p.name }, reason);
+      p.reset(reason);
+    }
     const thawedNs = this.#host.engine.thaw();
     for (const p of this.#host.ports) {
-      p.thaw();
+      if (readopted.has(p.name)) {
+        p.activate();
+        p.claim();
+      } else {
+        p.thaw();
+      }
       p.signalCalls();
     }
     this.#forget();
@@ -191,6 +320,7 @@ export class OldSide {
 
   /** Drop the export: a new instance still holding the baton must never resume now. */
   #forget(): void {
+    this.#unwatch();
     this.#exported = null;
     this.#baton?.retire();
     this.#baton?.close();
@@ -207,6 +337,7 @@ export class OldSide {
     }
     if (this.#deadMan) clearTimeout(this.#deadMan);
     this.#deadMan = null;
+    this.#unwatch();
     this.#s.role = 'handed-over';
     for (const p of this.#host.ports) p.detach();
     // The successor accepts on the control listener now: exactly one instance does.

@@ -49,6 +49,8 @@ export class VhostConnection {
   #detached = false;
   /** adopted in a handover, not yet activated: the fds to take over on activate() */
   #adopted: ConnectionFds | null = null;
+  /** told before anything is read or accepted (a new instance before commit: docs/handover-protocol.md, section 8) */
+  #onConsume: (() => void) | null = null;
   connections = 0;
   disconnects = 0;
 
@@ -75,6 +77,7 @@ export class VhostConnection {
 
   #listen(listener: UnixListener): void {
     this.#listener = listener;
+    listener.beforeAccept = this.#onConsume;
     listener.on('connection', (sock) => this.#accept(sock));
     listener.on('error', (err) => this.#log.error({ err }, 'vhost-user listener error'));
   }
@@ -112,6 +115,8 @@ export class VhostConnection {
   }
 
   #read(sock: UnixSocket, initial?: Chunk): void {
+    sock.beforeRead = this.#onConsume;
+    if (initial) this.#onConsume?.();
     // Any bytes at all change what a handover must carry (a partial message is state too).
     sock.on('data', () => this.#events.changed());
     const reply = (msg: Buffer): void => void sock.send(msg).catch((err) => this.#log.warn({ err }, 'could not send a vhost-user reply'));
@@ -187,6 +192,33 @@ export class VhostConnection {
     this.#listener?.resume();
     if (this.#conn) this.#conn.resume();
     else if (this.mode === 'client' && !this.#closed) this.#reconnect();
+  }
+
+  /**
+   * Call `fn` before anything is read from the socket or accepted on the
+   * listener, from now on (null: stop). A new instance that has not
+   * committed marks so what its predecessor's copy no longer knows.
+   */
+  watchConsumption(fn: (() => void) | null): void {
+    this.#onConsume = fn;
+    if (this.#conn) this.#conn.beforeRead = fn;
+    if (this.#listener) this.#listener.beforeAccept = fn;
+  }
+
+  /**
+   * Close the frontend's connection while frozen (a rollback whose successor
+   * consumed messages from it and is gone: our state of the device is stale).
+   * The frontend reconnects (server mode) or we do at thaw (client mode).
+   */
+  reset(reason: string): void {
+    const sock = this.#conn;
+    if (sock === null) return;
+    this.#log.warn({ reason }, 'closing the vhost-user connection');
+    this.#conn = null;
+    this.#framer?.discard();
+    this.#framer = null;
+    this.disconnects++;
+    sock.close();
   }
 
   /** The frontend now belongs to a successor: on close, let go without touching it. */

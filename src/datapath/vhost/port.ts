@@ -159,6 +159,22 @@ export class VhostPort {
     this.#conn.claim();
   }
 
+  /** See VhostConnection.watchConsumption. */
+  watchConsumption(fn: (() => void) | null): void {
+    this.#conn.watchConsumption(fn);
+  }
+
+  /**
+   * Start the device from scratch and close its frontend connection, while
+   * frozen: a successor that is gone consumed messages from it, so what we
+   * hold of it is stale. The frontend sets it up again when it reconnects.
+   */
+  reset(reason: string): void {
+    this.#lastError = reason;
+    this.#dev.reset();
+    this.#conn.reset(reason);
+  }
+
   /**
    * Build a port from a handover export: the device and the engine are set
    * up (nothing is served: the engine is frozen), the sockets are taken on by

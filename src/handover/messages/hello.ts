@@ -11,7 +11,7 @@ import { body, type Codec } from './codec.js';
  */
 
 /** Where an instance is in a handover (section 4). */
-export type Role = 'active' | 'exporting' | 'frozen' | 'handed-over' | 'standby' | 'imported' | 'resumed';
+export type Role = 'active' | 'exporting' | 'frozen' | 'handed-over' | 'standby' | 'imported' | 'resumed' | 'handed-back';
 
 /** What a datapath binary speaks: `<command> --handover-info`, and the first fields of hello. */
 export interface HandoverInfo {

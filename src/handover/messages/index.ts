@@ -1,7 +1,7 @@
 import { EMPTY, type Codec } from './codec.js';
 import { abortReply, commitReply, shutdownReply } from './finish.js';
 import { helloReply, statusReply } from './hello.js';
-import { freezeReply, freezeRequest, resumeReply, resumeRequest, thawReply, thawRequest } from './switch.js';
+import { freezeReply, freezeRequest, handbackReply, resumeReply, resumeRequest, thawReply, thawRequest } from './switch.js';
 import { exportReply, exportRequest, importReply, importRequest } from './transfer.js';
 
 /**
@@ -19,7 +19,8 @@ export const OPS = {
   import: { request: importRequest, reply: importReply, fds: true },
   freeze: { request: freezeRequest, reply: freezeReply, fds: false },
   resume: { request: resumeRequest, reply: resumeReply, fds: true },
-  thaw: { request: thawRequest, reply: thawReply, fds: false },
+  thaw: { request: thawRequest, reply: thawReply, fds: true },
+  handback: { request: EMPTY, reply: handbackReply, fds: false },
   commit: { request: EMPTY, reply: commitReply, fds: false },
   abort: { request: EMPTY, reply: abortReply, fds: false },
   // (any is only the bound: each entry keeps its own codec types)
@@ -32,7 +33,7 @@ export type ReplyOf<K extends Op> = Value<(typeof OPS)[K]['reply']>;
 
 export type { Codec } from './codec.js';
 export { DEAD_MAN_MS } from './switch.js';
-export type { ChangedDevices, FreezeReply, FreezeRequest, ResumeReply, ResumeRequest, RingReport, ThawReply, ThawRequest } from './switch.js';
+export type { ChangedDevices, FreezeReply, FreezeRequest, HandbackReply, ResumeReply, ResumeRequest, RingReport, ThawReply, ThawRequest } from './switch.js';
 export type { ExportReply, ExportRequest, ImportReply, ImportRequest } from './transfer.js';
 export type { AbortReply, CommitReply, ShutdownReply } from './finish.js';
 export { handoverInfo, handoverInfoCodec } from './hello.js';

@@ -4,8 +4,8 @@ import { isStateFormat, type StateFormat } from '../state.js';
 import { body, type Codec } from './codec.js';
 
 /**
- * freeze, resume and thaw (docs/handover-protocol.md, section 5): the
- * switchover itself, and its undoing.
+ * freeze, resume, thaw and handback (docs/handover-protocol.md, section 5):
+ * the switchover itself, and its undoing.
  */
 
 /** How long a frozen old instance waits for resume, commit or thaw before it thaws itself. */
@@ -62,12 +62,30 @@ export interface ResumeReply {
 export interface ThawRequest {
   /** take the rings back even from a new instance that resumed (the orchestrator stopped it) */
   force?: boolean;
+  /** devices the new instance handed back (its handback reply's `changed`): adopted in place of ours */
+  changed?: ChangedDevices | null;
+  /** names of the attached fds: those of `changed` */
+  fds?: string[];
 }
 
 export interface ThawReply {
   thawed: boolean;
   thawedNs?: bigint;
   role: string;
+  /** devices taken back from a handback (their state as the new instance left it) */
+  readopted?: string[];
+  /**
+   * devices whose frontend connection was closed: a successor that is gone
+   * had consumed vhost-user messages from them, so our state of them is stale
+   */
+  reset?: string[];
+}
+
+/** The new instance gives the rings back (a rollback after it resumed): its state of what it changed. */
+export interface HandbackReply {
+  frozenNs: bigint;
+  /** the devices it read vhost-user bytes from or accepted on since it took the rings, or null */
+  changed: ChangedDevices | null;
 }
 
 function changedOf(r: Reader): ChangedDevices | null {
@@ -127,16 +145,36 @@ export const thawRequest: Codec<ThawRequest> = {
   encode: (v) => ({ ...v }),
   decode(doc) {
     const r = body(doc, 'thaw request');
-    return r.has('force') ? { force: r.bool('force') } : {};
+    const changed = changedOf(r);
+    return {
+      ...(r.has('force') ? { force: r.bool('force') } : {}),
+      ...(changed !== null ? { changed } : {}),
+      ...(r.has('fds') ? { fds: r.strs('fds') } : {}),
+    };
   },
-  fields: ['force'],
+  fields: ['force', 'changed', 'fds'],
 };
 
 export const thawReply: Codec<ThawReply> = {
-  encode: (v) => ({ thawed: v.thawed, ...(v.thawedNs !== undefined ? { thawedNs: hex(v.thawedNs) } : {}), role: v.role }),
+  encode: (v) => ({ ...v, ...(v.thawedNs !== undefined ? { thawedNs: hex(v.thawedNs) } : {}) }),
   decode(doc) {
     const r = body(doc, 'thaw reply');
-    return { thawed: r.bool('thawed'), ...(r.has('thawedNs') ? { thawedNs: r.big('thawedNs') } : {}), role: r.str('role') };
+    return {
+      thawed: r.bool('thawed'),
+      ...(r.has('thawedNs') ? { thawedNs: r.big('thawedNs') } : {}),
+      role: r.str('role'),
+      ...(r.has('readopted') ? { readopted: r.strs('readopted') } : {}),
+      ...(r.has('reset') ? { reset: r.strs('reset') } : {}),
+    };
   },
-  fields: ['thawed', 'thawedNs', 'role'],
+  fields: ['thawed', 'thawedNs', 'role', 'readopted', 'reset'],
+};
+
+export const handbackReply: Codec<HandbackReply> = {
+  encode: (v) => ({ ...v, frozenNs: hex(v.frozenNs) }),
+  decode(doc) {
+    const r = body(doc, 'handback reply');
+    return { frozenNs: r.big('frozenNs'), changed: changedOf(r) };
+  },
+  fields: ['frozenNs', 'changed'],
 };
