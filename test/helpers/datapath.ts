@@ -108,13 +108,13 @@ export async function startDatapath(o: DatapathOptions = {}): Promise<RunningDat
  * `pid` is reported as soon as it is known, so that a test can stop it
  * whatever happens next.
  */
-export async function startStandby(dp: RunningDatapath, pid: (pid: number) => void): Promise<Peer> {
+export async function startStandby(dp: RunningDatapath, pid: (pid: number) => void, env: Record<string, string> = {}): Promise<Peer> {
   const mem = path.join(dp.dir, 'mem-new');
   fs.writeFileSync(mem, Buffer.alloc(16 << 20));
   const control = path.join(dp.dir, 'standby.sock');
   const l = await launchDetached({
     argv: [process.execPath, DATAPATH_BIN, '--control', dp.control, '--mem-file', mem, '--instance', 'next'],
-    env: { ZIU_HANDOVER: 'standby', ZIU_CONTROL_PATH: control, ZIU_LOG_LEVEL: 'warn' },
+    env: { ZIU_HANDOVER: 'standby', ZIU_CONTROL_PATH: control, ZIU_LOG_LEVEL: 'warn', ...env },
     readyTimeoutMs: 10_000,
     logFile: path.join(dp.dir, 'next.log'),
     notifyPath: path.join(dp.dir, 'next.notify'),

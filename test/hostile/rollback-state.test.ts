@@ -40,7 +40,7 @@ describe('rollback after resume: the state the new instance consumed', () => {
     dp = null;
   });
 
-  async function setup(): Promise<{ old: Peer; next: Peer; probe: { stop(): Promise<ProbeReport> }; half: Buffer; rest: Buffer; log: string }> {
+  async function setup(env: Record<string, string> = {}): Promise<{ old: Peer; next: Peer; probe: { stop(): Promise<ProbeReport> }; half: Buffer; rest: Buffer; log: string }> {
     const log = path.join(fs.mkdtempSync('/tmp/ziu-test-log-'), 'old.log');
     dp = await startDatapath({ ports: { a: 'server', b: 'server', c: 'server' }, logFile: log });
     const probe = await startProbe({ tx: dp.sock['a']!, rx: dp.sock['b']!, rate: 1000, size: 128, ringSize: 1024 });
@@ -48,7 +48,7 @@ describe('rollback after resume: the state the new instance consumed', () => {
     expect(await frontend.call({ type: 'SET_OWNER', needReply: false })).toBe(0n);
     const old = await Peer.connect('old', dp.control);
     peers.push(old);
-    const next = await standby();
+    const next = await standby(env);
     const x = await old.call('export', { format: 2, upgradeId: 'rollback-state' });
     await next.call('import', { format: 2, state: x.body.state, fds: x.body.fds }, x.fds);
     closeFds(x.fds);
@@ -56,6 +56,7 @@ describe('rollback after resume: the state the new instance consumed', () => {
     closeFds(f.fds);
     await next.call('resume', { changed: f.body.changed, fds: f.body.changed?.fds ?? [] });
     expect((await next.hello()).role).toBe('resumed');
+    if (env['ZIU_FAULT'] === 'hang-after-resume') return { old, next, probe, half: Buffer.alloc(0), rest: Buffer.alloc(0), log };
     // Half a GET_FEATURES header, read by the new instance: it is in its buffer and nowhere else.
     const { bytes } = encodeRequest({ type: 'GET_FEATURES', needReply: false });
     const half = bytes.subarray(0, 6);
@@ -66,8 +67,8 @@ describe('rollback after resume: the state the new instance consumed', () => {
     return { old, next, probe, half, rest, log };
   }
 
-  async function standby(): Promise<Peer> {
-    const p = await startStandby(dp!, (pid) => (newPid = pid));
+  async function standby(env: Record<string, string>): Promise<Peer> {
+    const p = await startStandby(dp!, (pid) => (newPid = pid), env);
     peers.push(p);
     return p;
   }
@@ -136,6 +137,20 @@ describe('rollback after resume: the state the new instance consumed', () => {
     const text = fs.readFileSync(log, 'utf8');
     expect(text).toContain('the new instance stopped beating while it held the rings');
     expect(backMs).toBeLessThan(2000);
+  });
+
+  it('a new instance whose control thread hangs (its worker still serving) is stopped too, past the control bound of 1 s', async () => {
+    const { old, probe, log } = await setup({ ZIU_FAULT: 'hang-after-resume' });
+    const hung = newPid!;
+    const t0 = performance.now();
+    await waitFor(async () => (await old.hello()).role === 'active', 4000);
+    const backMs = performance.now() - t0;
+    console.log(`heartbeat: control thread hung, the old instance served again ${backMs.toFixed(0)} ms later (control bound 1000 ms, 2 cores)`);
+    expect(processAlive(hung)).toBe(false);
+    newPid = null;
+    const rep = await probe.stop();
+    expect(rep).toMatchObject({ lost: 0, duplicated: 0, reconnects: 0 });
+    expect(fs.readFileSync(log, 'utf8')).toMatch(/"controlBeatMs":\d{4}/);
   });
 });
 

@@ -8,7 +8,7 @@ import type { Engine } from '../engine.js';
 import type { VhostPort, VhostPortOptions } from '../vhost/port.js';
 
 /** Faults a test can inject through ZIU_FAULT (comma-separated); never set in production. */
-export type Fault = 'exit-before-ready' | 'never-ready' | 'import-fail' | 'crash-after-resume' | 'no-forward' | 'commit-fail';
+export type Fault = 'exit-before-ready' | 'never-ready' | 'import-fail' | 'crash-after-resume' | 'hang-after-resume' | 'no-forward' | 'commit-fail';
 
 export interface TapPort {
   spec: TapSpec;

@@ -212,6 +212,12 @@ export class NewSide {
       p.signalCalls();
     }
     if (this.#host.faults.has('crash-after-resume')) setTimeout(() => process.kill(process.pid, 'SIGKILL'), 5);
+    if (this.#host.faults.has('hang-after-resume')) {
+      // The control thread stuck in a loop once resume has been answered; the worker goes on serving and beating.
+      setTimeout(() => {
+        for (const end = Date.now() + 30_000; Date.now() < end; );
+      }, 300);
+    }
     void this.#host.notify({ STATUS: 'forwarding (handover not yet committed)' });
   }
 
