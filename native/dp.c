@@ -538,6 +538,7 @@ static napi_value n_dp_set_vring(napi_env env, napi_callback_info info) {
     } else {
       next.addr_set = true;
       next.last_avail = (uint16_t)la;
+      dp_ring_warm(&next);
       /* Set up again: a ring a bad chain broke is served again. */
       next.broken = false;
       if (next.fault == DP_FAULT_CHAIN) next.fault = DP_FAULT_NONE, next.fault_new = false;

@@ -166,6 +166,7 @@ struct dp {
 
   struct dp_port *ports;
   uint32_t max_ports;
+  uint32_t ports_hi; /* one past the highest port in use: the loops over ports stop here */
 
   /* Frozen (handover): the worker runs no passes and nobody writes to guest
    * memory; ring state is kept to be thawed or handed on. */
@@ -224,6 +225,8 @@ void dp_vhost_rx(struct dp *dp, struct dp_port *p, const uint8_t *frame, uint32_
 void dp_ring_publish(struct dp *dp, struct dp_vring *vr);
 bool dp_ring_pending(const struct dp_vring *vr);
 void dp_ring_set_no_notify(struct dp_vring *vr, bool no_notify);
+/* Touch the ring's pages once without writing (see dp_ring.c). */
+void dp_ring_warm(const struct dp_vring *vr);
 
 static inline bool dp_ring_running(const struct dp_vring *vr) {
   return vr->started && vr->enabled && vr->addr_set && !vr->broken && !__atomic_load_n(&vr->faulted, __ATOMIC_RELAXED);

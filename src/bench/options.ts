@@ -26,10 +26,10 @@ export const DEFAULTS = {
 export const LIMITS = {
   upgrades: { min: 1, max: 10_000 },
   /**
-   * Port pairs: ziu-datapath's engine serves at most 64 ports (its maxPorts),
-   * and every pair takes two.
+   * Port pairs: a compute node's worth of VMs (every pair takes two
+   * vhost-user ports; ziu-datapath serves up to 1024 ports).
    */
-  ports: { min: 1, max: 32 },
+  ports: { min: 1, max: 256 },
   rate: PROBE_LIMITS.rate,
   size: PROBE_LIMITS.size,
   /** one 2 MiB page at least (the datapath needs ~350 KiB for its MAC table and staging buffers) */
@@ -52,7 +52,7 @@ export function checkUpgrades(n: number, label = 'upgrades'): number {
 }
 
 export function checkPorts(n: number, label = 'ports'): number {
-  return checkInteger(n, LIMITS.ports.min, LIMITS.ports.max, label, ' port pairs (ziu-datapath serves at most 64 vhost-user ports)');
+  return checkInteger(n, LIMITS.ports.min, LIMITS.ports.max, label, ' port pairs (each pair is two vhost-user ports)');
 }
 
 export function checkRate(n: number, label = 'rate'): number {

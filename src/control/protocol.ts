@@ -31,3 +31,18 @@ export function decodeControl<T>(frame: Frame, what: string): T {
     throw new ZiuError('ERR_ZIU_CONTROL_BAD_MESSAGE', `${what}: not a JSON document`, { cause });
   }
 }
+
+/**
+ * fd batches (docs/handover-protocol.md, section 2): a message with more fds
+ * than one sendmsg carries (SCM_MAX_FD) travels in batches of at most this
+ * many, each acknowledged before the next, so that no more than one batch is
+ * ever in flight (far below the ~16k in-flight fds at which the kernel's
+ * unix-socket garbage collector runs in every sender's path).
+ */
+export const FD_BATCH = 253;
+/** A client's request: hold these fds for my next request (count = fds attached). */
+export const PUSH_FDS = 'pushFds';
+/** A client's request: the next batch of the fds my last reply announced in `moreFds`. */
+export const PULL_FDS = 'pullFds';
+/** At most this many fds pushed ahead of one request, per connection. */
+export const MAX_PUSHED_FDS = 65_536;

@@ -74,7 +74,7 @@ export class Engine {
   constructor(memFd: number, memSize: number, opts: { macEntries?: number; maxPorts?: number; guestMemory?: GuestMemoryLimits } = {}) {
     this.#limits = opts.guestMemory ?? DEFAULT_GUEST_MEMORY;
     const h = check(
-      native.dpCreate(memFd, memSize, { macEntries: opts.macEntries ?? 4096, maxPorts: opts.maxPorts ?? 64 }),
+      native.dpCreate(memFd, memSize, { macEntries: opts.macEntries ?? 4096, maxPorts: opts.maxPorts ?? native.DP_MAX_PORTS }),
       'dpCreate',
       { fd: memFd },
     );

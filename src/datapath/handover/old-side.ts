@@ -17,7 +17,6 @@ import {
 import { BATON_FD, CONTROL_LISTENER_FD, decodeState, encodeState, fdName, GO_FD, type DeviceExport, type StateExport, type StateFormat } from '../../handover/state.js';
 import { check, native } from '../../native/index.js';
 import { NamedFds } from '../../native/fds.js';
-import { MAX_FDS_PER_MESSAGE } from '../../net/socket.js';
 import { stopProcess } from '../../process/index.js';
 import { VhostPort } from '../vhost/port.js';
 import { expectRole, type HandoverHost, type Session } from './host.js';
@@ -75,14 +74,6 @@ export class OldSide {
     const { state, fds } = this.#collect(() => true);
     fds.set(BATON_FD, this.#baton.fd);
     fds.set(GO_FD, this.#go!);
-    if (fds.size > MAX_FDS_PER_MESSAGE) {
-      // One message carries them all (SCM_RIGHTS: at most 253); splitting the export is not done yet.
-      this.#forget();
-      throw new ZiuError(
-        'ERR_ZIU_TOO_MANY_FDS',
-        `export needs ${fds.size} fds (${state.devices.length} devices) but one message carries at most ${MAX_FDS_PER_MESSAGE}; this version hands over about 40 vhost-user ports per instance`,
-      );
-    }
     this.#exported = { format, generations: new Map(this.#host.ports.map((p) => [p.name, p.generation])), order: state.devices.map((d) => d.name) };
     this.#s.upgradeId = upgradeId;
     this.#s.role = 'exporting';
