@@ -23,6 +23,8 @@ export interface BenchOptions {
   upgrades: number;
   /** vhost-user port pairs, one probe each */
   ports: number;
+  /** more vhost-user ports with idle guests (rings up, no traffic), default 0 */
+  idlePorts?: number;
   /** frames per second per pair */
   rate: number;
   size: number;
@@ -60,6 +62,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const rate = checkRate(o.rate);
   const size = checkSize(o.size);
   const mem = checkMem(o.mem);
+  const idlePorts = checkInteger(o.idlePorts ?? 0, LIMITS.idlePorts.min, LIMITS.idlePorts.max, 'idlePorts', ' idle ports');
   const settleMs = checkInteger(o.settleMs ?? DEFAULTS.settleMs, LIMITS.settleMs.min, LIMITS.settleMs.max, 'settleMs', ' ms');
   const say = o.progress ?? (() => {});
   const log = o.log ?? logger('bench');
@@ -69,6 +72,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     host: o.host,
     privileged: o.privileged,
     ports,
+    idlePorts,
     rate,
     size,
     mem,
@@ -97,6 +101,12 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     failure = err;
   }
   say('cleaning up');
+  let idle: Awaited<ReturnType<Rig['stopIdle']>> = null;
+  try {
+    idle = await rig.stopIdle();
+  } catch (err) {
+    log.error({ err }, 'bench: the idle guests did not report');
+  }
   const cleanup = await rig.teardown();
   for (const p of cleanup.problems) log.error(`bench cleanup: ${p}`);
 
@@ -104,6 +114,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     modes: o.modes,
     upgrades,
     ports,
+    ...(idlePorts > 0 ? { idlePorts } : {}),
     rate,
     size,
     mem,
@@ -112,6 +123,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     settleMs,
     notes: [
       ...(rig.backingNote ? [rig.backingNote] : []),
+      ...(idle ? [`Idle guests: ${idle.ports} more vhost-user ports with rings up and no traffic (one ziu probe --idle process); over the run they saw ${idle.reconnects} reconnects and ${idle.disconnects} disconnects, ${idle.connected} connected at the end.`] : []),
       "VM side: one ziu probe per port pair in vhost-user server mode; the datapath's ports connect to it (client mode), so a restarted datapath reconnects.",
       `Placement: datapath worker on ${describePlacement(o.worker ?? NO_PLACEMENT)}; the VMs' probe threads on ${describePlacement(o.vm ?? NO_PLACEMENT)}.`,
       ...(o.modes.includes('restart-cold') ? ["restart-cold: the new instance's memory is created and prepopulated after the old instance stopped, inside the outage."] : []),

@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 /**
  * The three ways of replacing the serving datapath that the bench compares.
  * Each one replaces rig.serving by a new instance, or throws with the rig's
@@ -46,6 +47,8 @@ async function handover(rig: Rig): Promise<Replacement> {
   }
   // The rig always asks for memory, so a committed upgrade made some.
   rig.serving = { pid: r.new.pid, instance, mem: r.memory!.instance };
+  // Its fds once the orchestrator's control connection has gone on its side too (outside the timed part).
+  await new Promise((resolve) => setTimeout(resolve, FD_SETTLE_MS));
   return {
     oldPid: old.pid,
     newPid: r.new.pid,
@@ -53,7 +56,20 @@ async function handover(rig: Rig): Promise<Replacement> {
     wallMs: r.totalMs,
     phases: r.phases,
     prepopulateMs: r.memory?.prepopulateMs ?? null,
+    fds: fdCount(r.new.pid),
+    switchoverParts: r.switchoverParts ?? null,
   };
+}
+
+const FD_SETTLE_MS = 50;
+
+/** How many fds a process holds; null if it cannot be read (gone, or not ours). */
+function fdCount(pid: number): number | null {
+  try {
+    return fs.readdirSync(`/proc/${pid}/fd`).length;
+  } catch {
+    return null;
+  }
 }
 
 /**

@@ -30,6 +30,8 @@ export const LIMITS = {
    * vhost-user ports; ziu-datapath serves up to 1024 ports).
    */
   ports: { min: 1, max: 256 },
+  /** idle ports beside the pairs: up to ziu-datapath's 1024 ports in all */
+  idlePorts: { min: 0, max: 512 },
   rate: PROBE_LIMITS.rate,
   size: PROBE_LIMITS.size,
   /** one 2 MiB page at least (the datapath needs ~350 KiB for its MAC table and staging buffers) */

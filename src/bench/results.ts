@@ -51,6 +51,10 @@ export interface Sample {
   newPid: number | null;
   phases: Record<string, number>;
   prepopulateMs: number | null;
+  /** fds of the serving instance after the replacement: a leak grows it upgrade by upgrade */
+  fds?: number | null;
+  /** handover only: where the switchover went */
+  switchoverParts?: { freezeToThawUs: number; thawToFirstPassUs: number; directTakeover: boolean } | null;
   pairs: unknown[];
 }
 
@@ -98,6 +102,8 @@ export interface Setup {
   upgrades: number;
   /** port pairs */
   ports: number;
+  /** vhost-user ports with an idle guest each (rings up, no traffic) beside the pairs */
+  idlePorts?: number;
   /** frames per second per pair */
   rate: number;
   size: number;

@@ -20,7 +20,7 @@ import { stopProcess } from '../process/index.js';
 import { Workspace, type WorkspaceCleanup } from '../workspace/workspace.js';
 import { PAGE_SIZE } from './options.js';
 import { NO_PLACEMENT, type Placement } from '../sched/placement.js';
-import { startTraffic, type PortPair, type Traffic } from './traffic.js';
+import { startIdleGuests, startTraffic, type IdleGuests, type PortPair, type Traffic } from './traffic.js';
 
 const READY_TIMEOUT_MS = 15_000;
 // A datapath stopped by a restart gets this long to close its ports on SIGTERM.
@@ -31,6 +31,8 @@ export interface RigOptions {
   privileged: boolean;
   /** vhost-user port pairs */
   ports: number;
+  /** more vhost-user ports, each with an idle guest (rings up, no traffic): a node's idle VMs */
+  idlePorts?: number;
   /** frames per second per pair */
   rate: number;
   size: number;
@@ -66,6 +68,9 @@ export class Rig {
   #serving: Serving | null = null;
   /** the window's probes, stopped by teardown if a window failed */
   #traffic: Traffic | null = null;
+  /** the idle guests' sockets, and their process once started */
+  readonly idle: string[];
+  #idleGuests: IdleGuests | null = null;
   #instances = 0;
 
   private constructor(o: RigOptions) {
@@ -73,6 +78,7 @@ export class Rig {
     this.ws = new Workspace({ host: o.host, privileged: o.privileged, prefix: 'ziu-bench-', log: o.log, ...(o.baseDir ? { baseDir: o.baseDir } : {}) });
     this.control = this.ws.path('dp.sock');
     this.pairs = Array.from({ length: o.ports }, (_, i) => ({ tx: this.ws.path(`a${i}.sock`), rx: this.ws.path(`b${i}.sock`) }));
+    this.idle = Array.from({ length: o.idlePorts ?? 0 }, (_, i) => this.ws.path(`i${i}.sock`));
   }
 
   get dir(): string {
@@ -122,7 +128,8 @@ export class Rig {
   /** Its flags after --control. */
   #datapathArgs(instance: string): string[] {
     const ports = this.pairs.flatMap((p, i) => ['--vhost-user', `a${i}=${p.tx},client`, '--vhost-user', `b${i}=${p.rx},client`]);
-    return [...ports, '--instance', instance, ...workerArgs(this.o.worker ?? NO_PLACEMENT)];
+    const idle = this.idle.flatMap((s, i) => ['--vhost-user', `i${i}=${s},client`]);
+    return [...ports, ...idle, '--instance', instance, ...workerArgs(this.o.worker ?? NO_PLACEMENT)];
   }
 
   /** bench-1, bench-2, ...: the datapath instance id and its mem file instance. */
@@ -173,14 +180,28 @@ export class Rig {
   async #startFirst(): Promise<void> {
     const instance = this.nextInstance();
     const mem = await this.createMem(instance);
+    // The idle guests listen first: the datapath's client ports connect to them before it is ready.
+    if (this.idle.length > 0) this.#idleGuests = await startIdleGuests(this.idle);
     const pid = await this.launch(instance, mem.path!);
     this.serving = { pid, instance, mem: instance };
+    await this.#idleGuests?.ready();
+  }
+
+  /** What the idle guests saw over the run (null without them); stops them. */
+  async stopIdle(): Promise<{ ports: number; connected: number; reconnects: number; disconnects: number } | null> {
+    const g = this.#idleGuests;
+    this.#idleGuests = null;
+    return g ? g.stop() : null;
   }
 
   /** Undo exactly what the rig made (the workspace's teardown, the window's probes first). Never throws. */
   async teardown(): Promise<RigCleanup> {
     const traffic = this.#traffic;
-    const cleanup = await this.ws.teardown(traffic ? [['stopping the probes', () => traffic.stop()]] : []);
+    const idle = this.#idleGuests;
+    const cleanup = await this.ws.teardown([
+      ...(traffic ? [['stopping the probes', () => traffic.stop()] as [string, () => Promise<unknown>]] : []),
+      ...(idle ? [['stopping the idle guests', () => idle.stop()] as [string, () => Promise<unknown>]] : []),
+    ]);
     this.o.log.info(cleanup, 'bench: rig torn down');
     return cleanup;
   }

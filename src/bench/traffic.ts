@@ -8,6 +8,7 @@
  * path. Stopping the traffic folds the probes' reports into one: the largest
  * gap on any pair, and totals.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
@@ -220,4 +221,54 @@ async function stopAll(probes: ProbeProcess[]): Promise<TrafficReport> {
       maxLatenessUs: r.lateness_us.max,
     })),
   };
+}
+
+/** Idle guests for a node-sized run: one `ziu probe --idle` process, up for the rig's whole life. */
+export interface IdleGuests {
+  /** every guest has its backend (after the first datapath is ready) */
+  ready(): Promise<void>;
+  /** SIGTERM, and what the guests saw: reconnects on any of them mean a restart reached them */
+  stop(): Promise<{ ports: number; connected: number; reconnects: number; disconnects: number }>;
+}
+
+/**
+ * Listen on `sockets` as idle guests (rings started, no traffic). Resolves
+ * once every socket is listening, so that a datapath started next finds them.
+ */
+export async function startIdleGuests(sockets: readonly string[], connectTimeoutMs = PROBE_CONNECT_MS): Promise<IdleGuests> {
+  const args = [ZIU_BIN, 'probe', '--server', '--json', '--idle', ...sockets, '--connect-timeout', String(connectTimeoutMs / 1000)];
+  const proc = execa(process.execPath, args, { reject: false, env: { ZIU_LOG_LEVEL: 'info' }, stdin: 'ignore' });
+  let err = '';
+  const up = new Promise<void>((resolve, reject) => {
+    proc.stderr?.on('data', (d: Buffer) => {
+      err = (err + d.toString()).slice(-8192);
+      if (err.includes('"msg":"idle guests up"')) resolve();
+    });
+    void proc.then((r) => reject(new ZiuError('ERR_ZIU_PROBE', `ziu probe --idle (${sockets.length} guests) exited (${r.exitCode ?? r.signal}): ${lastError(err)}`)));
+  });
+  up.catch(() => undefined);
+  const stop = async (): Promise<{ ports: number; connected: number; reconnects: number; disconnects: number }> => {
+    proc.kill('SIGTERM');
+    const timer = setTimeout(() => proc.kill('SIGKILL'), STOP_TIMEOUT_MS);
+    const r = await proc;
+    clearTimeout(timer);
+    try {
+      return JSON.parse(String(r.stdout)) as { ports: number; connected: number; reconnects: number; disconnects: number };
+    } catch {
+      throw new ZiuError('ERR_ZIU_PROBE', `ziu probe --idle printed no report (exit ${r.exitCode ?? r.signal}): ${lastError(err)}`);
+    }
+  };
+  // Listening: every socket file exists (or the process died trying).
+  const deadline = Date.now() + connectTimeoutMs;
+  while (!sockets.every((s) => fs.existsSync(s))) {
+    if (proc.exitCode !== null || Date.now() > deadline) {
+      await stop().catch(() => undefined);
+      await up.catch((e: unknown) => {
+        throw e;
+      });
+      throw new ZiuError('ERR_ZIU_PROBE', `ziu probe --idle: not listening on ${sockets.length} sockets within ${connectTimeoutMs} ms: ${lastError(err)}`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return { ready: () => up, stop };
 }

@@ -23,6 +23,10 @@ export interface Replacement {
   phases: Record<string, number>;
   /** time to create and prepopulate the new instance's memory, if the bench made it */
   prepopulateMs: number | null;
+  /** fds the serving instance holds after the replacement (/proc/<pid>/fd), when it could be read */
+  fds?: number | null;
+  /** handover only: where the switchover went (freeze to thaw, thaw to first pass, direct takeover) */
+  switchoverParts?: { freezeToThawUs: number; thawToFirstPassUs: number; directTakeover: boolean } | null;
 }
 
 export interface WindowOptions {
@@ -85,6 +89,8 @@ export async function measureWindow(
     newPid: r.newPid,
     phases: r.phases,
     prepopulateMs: r.prepopulateMs,
+    fds: r.fds ?? null,
+    switchoverParts: r.switchoverParts ?? null,
     pairs: t.pairs,
   };
 }

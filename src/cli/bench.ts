@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { EXIT, UsageError, ZiuError } from '../errors.js';
 import { formatBytes, parseSize } from '../hugepages/index.js';
 import { checkMem, checkPorts, checkRate, checkSize, checkUpgrades, DEFAULTS, describeRun, FILES, formatUs, LIMITS, parseModes, runBench, type BenchResult } from '../bench/index.js';
-import { parseNumber } from '../options.js';
+import { checkInteger, parseNumber } from '../options.js';
 import { context } from './context.js';
 import type { Run } from './main.js';
 import { output, table } from './output.js';
@@ -14,6 +14,7 @@ interface BenchCliOpts {
   mode?: string;
   upgrades?: string;
   ports?: string;
+  idlePorts?: string;
   rate?: string;
   size?: string;
   mem?: string;
@@ -35,6 +36,7 @@ export function benchCommand(program: Command, run: Run): void {
     )
     .option('--mode <mode>', 'handover, restart, restart-cold, or all of them interleaved (default all)')
     .option('--upgrades <n>', `upgrades per mode, ${LIMITS.upgrades.min}..${LIMITS.upgrades.max} (default ${DEFAULTS.upgrades})`)
+    .option('--idle-ports <n>', `more vhost-user ports, each with an idle guest (rings up, no traffic): a node's idle VMs, ${LIMITS.idlePorts.min}..${LIMITS.idlePorts.max} (default 0)`)
     .option('--ports <n>', `vhost-user port pairs, one probe each, ${LIMITS.ports.min}..${LIMITS.ports.max} (default ${DEFAULTS.ports})`)
     .option('--rate <pps>', `probe frames per second per pair (default ${DEFAULTS.rate})`)
     .option('--size <bytes>', `probe frame bytes, ${LIMITS.size.min}..${LIMITS.size.max} (default ${DEFAULTS.size})`)
@@ -66,6 +68,10 @@ export function benchCommand(program: Command, run: Run): void {
       const modes = parseModes(flags.mode ?? 'all', '--mode');
       const upgrades = flags.upgrades === undefined ? DEFAULTS.upgrades : checkUpgrades(parseNumber(flags.upgrades, '--upgrades', true), '--upgrades');
       const ports = flags.ports === undefined ? DEFAULTS.ports : checkPorts(parseNumber(flags.ports, '--ports', true), '--ports');
+      const idlePorts =
+        flags.idlePorts === undefined
+          ? 0
+          : checkInteger(parseNumber(flags.idlePorts, '--idle-ports', true), LIMITS.idlePorts.min, LIMITS.idlePorts.max, '--idle-ports', ' idle ports');
       const rate = flags.rate === undefined ? DEFAULTS.rate : checkRate(parseNumber(flags.rate, '--rate', true), '--rate');
       const size = flags.size === undefined ? DEFAULTS.size : checkSize(parseNumber(flags.size, '--size', true), '--size');
       const mem = checkMem(flags.mem === undefined ? DEFAULTS.mem : parseMem(flags.mem), '--mem');
@@ -94,6 +100,7 @@ export function benchCommand(program: Command, run: Run): void {
           modes,
           upgrades,
           ports,
+          idlePorts,
           rate,
           size,
           mem,

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { EXIT, UsageError } from '../errors.js';
-import { startEcho, startProbe, type EchoReport, type ProbeReport } from '../probe/index.js';
+import { startEcho, startIdle, startProbe, type EchoReport, type ProbeReport } from '../probe/index.js';
 import { parseIpv4, parseMac } from '../probe/addr.js';
 import { checkInteger, checkTimeoutMs, parseNumber } from '../options.js';
 import { checkDurationS, checkProbeSocket, checkRingSize, DEFAULTS, LIMITS } from '../probe/options.js';
@@ -15,6 +15,7 @@ interface ProbeCliOpts {
   size?: string;
   duration?: string;
   echo?: string;
+  idle?: string[];
   ip?: string;
   mac?: string;
   server?: boolean;
@@ -44,6 +45,7 @@ export function probeCommand(program: Command, run: Run): void {
     .option('--echo <socket>', 'answer ARP requests and ICMP echo requests for --ip on this vhost-user socket')
     .option('--ip <addr>', 'with --echo: the IPv4 address to answer for')
     .option('--mac <mac>', 'with --echo: our MAC address (default: random, locally administered)')
+    .option('--idle <sockets...>', 'idle guests: a device with started rings on each socket, no traffic (a node\'s idle VMs)')
     .option('--server', 'listen on the socket paths and let the back-end connect (survives back-end restarts)')
     .option('--ring-size <n>', `descriptors per ring, a power of two in ${LIMITS.ringSize.min}..${LIMITS.ringSize.max} (default ${DEFAULTS.ringSize})`)
     .option('--connect-timeout <s>', `seconds to wait for the back-end (default ${DEFAULTS.connectTimeoutMs / 1000})`)
@@ -68,6 +70,16 @@ export function probeCommand(program: Command, run: Run): void {
           ? DEFAULTS.connectTimeoutMs
           : checkTimeoutMs(parseNumber(opts.connectTimeout, '--connect-timeout', false), '--connect-timeout') * 1000;
       const durationS = opts.duration === undefined ? undefined : checkDurationS(parseNumber(opts.duration, '--duration', false), '--duration');
+      if (opts.idle !== undefined) {
+        for (const o of ['tx', 'rx', 'rate', 'size', 'echo', 'ip', 'mac'] as const) {
+          if (opts[o] !== undefined) throw new UsageError(`--idle guests send nothing and answer nothing: drop --${o}`);
+        }
+        const idle = await startIdle({ sockets: opts.idle, server: !!opts.server, ringSize, connectTimeoutMs });
+        await untilStopped(durationS);
+        const report = idle.stop();
+        output(!!opts.json).result(report, () => [`${report.ports} idle guests: ${report.connected} connected at the end, ${report.reconnects} reconnects, ${report.disconnects} disconnects`]);
+        return;
+      }
       if (opts.echo !== undefined) {
         for (const o of ['tx', 'rx', 'rate', 'size'] as const) {
           if (opts[o] !== undefined) throw new UsageError(`--echo answers on one port and sends nothing of its own: drop --${o}`);

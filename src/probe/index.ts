@@ -10,6 +10,10 @@ export {
   type EchoStats,
   type EchoReport,
   type RunningEcho,
+  startIdle,
+  type IdleOptions,
+  type IdleReport,
+  type RunningIdle,
 } from './probe.js';
 export { negotiate, WANTED_PROTOCOL_FEATURES, type DeviceSetup, type Negotiated } from './frontend.js';
 export { FrontendConnection } from './connection.js';

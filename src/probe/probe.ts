@@ -396,3 +396,71 @@ export async function startEcho(opts: EchoOptions): Promise<RunningEcho> {
   };
   return { mac: formatMac(mac), stats, stop: () => (stopping ??= Promise.resolve().then(stop)) };
 }
+
+export interface IdleOptions {
+  /** vhost-user sockets, one idle guest each */
+  sockets: string[];
+  /** listen on them (default) and survive back-end restarts, or connect */
+  server?: boolean;
+  ringSize?: number;
+  connectTimeoutMs?: number;
+  replyTimeoutMs?: number;
+}
+
+export interface IdleReport {
+  ports: number;
+  connected: number;
+  reconnects: number;
+  disconnects: number;
+}
+
+export interface RunningIdle {
+  stats(): IdleReport;
+  stop(): IdleReport;
+}
+
+/**
+ * Guests that are up and do nothing: each socket gets a device with its
+ * memory, both rings started on eventfds and no traffic, as a compute
+ * node's idle VMs are. Each is its own probe handle (two ports at most
+ * apiece) with no thread started. With `server` they listen and survive a
+ * back-end restart like the measuring probes.
+ */
+export async function startIdle(opts: IdleOptions): Promise<RunningIdle> {
+  opts.sockets.forEach((s, i) => checkProbeSocket(s, `idle socket ${i}`));
+  const ringSize = checkRingSize(opts.ringSize ?? DEFAULTS.ringSize);
+  const connectTimeoutMs = checkTimeoutMs(opts.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs, 'connectTimeoutMs');
+  const replyTimeoutMs = checkTimeoutMs(opts.replyTimeoutMs ?? DEFAULTS.replyTimeoutMs, 'replyTimeoutMs');
+  const guests: Array<{ h: ProbeHandle; ports: ProbePort[] }> = [];
+  const releaseAll = (): void => {
+    for (const g of guests.splice(0)) release(g.h, g.ports);
+  };
+  try {
+    for (const [i, path] of opts.sockets.entries()) {
+      const h = check(native.probeCreate(ringSize), 'probeCreate');
+      guests.push({ h, ports: createPorts(h, [{ name: `idle${i}`, path, mac: randomMac() }], opts.server === false ? 'client' : 'server', ringSize, connectTimeoutMs, replyTimeoutMs) });
+    }
+    await openPorts(guests.flatMap((g) => g.ports));
+  } catch (err) {
+    releaseAll();
+    throw err;
+  }
+  const stats = (): IdleReport => {
+    const ports = guests.flatMap((g) => g.ports);
+    return {
+      ports: ports.length,
+      connected: ports.filter((p) => p.connected).length,
+      reconnects: ports.reduce((n, p) => n + p.reconnects, 0),
+      disconnects: ports.reduce((n, p) => n + p.disconnects, 0),
+    };
+  };
+  logger('probe').info({ ports: opts.sockets.length }, 'idle guests up');
+  return {
+    stats,
+    stop: () => {
+      const r = stats();
+      releaseAll();
+      return r;
+    },
+  };
+}

@@ -171,6 +171,27 @@ describe('ziu bench', () => {
     expectCleanedUp(res);
   }, 60_000);
 
+  it('--idle-ports: a node of idle guests beside the pair; a handover keeps every one, a restart reconnects them all', async () => {
+    for (const mode of ['handover', 'restart']) {
+      const out = outDir();
+      const r = await bench(['--mode', mode, '--upgrades', '2', '--ports', '1', '--idle-ports', '12', '--rate', '1000', '--json', '--out', out]);
+      expect(r.exitCode, r.stderr).toBe(0);
+      const res = readResults(out);
+      const setup = res.setup as ResultsDoc['setup'] & { idle_ports?: number; notes: string[] };
+      expect(setup.idle_ports).toBe(12);
+      const note = setup.notes.find((n) => n.startsWith('Idle guests:'));
+      // The guests are up throughout: a handover never reaches them, a restart makes each of them reconnect once per upgrade.
+      expect(note).toContain(mode === 'handover' ? 'saw 0 reconnects and 0 disconnects, 12 connected at the end' : 'saw 24 reconnects');
+      if (mode === 'handover') {
+        // The serving instance holds as many fds after each upgrade: the batches leak none.
+        const fds = (res.samples as Array<SampleDoc & { fds: number | null }>).map((x) => x.fds);
+        expect(fds[0]).toBeGreaterThan(14 * 6);
+        expect(fds[1]).toBe(fds[0]);
+      }
+      expectCleanedUp(res);
+    }
+  }, 120_000);
+
   it('refuses bad arguments before anything starts: exit 2, one line naming the problem', async () => {
     const out = outDir();
     const cases: Array<[string[], string | RegExp]> = [
