@@ -138,6 +138,7 @@ export class NewSide {
     baton.beat(process.hrtime.bigint());
     this.#host.engine.setBeat(baton.fd);
     this.#beat = setInterval(() => baton.beat(process.hrtime.bigint()), BEAT_MS);
+    this.#beat.unref();
   }
 
   #stopBeating(): void {
