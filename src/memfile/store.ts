@@ -486,7 +486,8 @@ export class MemFileStore {
 
   /** Pages owed and ledger entries that are not mem files in place, for status; null without root (the state dir is root's). */
   poolReport(): PoolReport | null {
-    if (!this.privileged || !this.#hasState()) return this.privileged ? { debt: [], intents: [] } : null;
+    if (!this.privileged) return null;
+    if (!this.#hasState()) return { debt: [], intents: [] };
     return { debt: this.accounts.debts(), intents: this.accounts.intents() };
   }
 
