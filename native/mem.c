@@ -1,6 +1,6 @@
 /*
  * Memory and plain fds: memfd, ftruncate, fallocate, fstat, mmap as an
- * ArrayBuffer, eventfd, dup, close.
+ * ArrayBuffer, eventfd, dup, close, flock.
  */
 #include <fcntl.h>
 #include <linux/falloc.h>
@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -66,6 +67,19 @@ static napi_value n_fallocate(napi_env env, napi_callback_info info) {
   int r;
   do {
     r = fallocate(fd, mode, off, len);
+  } while (r < 0 && errno == EINTR);
+  return r < 0 ? ziu_errno(env, errno) : ziu_int(env, 0);
+}
+
+/* flock(2). Callers pass LOCK_NB and wait on the event loop, so a lock held
+ * elsewhere never blocks JavaScript; EWOULDBLOCK (== EAGAIN) means "held". */
+static napi_value n_flock(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 2);
+  int32_t fd, op;
+  if (!ziu_get_i32(env, argv[0], &fd) || !ziu_get_i32(env, argv[1], &op)) return NULL;
+  int r;
+  do {
+    r = flock(fd, op);
   } while (r < 0 && errno == EINTR);
   return r < 0 ? ziu_errno(env, errno) : ziu_int(env, 0);
 }
@@ -254,6 +268,9 @@ napi_value ziu_init_mem(napi_env env, napi_value exports) {
   ziu_register(env, exports, "ftruncate", n_ftruncate);
   ziu_register(env, exports, "fallocate", n_fallocate);
   ziu_register(env, exports, "fstat", n_fstat);
+  ziu_register_const(env, exports, "LOCK_EX", LOCK_EX);
+  ziu_register_const(env, exports, "LOCK_NB", LOCK_NB);
+  ziu_register(env, exports, "flock", n_flock);
   ziu_register(env, exports, "mmap", n_mmap);
   ziu_register(env, exports, "munmap", n_munmap);
   ziu_register(env, exports, "casWord", n_cas_word);

@@ -17,7 +17,7 @@ const MAY: Record<string, string[]> = {
   dpdk: ['process'],
   vhost: ['net'],
   control: ['net', 'native'],
-  memfile: ['hugepages', 'native'],
+  memfile: ['hugepages', 'native', 'process'],
   handover: ['native', 'sched'],
   datapath: ['control', 'handover', 'vhost', 'net', 'native', 'sched', 'memfile', 'process'],
   probe: ['vhost', 'net', 'native', 'sched'],

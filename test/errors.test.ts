@@ -64,6 +64,7 @@ describe('the error-code registry', () => {
       'ERR_ZIU_NO_CONTROL',
       'ERR_ZIU_NO_HUGEPAGES',
       'ERR_ZIU_NO_MEMFILE',
+      'ERR_ZIU_POOL_LOCKED',
       'ERR_ZIU_SOCKET_PATH',
       'ERR_ZIU_UNTRUSTED_PATH',
       'ERR_ZIU_USAGE',

@@ -11,6 +11,7 @@ import {
   reserve,
   type HugepageHost,
 } from '../hugepages/index.js';
+import type { PoolReport, SettleResult } from '../memfile/index.js';
 import { context, requireRoot } from './context.js';
 import type { Run } from './main.js';
 import { output, table } from './output.js';
@@ -32,9 +33,12 @@ export function hugepagesCommand(program: Command, run: Run): void {
     .option('--json', 'print one JSON document')
     .action(async (opts: { json?: boolean }) => {
       const ctx = context();
+      // Debt whose holders are gone is given back first; a busy pool lock defers that (status never waits).
+      const settled = await ctx.store.settle({ what: 'hugepages status', orphans: false, wait: false });
       const status = await readStatus(ctx.host);
       const files = await ctx.store.list();
-      const doc = { ...status, memfiles: files };
+      const pool = ctx.store.poolReport();
+      const doc = { ...status, memfiles: files, debt: pool?.debt ?? [], intents: pool?.intents ?? [], settled: settled.settlements, settleDeferred: settled.deferred };
       output(!!opts.json).result(doc, () => {
         const lines: string[] = [];
         for (const s of status.sizes) {
@@ -56,6 +60,7 @@ export function hugepagesCommand(program: Command, run: Run): void {
             ),
           );
         }
+        lines.push(...poolLines(pool, settled));
         for (const n of status.notes) lines.push(`note: ${n}`);
         return lines;
       });
@@ -101,7 +106,7 @@ export function hugepagesCommand(program: Command, run: Run): void {
     .option('--json', 'print one JSON document')
     .action(async (pagesText: string, opts: SizeOpts) => {
       const { ctx, target } = await poolTarget(pagesText, opts, 'hugepages reserve');
-      const r = await reserve(ctx.host, target);
+      const r = await ctx.store.withPoolLock('hugepages reserve', () => reserve(ctx.host, target));
       output(!!opts.json).result(r, () => [
         `${formatBytes(r.pageSize)} pages${r.node === null ? '' : ` on node ${r.node}`}: ${r.before} -> ${r.after}` +
           (r.compacted ? ' (after compacting memory)' : ''),
@@ -109,19 +114,44 @@ export function hugepagesCommand(program: Command, run: Run): void {
     });
 
   hp.command('release')
-    .description('shrink a hugepage pool towards <pages> (default 0), never below the pages in use or promised')
+    .description(
+      'shrink a hugepage pool towards <pages> (default 0), never below the pages in use or promised; ' +
+        'first gives back what ziu owes: pages of mem file creates or removes killed half-way, and debt whose holders are gone',
+    )
     .argument('[pages]', 'pool size wanted, in pages', '0')
     .option('--page-size <size>', 'hugepage size: 2M or 1G', '2M')
     .option('--node <n>', 'release on this NUMA node only')
     .option('--json', 'print one JSON document')
     .action(async (pagesText: string, opts: SizeOpts) => {
       const { ctx, target } = await poolTarget(pagesText, opts, 'hugepages release');
-      const r = await release(ctx.host, target);
-      output(!!opts.json).result(r, () => [
+      const settled = await ctx.store.settle({ what: 'hugepages release', orphans: true, wait: true });
+      const r = await ctx.store.withPoolLock('hugepages release', () => release(ctx.host, target));
+      output(!!opts.json).result({ ...r, settled: settled.settlements }, () => [
+        ...settled.settlements.map((s) => `settled: ${s.text}`),
         `${formatBytes(r.pageSize)} pages${r.node === null ? '' : ` on node ${r.node}`}: ${r.before} -> ${r.after}` +
           (r.clamped ? ` (${r.floor} are in use or promised to mappings)` : ''),
       ]);
     });
+}
+
+/** What status says of ziu's share of the pool: debt, entries that are not mem files, what was settled now. */
+function poolLines(pool: PoolReport | null, settled: SettleResult): string[] {
+  if (pool === null) return ["ziu's ledger: not read (not root)"];
+  const lines = settled.settlements.map((s) => `settled: ${s.text}`);
+  if (settled.deferred !== null) lines.push(`not settled now: ${settled.deferred}`);
+  lines.push(`owed to the kernel (debt):${pool.debt.length === 0 ? ' none' : ''}`);
+  for (const d of pool.debt) {
+    for (const r of d.records) {
+      const waiting = r.waitingFor.length > 0 ? `, until pid ${r.waitingFor.join(', ')} exits` : ', due now';
+      lines.push(`  ${formatBytes(d.pageSize)}: ${r.pages} pages of ${r.memfile} (removed while in use${waiting})`);
+    }
+  }
+  lines.push(`unfinished mem file entries:${pool.intents.length === 0 ? ' none' : ''}`);
+  for (const i of pool.intents) {
+    const what = i.status === 'orphaned' ? "; 'ziu hugepages release' or 'ziu recover' gives them back" : i.status === 'stale' ? '; not given back by ziu' : '';
+    lines.push(`  ${i.instance}/${i.role}: ${i.addedPages} x ${formatBytes(i.pageSize)} pages, ${i.state}, ${i.status}: ${i.why}${what}`);
+  }
+  return lines;
 }
 
 /** reserve and release: the pool size wanted, checked before anything changes, and root required. */

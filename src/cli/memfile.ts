@@ -55,7 +55,9 @@ export function memfileCommand(program: Command): void {
     .action(async (opts: { instance?: string; vrouterAgent?: boolean; json?: boolean }) => {
       if (opts.instance !== undefined) checkNamePart('instance', opts.instance);
       if (opts.vrouterAgent && opts.instance === undefined) throw new UsageError('--vrouter-agent needs --instance');
-      const files = (await context().store.list()).filter((f) => opts.instance === undefined || f.instance === opts.instance);
+      const ctx = context();
+      await ctx.store.settle({ what: 'memfile list', orphans: false, wait: false });
+      const files = (await ctx.store.list()).filter((f) => opts.instance === undefined || f.instance === opts.instance);
       if (opts.vrouterAgent) {
         const lines = vrouterAgentLines(files);
         output(!!opts.json).result({ vrouterAgent: lines }, () => lines);
@@ -72,7 +74,10 @@ export function memfileCommand(program: Command): void {
     });
 
   mf.command('remove')
-    .description('remove <instance>/<role>, or every mem file of <instance>; hugepages ziu reserved for them go back to the kernel')
+    .description(
+      'remove <instance>/<role>, or every mem file of <instance>; hugepages ziu reserved for them go back to the kernel ' +
+        '(pages a process still maps: once it exits, by the next ziu command)',
+    )
     .argument('<name>', '<instance>/<role> or <instance>')
     .option('--json', 'print one JSON document')
     .action(async (name: string, opts: { json?: boolean }) => {
@@ -80,7 +85,12 @@ export function memfileCommand(program: Command): void {
       const removed = await context().store.remove(instance, role);
       output(!!opts.json).result(removed, () =>
         removed.map(
-          (r) => `removed ${r.path} (${formatBytes(r.bytes)} ${r.backing})` + (r.releasedPages > 0 ? `, ${r.releasedPages} pages given back` : ''),
+          (r) =>
+            `removed ${r.path} (${formatBytes(r.bytes)} ${r.backing})` +
+            (r.releasedPages > 0 ? `, ${r.releasedPages} pages given back` : '') +
+            (r.debtPages > 0
+              ? `, ${r.debtPages} pages still in use${r.heldBy.length > 0 ? ` by pid ${r.heldBy.join(', ')}` : ''}: owed, given back by the next ziu command once they are free`
+              : ''),
         ),
       );
     });

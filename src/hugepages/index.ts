@@ -14,9 +14,12 @@ export {
 export type { BuddyNode, HugetlbfsMount } from './procfs.js';
 export { readStatus, type HugepageStatus, type NodePages, type PageSizeStatus } from './status.js';
 export {
+  growBy,
   HugepagesShortError,
   release,
   reserve,
+  shrinkBy,
+  type ChangeByOptions,
   type ReleaseOptions,
   type ReleaseResult,
   type ReserveOptions,

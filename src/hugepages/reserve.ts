@@ -194,6 +194,35 @@ async function floorOf(host: HugepageHost, pageSize: number, node: number | unde
   return nr - spare;
 }
 
+export interface ChangeByOptions {
+  pageSize: number;
+  /** pages to add or give back, relative to the pool as it is now */
+  pages: number;
+  node?: number;
+}
+
+/**
+ * Grow the pool by `pages` from what it holds now, not to a total read
+ * earlier: pages another caller added meanwhile are kept. As reserve():
+ * compacts once if short, and restores the size it found on a shortfall.
+ */
+export async function growBy(host: HugepageHost, opts: ChangeByOptions): Promise<ReserveResult> {
+  checkCount('pages', opts.pages);
+  const now = await readCount(host, join(await sizeDir(host, opts.pageSize, opts.node), 'nr_hugepages'));
+  return reserve(host, { pageSize: opts.pageSize, total: now + opts.pages, ...(opts.node === undefined ? {} : { node: opts.node }) });
+}
+
+/**
+ * Give back up to `pages` pages from what the pool holds now, never below the
+ * pages in use or promised (release()): `before - after` says how many went
+ * back, and a shortfall is `clamped`, not an error.
+ */
+export async function shrinkBy(host: HugepageHost, opts: ChangeByOptions): Promise<ReleaseResult> {
+  checkCount('pages', opts.pages);
+  const now = await readCount(host, join(await sizeDir(host, opts.pageSize, opts.node), 'nr_hugepages'));
+  return release(host, { pageSize: opts.pageSize, total: Math.max(0, now - opts.pages), ...(opts.node === undefined ? {} : { node: opts.node }) });
+}
+
 function checkCount(name: string, value: number): void {
   if (!Number.isSafeInteger(value) || value < 0) {
     throw new UsageError(`invalid ${name} '${value}': use a whole number of pages, 0 or more`);

@@ -8,8 +8,12 @@ export {
   type CreateSpec,
   type MemFile,
   type MemFileStoreOptions,
+  type PoolReport,
   type RemoveResult,
+  type SettleResult,
 } from './store.js';
+export type { DebtView, Intent, Settlement } from './pool.js';
+export type { DebtRecord } from './ledger.js';
 export { vrouterAgentLines } from './vrouter.js';
 // Sizes as mem files and the datapath's memory flags take and print them.
 export { formatBytes, parseSize } from '../hugepages/index.js';

@@ -6,11 +6,10 @@ import {
   defaultMountDir,
   ensureMount,
   formatBytes,
+  growBy,
   HUGETLBFS_MAGIC,
   pageSizeInfo,
   readStatus,
-  release,
-  reserve,
   unmount,
   PAGE_SIZES,
   type HugepageHost,
@@ -18,8 +17,12 @@ import {
 import { logger } from '../log.js';
 import { ensureTrustedDir, TrustedDir } from '../trusted-dir.js';
 import { check, native } from '../native/index.js';
-import { Ledger } from './ledger.js';
+import { processAlive, processRef, type ProcessRef } from '../process/index.js';
+import { removeEntry, scan, statEntry } from './files.js';
+import { Ledger, type LedgerEntry } from './ledger.js';
 import { checkNamePart } from './names.js';
+import { PoolAccounts, type DebtView, type GiveBack, type Intent, type Settlement } from './pool.js';
+import { PoolLock } from './pool-lock.js';
 
 const log = logger('memfile');
 
@@ -46,6 +49,8 @@ export interface MemFileStoreOptions {
   stateDir?: string;
   /** default: running as root */
   privileged?: boolean;
+  /** how long a pool change waits for another's (default $ZIU_POOL_LOCK_TIMEOUT_MS or 300 s) */
+  poolLockTimeoutMs?: number;
 }
 
 export interface CreateSpec {
@@ -90,6 +95,22 @@ export interface RemoveResult {
   path: string;
   bytes: number;
   releasedPages: number;
+  /** pages that could not go back because a process still maps the file: owed, given back once it is gone */
+  debtPages: number;
+  /** the pids that still held the file when debtPages could not go back */
+  heldBy: number[];
+}
+
+export interface SettleResult {
+  settlements: Settlement[];
+  /** the pool lock was busy and the caller would not wait: who holds it */
+  deferred: string | null;
+}
+
+/** What `hugepages status` shows of ziu's share of the pool. */
+export interface PoolReport {
+  debt: DebtView[];
+  intents: Intent[];
 }
 
 /** Round up to whole pages; the datapath maps the file in whole pages anyway. */
@@ -102,21 +123,27 @@ export function roundToPages(size: number, pageSize: number): number {
  * Mem files: memory for a datapath instance, allocated and zeroed before the
  * instance starts, named <instance>/<role>. Creation either completes or
  * leaves the host as it found it: file, directory, mount and reservation are
- * undone in reverse order on any failure.
+ * undone in reverse order on any failure, and a creation killed half-way
+ * leaves a ledger entry that the next settlement undoes. Every pool change
+ * happens under the pool lock, relative to the pool as it is then.
  */
 export class MemFileStore {
   readonly host: HugepageHost;
   readonly tmpfsDir: string;
   readonly privileged: boolean;
   readonly ledger: Ledger;
+  readonly accounts: PoolAccounts;
   readonly #hugetlbfsDir: (pageSize: number) => string;
+  readonly #lockTimeoutMs: number | undefined;
 
   constructor(options: MemFileStoreOptions) {
     this.host = options.host;
     this.#hugetlbfsDir = options.hugetlbfsDir ?? ((p) => defaultMountDir(p));
     this.tmpfsDir = options.tmpfsDir ?? process.env['ZIU_TMPFS_DIR'] ?? '/dev/shm/ziu';
     this.ledger = new Ledger(options.stateDir ?? process.env['ZIU_STATE_DIR'] ?? '/run/ziu');
+    this.accounts = new PoolAccounts(this.host, this.ledger, (p) => path.resolve(this.hugetlbfsDir(p)));
     this.privileged = options.privileged ?? process.getuid?.() === 0;
+    this.#lockTimeoutMs = options.poolLockTimeoutMs;
   }
 
   hugetlbfsDir(pageSize: number): string {
@@ -163,43 +190,34 @@ export class MemFileStore {
   }
 
   async #createHugetlbfs(instance: string, role: string, bytes: number, pageSize: number, notes: string[]): Promise<MemFile> {
-    const name = pageSizeInfo(pageSize).name;
     if (!this.privileged) {
       throw new UsageError(
         `creating a hugetlbfs mem file needs root (it writes nr_hugepages and mounts hugetlbfs): run as root or use --backing tmpfs`,
       );
     }
-    const pages = bytes / pageSize;
-    const undo: Array<() => Promise<void>> = [];
-    const rollback = async (): Promise<void> => {
-      for (const step of undo.reverse()) {
-        try {
-          await step();
-        } catch (err) {
-          log.error({ err, instance, role }, 'could not undo a step of a failed mem file creation');
-        }
-      }
-    };
+    // The state dir is checked before anything changes: one another user made is refused here, not after a reservation.
+    ensureTrustedDir(this.ledger.dir, { create: true });
+    return this.withPoolLock(`memfile create ${instance}/${role}`, async () => {
+      await this.#settleLocked(true);
+      return this.#createHugetlbfsLocked(instance, role, bytes, pageSize, notes);
+    });
+  }
 
+  /**
+   * Under the pool lock: mount, then the ledger entry as an intent, then the
+   * pool raised by what is missing, then the file fallocated, then the entry
+   * ready. A crash anywhere leaves an entry that says what to give back.
+   */
+  async #createHugetlbfsLocked(instance: string, role: string, bytes: number, pageSize: number, notes: string[]): Promise<MemFile> {
+    const name = pageSizeInfo(pageSize).name;
+    const memfile = `${instance}/${role}`;
+    const undo: Array<() => Promise<void>> = [];
     try {
-      // The ledger's state dir is checked before anything changes: one another user made is refused here, not after a reservation.
-      ensureTrustedDir(this.ledger.dir, { create: true });
       const status = await readStatus(this.host);
       const size = status.sizes.find((s) => s.pageSize === pageSize);
       if (size === undefined) {
         throw new ZiuError('ERR_ZIU_NO_HUGEPAGES', `this kernel offers no ${name} hugepages (no sysfs directory for them)`);
       }
-      const available = size.free - size.reserved;
-      let addedPages = 0;
-      if (available < pages) {
-        const r = await reserve(this.host, { pageSize, total: size.total + (pages - available) });
-        addedPages = r.after - r.before;
-        undo.push(async () => {
-          await release(this.host, { pageSize, total: r.before });
-        });
-        notes.push(`reserved ${addedPages} more ${name} pages (nr_hugepages ${r.before} -> ${r.after})`);
-      }
-
       const mount = await ensureMount(this.host, { pageSize, dir: this.hugetlbfsDir(pageSize) });
       if (mount.created) {
         notes.push(`mounted hugetlbfs (pagesize=${name}) at ${mount.dir}`);
@@ -207,14 +225,60 @@ export class MemFileStore {
           await unmount(this.host, mount.dir);
         });
       }
+      const file = path.join(mount.dir, instance, role);
+      this.#checkNotTaken(memfile, file, mount.dir);
 
-      const file = await this.#createFile(mount.dir, instance, role, bytes, undo);
-      this.ledger.put(instance, role, { pageSize, addedPages, created: new Date().toISOString() });
-      return { instance, role, backing: 'hugetlbfs', path: file.path, bytes, allocated: file.allocated, pageSize, addedPages };
+      const missing = Math.max(0, bytes / pageSize - (size.free - size.reserved));
+      testHook('after-read');
+      const entry: LedgerEntry = { pageSize, addedPages: missing, created: new Date().toISOString(), state: 'reserving', dir: mount.dir, ...owner() };
+      this.ledger.put(instance, role, entry);
+      undo.push(async () => this.#dropIntent(instance, role, entry));
+      if (missing > 0) {
+        const r = await growBy(this.host, { pageSize, pages: missing });
+        entry.addedPages = r.after - r.before;
+        testHook('after-reserve');
+        // Exactly what this call added, from the pool as it is then: never "back to before".
+        undo.push(async () => {
+          await this.accounts.giveBack(pageSize, entry.addedPages, { memfile, path: file, file: null });
+          entry.addedPages = 0;
+        });
+        notes.push(`reserved ${entry.addedPages} more ${name} pages (nr_hugepages ${r.before} -> ${r.after})`);
+      }
+      this.ledger.put(instance, role, { ...entry, state: 'allocating' });
+
+      const made = await this.#createFile(mount.dir, instance, role, bytes, undo);
+      this.ledger.put(instance, role, { ...entry, state: 'ready' });
+      return { instance, role, backing: 'hugetlbfs', path: made.path, bytes, allocated: made.allocated, pageSize, addedPages: entry.addedPages };
     } catch (err) {
-      await rollback();
+      await rollback(undo, memfile);
       throw err;
     }
+  }
+
+  /**
+   * Refuse a name whose entry is a mem file in place or a create in progress.
+   * A stale entry (its file removed outside ziu) is replaced, with a warning:
+   * nobody can tell whether its pages went back with the file.
+   */
+  #checkNotTaken(memfile: string, file: string, dir: string): void {
+    const [instance, role] = memfile.split('/') as [string, string];
+    const entry = this.ledger.get(instance, role);
+    if (entry === null) return;
+    const inProgress = entry.state !== undefined && entry.state !== 'ready' && entry.owner !== undefined && processAlive(entry.owner);
+    if (inProgress) {
+      throw new ZiuError('ERR_ZIU_MEMFILE_EXISTS', `mem file ${memfile} at ${file} is being ${entry.state === 'removing' ? 'removed' : 'created'} by pid ${entry.owner!.pid}: wait for it to finish`);
+    }
+    if (statEntry(dir, instance, role) !== null) throw new ZiuError('ERR_ZIU_MEMFILE_EXISTS', `mem file ${memfile} already exists at ${file}: remove it first`);
+    log.warn({ memfile, path: file, addedPages: entry.addedPages }, `replacing the ledger entry of ${memfile}: its file was removed outside ziu, so its ${entry.addedPages} pages are not given back by ziu`);
+  }
+
+  /** Undo of the intent: gone once its pages went back; kept (for a later settlement) if they could not be. */
+  #dropIntent(instance: string, role: string, entry: LedgerEntry): void {
+    if (entry.addedPages === 0) {
+      this.ledger.delete(instance, role);
+      return;
+    }
+    log.error({ memfile: `${instance}/${role}`, addedPages: entry.addedPages }, 'kept the ledger entry of a failed create: its pages were not given back; the next settlement does it once this process is gone');
   }
 
   async #createTmpfs(instance: string, role: string, bytes: number): Promise<MemFile> {
@@ -331,37 +395,104 @@ export class MemFileStore {
     }
   }
 
-  /** Remove <instance>/<role>, or every role of <instance> when role is omitted. */
+  /**
+   * Remove <instance>/<role>, or every role of <instance> when role is
+   * omitted, and give back the pages ziu added for them. Pages a process
+   * still maps cannot go back now: they are kept as debt (debtPages) and
+   * given back by a later command once that process is gone.
+   */
   async remove(instance: string, role?: string): Promise<RemoveResult[]> {
     checkNamePart('instance', instance);
     if (role !== undefined) checkNamePart('role', role);
+    if (!this.privileged) return this.#removeLocked(instance, role, []);
+    return this.withPoolLock(`memfile remove ${instance}${role === undefined ? '' : `/${role}`}`, async () =>
+      this.#removeLocked(instance, role, await this.#settleLocked(true)),
+    );
+  }
+
+  async #removeLocked(instance: string, role: string | undefined, settled: Settlement[]): Promise<RemoveResult[]> {
+    const matches = (memfile: string): boolean => (role === undefined ? memfile.startsWith(`${instance}/`) : memfile === `${instance}/${role}`);
+    // A create or remove of this name that never finished was just settled: that is its removal.
+    const out: RemoveResult[] = settled.filter((s) => s.kind !== 'debt' && matches(s.memfile)).map(removedBySettlement);
     const files = (await this.list()).filter((f) => f.instance === instance && (role === undefined || f.role === role));
-    if (files.length === 0) {
+    if (files.length === 0 && out.length === 0) {
       const what = role === undefined ? `instance ${instance} has no mem files` : `no mem file ${instance}/${role}`;
       throw new ZiuError('ERR_ZIU_NO_MEMFILE', `${what} (looked in ${this.#where()})`);
     }
-    const out: RemoveResult[] = [];
-    for (const f of files) {
-      const p = f.path!;
-      // Through verified directory fds, and only a regular file of ours: never something outside ziu's files.
-      removeEntry(path.dirname(path.dirname(p)), f.instance, f.role);
-      try {
-        removeEntry(path.dirname(path.dirname(p)), f.instance, null);
-      } catch {
-        // other roles of the instance remain
-      }
-      let releasedPages = 0;
-      if (f.backing === 'hugetlbfs' && f.addedPages > 0) {
-        const status = await readStatus(this.host);
-        const total = status.sizes.find((s) => s.pageSize === f.pageSize)?.total ?? 0;
-        const r = await release(this.host, { pageSize: f.pageSize, total: Math.max(0, total - f.addedPages) });
-        releasedPages = r.before - r.after;
-      }
-      this.ledger.delete(f.instance, f.role);
-      log.info({ instance: f.instance, role: f.role, path: p, releasedPages }, 'mem file removed');
-      out.push({ instance: f.instance, role: f.role, backing: f.backing, path: p, bytes: f.bytes, releasedPages });
-    }
+    for (const f of files) out.push(await this.#removeOne(f));
     return out;
+  }
+
+  async #removeOne(f: MemFile): Promise<RemoveResult> {
+    const p = f.path!;
+    const dir = path.dirname(path.dirname(p));
+    // Who holds it is asked by device and inode: once unlinked, the name is gone.
+    const id = f.backing === 'hugetlbfs' ? (statEntry(dir, f.instance, f.role)?.id ?? null) : null;
+    // Said before the file goes: a remove killed half-way is finished by the next settlement.
+    const entry = f.backing === 'hugetlbfs' ? this.ledger.get(f.instance, f.role) : null;
+    if (entry !== null) this.ledger.put(f.instance, f.role, { ...entry, state: 'removing', dir: entry.dir ?? dir, ...owner() });
+    // Through verified directory fds, and only a regular file of ours: never something outside ziu's files.
+    removeEntry(dir, f.instance, f.role);
+    try {
+      removeEntry(dir, f.instance, null);
+    } catch {
+      // other roles of the instance remain
+    }
+    let g: GiveBack = { releasedPages: 0, debtPages: 0, holders: [] };
+    if (f.backing === 'hugetlbfs' && f.addedPages > 0) {
+      g = await this.accounts.giveBack(f.pageSize, f.addedPages, { memfile: `${f.instance}/${f.role}`, path: p, file: id });
+    }
+    this.ledger.delete(f.instance, f.role);
+    const heldBy = g.holders.map((h) => h.pid);
+    log.info({ instance: f.instance, role: f.role, path: p, releasedPages: g.releasedPages, debtPages: g.debtPages, heldBy }, 'mem file removed');
+    return { instance: f.instance, role: f.role, backing: f.backing, path: p, bytes: f.bytes, releasedPages: g.releasedPages, debtPages: g.debtPages, heldBy };
+  }
+
+  /** Run fn holding the hugepage pool lock (pool-lock.ts); every pool change ziu makes goes through here. */
+  async withPoolLock<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    const lock = await PoolLock.acquire(this.ledger.dir, what, this.#lockTimeoutMs === undefined ? {} : { timeoutMs: this.#lockTimeoutMs });
+    try {
+      return await fn();
+    } finally {
+      lock.release();
+    }
+  }
+
+  /**
+   * Settle what ziu owes the pool: debt whose holders are gone, and with
+   * orphans, what creates and removes whose owner died left half done. With
+   * wait false a busy lock defers it (`deferred` says who holds it): a
+   * command that only reads must not wait behind another's fallocate.
+   * Nothing to do without root, or before ziu ever wrote its state dir.
+   */
+  async settle(opts: { what: string; orphans: boolean; wait: boolean }): Promise<SettleResult> {
+    if (!this.privileged || !this.#hasState()) return { settlements: [], deferred: null };
+    if (opts.wait) return { settlements: await this.withPoolLock(opts.what, () => this.#settleLocked(opts.orphans)), deferred: null };
+    const got = PoolLock.tryAcquire(this.ledger.dir, opts.what);
+    if (got.lock === null) {
+      const by = got.holder === null ? 'another process' : `pid ${got.holder.pid} (${got.holder.what})`;
+      return { settlements: [], deferred: `the hugepage pool lock is held by ${by}` };
+    }
+    try {
+      return { settlements: await this.#settleLocked(opts.orphans), deferred: null };
+    } finally {
+      got.lock.release();
+    }
+  }
+
+  async #settleLocked(orphans: boolean): Promise<Settlement[]> {
+    return [...(orphans ? await this.accounts.settleOrphans() : []), ...(await this.accounts.settleDebt())];
+  }
+
+  /** Pages owed and ledger entries that are not mem files in place, for status; null without root (the state dir is root's). */
+  poolReport(): PoolReport | null {
+    if (!this.privileged) return null;
+    if (!this.#hasState()) return { debt: [], intents: [] };
+    return { debt: this.accounts.debts(), intents: this.accounts.intents() };
+  }
+
+  #hasState(): boolean {
+    return fs.existsSync(path.join(this.ledger.dir, 'memfiles')) || fs.existsSync(path.join(this.ledger.dir, 'hugepages'));
   }
 
   #where(): string {
@@ -369,65 +500,36 @@ export class MemFileStore {
   }
 }
 
-/**
- * The mem files in a ziu directory: <dir>/<instance>/<role>, regular files
- * only, read through directory fds. An entry that is not ziu's (a symlink,
- * another user's, a name ziu would not make) is skipped and logged.
- */
-function scan(dir: string): Array<{ instance: string; role: string; path: string; bytes: number; allocated: number }> {
-  const out = [];
-  const root = TrustedDir.open(dir, { shared: true });
-  try {
-    for (const inst of root.list()) {
-      if (!inst.isDirectory()) continue;
-      let instDir: TrustedDir;
-      try {
-        checkNamePart('instance', inst.name);
-        instDir = root.subdir(inst.name, { mode: 0o700 });
-      } catch (err) {
-        log.warn({ path: path.join(dir, inst.name), err: (err as Error).message }, 'skipping a directory that is not a ziu instance');
-        continue;
-      }
-      try {
-        for (const f of instDir.list()) {
-          const p = path.join(dir, inst.name, f.name);
-          const st = instDir.lstat(f.name);
-          if (st === null || !st.isFile()) {
-            if (st !== null && !f.name.endsWith('.tmp')) log.warn({ path: p }, 'skipping an entry that is not a mem file (not a regular file)');
-            continue;
-          }
-          if (st.uid !== 0 && st.uid !== process.geteuid?.()) {
-            log.warn({ path: p, uid: st.uid }, 'skipping a file another user owns');
-            continue;
-          }
-          out.push({ instance: inst.name, role: f.name, path: p, bytes: st.size, allocated: st.blocks * 512 });
-        }
-      } finally {
-        instDir.close();
-      }
+/** Undo the steps of a failed creation, newest first; a step that fails is logged and the others still run. */
+async function rollback(undo: Array<() => Promise<void>>, memfile: string): Promise<void> {
+  for (const step of undo.reverse()) {
+    try {
+      await step();
+    } catch (err) {
+      log.error({ err, memfile }, 'could not undo a step of a failed mem file creation');
     }
-  } finally {
-    root.close();
   }
-  return out;
 }
 
-/** Remove <dir>/<instance>/<role> (role null: the empty instance directory), through verified directory fds. */
-function removeEntry(dir: string, instance: string, role: string | null): void {
-  const root = TrustedDir.open(dir, { shared: true });
-  try {
-    if (role === null) {
-      root.remove(instance, { dir: true });
-      return;
-    }
-    if (root.lstat(instance) === null) return;
-    const inst = root.subdir(instance, { mode: 0o700 });
-    try {
-      inst.remove(role);
-    } finally {
-      inst.close();
-    }
-  } finally {
-    root.close();
-  }
+/** This process, as a ledger entry's owner: a pid alone could be someone else's by the time it is read. */
+function owner(): { owner?: ProcessRef } {
+  const self = processRef(process.pid);
+  return self === null ? {} : { owner: self };
+}
+
+/** A create or remove that never finished, settled on the way into remove(): reported as what remove did. */
+function removedBySettlement(s: Settlement): RemoveResult {
+  const [instance, role] = s.memfile.split('/') as [string, string];
+  return { instance, role, backing: 'hugetlbfs', path: s.path, bytes: s.bytes, releasedPages: s.releasedPages, debtPages: s.debtPages, heldBy: [] };
+}
+
+/**
+ * Test-only: ZIU_TEST_KILL_AT=<point> SIGKILLs this process there (a crash
+ * in the middle of a create), ZIU_TEST_STOP_AT=<point> SIGSTOPs it (a create
+ * caught in the middle, still alive and holding the pool lock).
+ * after-read: the pool read, nothing changed yet; after-reserve: the pool raised, the file not made.
+ */
+function testHook(point: 'after-read' | 'after-reserve'): void {
+  if (process.env['ZIU_TEST_KILL_AT'] === point) process.kill(process.pid, 'SIGKILL');
+  if (process.env['ZIU_TEST_STOP_AT'] === point) process.kill(process.pid, 'SIGSTOP');
 }

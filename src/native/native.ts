@@ -69,6 +69,8 @@ export interface NativeAddon extends DatapathAddon, ProbeAddon {
   readonly FALLOC_FL_KEEP_SIZE: number;
   readonly MFD_HUGETLB: number;
   readonly MAP_POPULATE: number;
+  readonly LOCK_EX: number;
+  readonly LOCK_NB: number;
 
   // unix sockets (always SOCK_NONBLOCK | SOCK_CLOEXEC)
   socket(type: number): number | Errno;
@@ -90,6 +92,8 @@ export interface NativeAddon extends DatapathAddon, ProbeAddon {
   ftruncate(fd: number, size: number): 0 | Errno;
   fallocate(fd: number, mode: number, offset: number, length: number): 0 | Errno;
   fstat(fd: number): StatResult | Errno;
+  /** flock(2) on an open file: released when the last fd to its open file description closes (also on SIGKILL) */
+  flock(fd: number, op: number): 0 | Errno;
   /** MAP_SHARED mapping as an external ArrayBuffer; munmap detaches it */
   mmap(fd: number, length: number, offset: number, flags: number): ArrayBuffer | Errno;
   munmap(buf: ArrayBuffer): 0 | Errno;

@@ -41,11 +41,14 @@ export async function recover(o: { control: string; stateDir?: string; store: Me
   if (journal === null) {
     const lock = readLock(paths.lock);
     if (lock !== null && !lockHolderAlive(lock)) fs.rmSync(paths.lock, { force: true });
-    return { result: 'nothing_to_do', upgradeId: null, phase: null, actions: lock ? [`removed the stale lock of pid ${lock.pid}`] : [], serving: null };
+    const actions = [...(lock ? [`removed the stale lock of pid ${lock.pid}`] : []), ...(await settlePool(o.store, log))];
+    log.info({ result: 'nothing_to_do', actions }, 'recover finished');
+    return { result: 'nothing_to_do', upgradeId: null, phase: null, actions, serving: null };
   }
   const doc = journal.doc;
   const unlock = acquireLock(paths.lock, { pid: process.pid, upgradeId: `recover-${randomUUID().slice(0, 8)}`, since: new Date().toISOString(), control: o.control }, log);
-  const actions: string[] = [];
+  // First the pool: a mem file create the orchestrator was killed in is undone here, and reported.
+  const actions: string[] = await settlePool(o.store, log);
   const peers: Peer[] = [];
   const report: RecoverReport = { result: 'failed', upgradeId: doc.upgradeId, phase: doc.phase, actions, serving: null };
   try {
@@ -109,6 +112,21 @@ export async function recover(o: { control: string; stateDir?: string; store: Me
   }
   log.info({ result: report.result, actions }, 'recover finished');
   return report;
+}
+
+/**
+ * Give back the hugepages that creates and removes killed half-way left
+ * raised (their owners are gone), and debt whose holders are gone: an
+ * orchestrator SIGKILLed while it prepared memory leaves both. Never throws:
+ * a failure is an action that says so.
+ */
+async function settlePool(store: MemFileStore, log: Logger): Promise<string[]> {
+  try {
+    return (await store.settle({ what: 'recover', orphans: true, wait: true })).settlements.map((s) => s.text);
+  } catch (err) {
+    log.error({ err }, 'could not settle the hugepage pool');
+    return [`warning: could not settle the hugepage pool: ${(err as Error).message}`];
+  }
 }
 
 /** A peer at path whose hello names pid, or null (gone, or someone else there). */

@@ -1,7 +1,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { fakeHost, type FakeHost } from '../hugepages/fake-host.js';
+import { spawn } from 'node:child_process';
+import { Ledger } from '../../src/memfile/ledger.js';
+import { processRef, waitGone } from '../../src/process/index.js';
+import { fakeHost, sizeRel, type FakeHost } from '../hugepages/fake-host.js';
 import { BUDDYINFO } from '../hugepages/fixtures.js';
 import { hostSnapshot, noFreePages, pool, realHugepagesUnavailable } from '../helpers/hugepages.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -26,6 +29,8 @@ describe('hugepages status and plan on a fake kernel tree', () => {
       ZIU_HUGEPAGE_DIR_2M: path.join(fake.root, 'nothing-2M'),
       ZIU_HUGEPAGE_DIR_1G: path.join(fake.root, 'nothing-1G'),
       ZIU_TMPFS_DIR: path.join(fake.root, 'no-tmpfs'),
+      // never the host's /run/ziu: status settles ziu's debt there
+      ZIU_STATE_DIR: path.join(fake.root, 'state'),
     };
   });
   afterEach(() => fake.cleanup());
@@ -46,6 +51,33 @@ describe('hugepages status and plan on a fake kernel tree', () => {
     const r = await ziu(['hugepages', 'status'], { env });
     expect(r.stdout).toContain('2M pages: total 512, free 100, reserved 4, surplus 0');
     expect(r.stdout).toContain('  node 0: 1645 x 2M, 0 x 1G');
+  });
+
+  it("status shows ziu's debt and unfinished mem file entries, and gives back debt that is due", async () => {
+    const ledger = new Ledger(env['ZIU_STATE_DIR']!);
+    const self = processRef(process.pid)!;
+    const sleeper = spawn('sleep', ['60'], { stdio: 'ignore' });
+    const gone = processRef(sleeper.pid!)!;
+    sleeper.kill('SIGKILL');
+    expect(await waitGone(gone, 5000)).toBe(true);
+    const debt = { pages: 3, memfile: 'vr1/flow', path: '/hp/vr1/flow', file: null, since: new Date().toISOString() };
+    ledger.putDebt(2 * MiB, [{ ...debt, holders: [self] }]);
+    ledger.put('vr9', 'pool-0', { pageSize: 2 * MiB, addedPages: 3, created: 'then', state: 'reserving', owner: gone });
+
+    const text = (await ziu(['hugepages', 'status'], { env })).stdout;
+    expect(text).toContain(`owed to the kernel (debt):\n  2M: 3 pages of vr1/flow (removed while in use, until pid ${self.pid} exits)`);
+    expect(text).toContain(
+      `unfinished mem file entries:\n  vr9/pool-0: 3 x 2M pages, reserving, orphaned: an unfinished create (pid ${gone.pid} is gone); 'ziu hugepages release' or 'ziu recover' gives them back`,
+    );
+    expect(await fake.count(`${sizeRel('2M')}/nr_hugepages`)).toBe(512);
+
+    // its holder gone, the debt is due: status gives it back, and leaves the orphan to release and recover
+    ledger.putDebt(2 * MiB, [{ ...debt, holders: [gone] }]);
+    const doc = JSON.parse((await ziu(['hugepages', 'status', '--json'], { env })).stdout);
+    expect(doc.settled).toEqual([expect.objectContaining({ kind: 'debt', memfile: 'vr1/flow', released_pages: 3, debt_pages: 0 })]);
+    expect(doc.debt).toEqual([]);
+    expect(doc.intents).toEqual([expect.objectContaining({ instance: 'vr9', role: 'pool-0', status: 'orphaned', added_pages: 3 })]);
+    expect(await fake.count(`${sizeRel('2M')}/nr_hugepages`)).toBe(509);
   });
 
   it('plan answers fits-now, fits-after-reserve or does-not-fit, with exit 1 for the last', async () => {

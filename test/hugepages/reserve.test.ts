@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { sysError, UsageError } from '../../src/errors.js';
-import { HugepagesShortError, release, reserve } from '../../src/hugepages/reserve.js';
+import { growBy, HugepagesShortError, release, reserve, shrinkBy } from '../../src/hugepages/reserve.js';
 import { PAGE_1G, PAGE_2M } from '../../src/hugepages/sizes.js';
 import { fakeHost, sizeRel, type FakeHost } from './fake-host.js';
 
@@ -172,5 +172,28 @@ describe('release', () => {
     // Globally 20 free now, 10 of them promised: node 0 may give back 10 -> floor 50.
     expect(await release(fake.host, { pageSize: PAGE_2M, node: 0 })).toMatchObject({ node: 0, before: 60, after: 50, floor: 50, clamped: true });
     expect(await fake.count(NR_2M)).toBe(70);
+  });
+});
+
+describe('growBy and shrinkBy: changes relative to the pool as it is now', () => {
+  it('grow from the size read at the call, so pages another caller added since are kept', async () => {
+    fake = await fakeHost({ global: { '2M': { nr: 10, free: 10 } } });
+    expect(await growBy(fake.host, { pageSize: PAGE_2M, pages: 3 })).toMatchObject({ before: 10, after: 13 });
+    await fake.host.writeFile(join(fake.root, NR_2M), '20'); // someone else added 7
+    expect(await shrinkBy(fake.host, { pageSize: PAGE_2M, pages: 3 })).toMatchObject({ before: 20, after: 17, clamped: false });
+    expect(await fake.count(NR_2M)).toBe(17);
+  });
+
+  it('shrinkBy stops at the floor and says how many pages it could not give back', async () => {
+    // in use = 10 - 2 = 8: only 2 can go back.
+    fake = await fakeHost({ global: { '2M': { nr: 10, free: 2 } } });
+    const r = await shrinkBy(fake.host, { pageSize: PAGE_2M, pages: 5 });
+    expect(r).toMatchObject({ before: 10, requested: 5, after: 8, floor: 8, clamped: true });
+  });
+
+  it('refuses a count that is not a whole number of pages', async () => {
+    fake = await fakeHost({ global: { '2M': { nr: 10, free: 10 } } });
+    await expect(growBy(fake.host, { pageSize: PAGE_2M, pages: -1 })).rejects.toThrow("invalid pages '-1': use a whole number of pages, 0 or more");
+    await expect(shrinkBy(fake.host, { pageSize: PAGE_2M, pages: 1.5 })).rejects.toThrow("invalid pages '1.5'");
   });
 });

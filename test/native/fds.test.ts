@@ -52,3 +52,21 @@ describe('NamedFds: fds held by name, off and onto the wire', () => {
     expect([a, b, c].some(isOpen)).toBe(false);
   });
 });
+
+describe('flock', () => {
+  it('one open file description holds the lock; another gets EWOULDBLOCK with LOCK_NB until the first closes', () => {
+    const dir = fs.mkdtempSync('/tmp/ziu-flock-');
+    try {
+      const a = fs.openSync(`${dir}/lock`, 'w');
+      const b = fs.openSync(`${dir}/lock`, 'r');
+      expect(native.flock(a, native.LOCK_EX | native.LOCK_NB)).toBe(0);
+      expect(native.flock(b, native.LOCK_EX | native.LOCK_NB)).toBe(-11); // EWOULDBLOCK == EAGAIN
+      fs.closeSync(a);
+      expect(native.flock(b, native.LOCK_EX | native.LOCK_NB)).toBe(0);
+      fs.closeSync(b);
+      expect(native.flock(b, native.LOCK_EX)).toBe(-9); // EBADF: returned, never thrown
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
