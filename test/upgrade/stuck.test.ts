@@ -43,6 +43,8 @@ describe('an instance that cannot be stopped ends the upgrade in exit 3, journal
   afterEach(async () => {
     stuck.clear();
     delete process.env['ZIU_FAULT'];
+    delete process.env['ZIU_STATE_DIR'];
+    delete process.env['ZIU_TMPFS_DIR'];
     await rig?.cleanup();
     rig = null;
   });
@@ -59,6 +61,9 @@ describe('an instance that cannot be stopped ends the upgrade in exit 3, journal
           }
         }, 2)
       : null;
+    // The rig's state dir for the store as well as the journal: the ledger must be where the cleanup looks.
+    process.env['ZIU_STATE_DIR'] = rig.stateDir;
+    process.env['ZIU_TMPFS_DIR'] = `${rig.stateDir}/tmpfs`;
     try {
       return await upgrade({
         control: rig.dp.control,
