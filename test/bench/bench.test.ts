@@ -197,7 +197,8 @@ describe('ziu bench', () => {
     const cases: Array<[string[], string | RegExp]> = [
       [['--mode', 'reboot'], "ziu: invalid --mode 'reboot': use one of handover, restart, restart-cold, all"],
       [['--upgrades', '0'], "ziu: invalid --upgrades '0': use a whole number in 1..10000"],
-      [['--ports', '33'], "ziu: invalid --ports '33': use a whole number in 1..32 port pairs (ziu-datapath serves at most 64 vhost-user ports)"],
+      [['--ports', '257'], "ziu: invalid --ports '257': use a whole number in 1..256 port pairs (each pair is two vhost-user ports)"],
+      [['--idle-ports', '513'], "ziu: invalid --idle-ports '513': use a whole number in 0..512 idle ports"],
       [['--rate', '1.5'], "ziu: invalid --rate '1.5': use a whole number"],
       [['--size', '9001'], "ziu: invalid --size '9001': use a whole number in 64..9000 bytes"],
       [['--mem', 'lots'], "ziu: invalid --mem 'lots': use a size such as 64M or 1G"],
