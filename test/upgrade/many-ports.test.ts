@@ -45,7 +45,7 @@ async function guest(path: string): Promise<Guest> {
   }
 }
 
-describe('an upgrade of a datapath with 256 vhost-user ports', () => {
+describe('upgrades at the size of a compute node', () => {
   let rig: Rig | null = null;
   const guests: Guest[] = [];
   afterEach(async () => {
@@ -82,5 +82,43 @@ describe('an upgrade of a datapath with 256 vhost-user ports', () => {
     expect(fdCount(rep.new.pid)).toBeLessThan(256 * 7 + 64);
     const probe = await rig.probe!.stop();
     expect(probe).toMatchObject({ lost: 0, duplicated: 0, reconnects: 0 });
+  });
+
+  it('hands over a 4 GiB guest in 8 sparse memory regions: committed, nothing of its holes allocated, nothing lost', { timeout: 60_000 }, async () => {
+    rig = await startRig({ rate: 1000, dp: { ports: { a: 'server', b: 'server', big: 'server' } } });
+    const fds: number[] = [];
+    const HALF_GIB = 512n * MiB;
+    try {
+      const regions: MappedRegion[] = [];
+      for (let i = 0n; i < 8n; i++) {
+        const fd = check(native.memfdCreate('ziu-big-guest', 0), 'memfd_create');
+        fds.push(fd);
+        check(native.ftruncate(fd, Number(HALF_GIB)), 'ftruncate', { fd });
+        regions.push({ guestPhysAddr: i * HALF_GIB, memorySize: HALF_GIB, userspaceAddr: UA + i * HALF_GIB, mmapOffset: 0n, fd });
+      }
+      const ev = (): number => {
+        const fd = check(native.eventfd(0, false), 'eventfd');
+        fds.push(fd);
+        return fd;
+      };
+      const fe = await HostileFrontend.connect(rig.dp.sock['big']!);
+      guests.push({ fe, fds: [] });
+      await fe.negotiate();
+      expect(await fe.setMemTable(regions)).toBe(0n);
+      await fe.startRings([ev(), ev()], [ev(), ev()]);
+      const r = await rig.upgrade();
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect((r.report as { result: string }).result).toBe('committed');
+      const port = (await rig.dp.status()).ports.find((p) => p.name === 'big')!;
+      expect(port).toMatchObject({ connected: true, disconnects: 0, regions: 8 });
+      // 4 GiB mapped by two instances in turn, and only the ring pages the datapaths touched exist.
+      const allocated = fds.slice(0, 8).reduce((n, fd) => n + check(native.fstat(fd), 'fstat', { fd }).allocated, 0);
+      expect(allocated).toBeLessThan(4 * 2 ** 20);
+      expect(await fe.call({ type: 'GET_FEATURES', needReply: false })).toBeGreaterThan(0n);
+      const probe = await rig.probe!.stop();
+      expect(probe).toMatchObject({ lost: 0, duplicated: 0, reconnects: 0 });
+    } finally {
+      closeFds(fds);
+    }
   });
 });
