@@ -61,7 +61,7 @@ static void unmap_regions(struct dp_port *p) {
  * ring next finds the kick pending instead of a silent ring. */
 static void stop_ring(struct dp *dp, struct dp_vring *vr, int q) {
   /* Frozen: guest memory is someone else's to write now (or again). */
-  if (vr->started && vr->addr_set && q == 1 && !dp->frozen) dp_ring_set_no_notify(vr, false);
+  if (vr->started && vr->addr_set && DP_RING_TX(q) && !dp->frozen) dp_ring_set_no_notify(vr, false);
   vr->started = false;
 }
 
@@ -75,7 +75,7 @@ static void resync_ring(struct dp_vring *vr, int q) {
   vr->used_idx = vr->used_pub = u;
   vr->last_avail = u;
   /* RX kicks ("buffers added") are never needed: we don't queue frames. */
-  dp_ring_set_no_notify(vr, q == 0);
+  dp_ring_set_no_notify(vr, !DP_RING_TX(q));
 }
 
 static void disarm(struct dp *dp) {
@@ -100,7 +100,7 @@ static void destroy(struct dp *dp) {
   for (uint32_t i = 0; i < dp->max_ports; i++) {
     struct dp_port *p = &dp->ports[i];
     if (p->in_use && p->kind == DP_KIND_VHOST)
-      for (int q = 0; q < 2; q++) stop_ring(dp, &p->rings[q], q);
+      for (int q = 0; q < DP_MAX_RINGS; q++) stop_ring(dp, &p->rings[q], q);
     unmap_regions(p);
   }
   munmap(dp->mem, dp->mem_size);
@@ -192,11 +192,18 @@ static struct dp_vring *ring_at(struct dp *dp, int32_t port, int32_t q, int *err
     *err = ENOENT;
     return NULL;
   }
-  if (p->kind != DP_KIND_VHOST || (q != 0 && q != 1)) {
+  if (p->kind != DP_KIND_VHOST || q < 0 || q >= DP_MAX_RINGS) {
     *err = EINVAL;
     return NULL;
   }
   return &p->rings[q];
+}
+
+/* The ring is configured (an address, a kick or call fd, enabled): the
+ * per-pass loops must reach it. Call with the lock held. */
+static void ring_in_use(struct dp *dp, int32_t port, int32_t q) {
+  struct dp_port *p = &dp->ports[port];
+  if ((uint32_t)q >= p->nrings) p->nrings = (uint32_t)q + 1;
 }
 
 /* ---- lifecycle ---- */
@@ -265,7 +272,7 @@ static napi_value n_dp_create(napi_env env, napi_callback_info info) {
   dp->ports = ports;
   dp->max_ports = (uint32_t)max_ports;
   for (uint32_t i = 0; i < dp->max_ports; i++)
-    for (int q = 0; q < 2; q++) ports[i].rings[q].kick_fd = ports[i].rings[q].call_fd = -1;
+    for (int q = 0; q < DP_MAX_RINGS; q++) ports[i].rings[q].kick_fd = ports[i].rings[q].call_fd = -1;
 
   /* Carve the mem file: header page, MAC table, staging buffers. */
   struct dp_shm_hdr *hdr = mem;
@@ -349,7 +356,8 @@ static napi_value n_dp_add_port(napi_env env, napi_callback_info info) {
   p->kind = kind;
   p->tap_fd = kind == DP_KIND_TAP ? fd : -1;
   p->hdr_len = 12;
-  for (int q = 0; q < 2; q++) p->rings[q].kick_fd = p->rings[q].call_fd = -1;
+  for (int q = 0; q < DP_MAX_RINGS; q++) p->rings[q].kick_fd = p->rings[q].call_fd = -1;
+  p->nrings = 2; /* one queue pair: what every frontend sets up */
   p->in_use = true;
   changed_unlock(dp);
   return ziu_int(env, id);
@@ -367,7 +375,7 @@ static napi_value n_dp_remove_port(napi_env env, napi_callback_info info) {
     return ziu_errno(env, ENOENT);
   }
   if (p->kind == DP_KIND_VHOST)
-    for (int q = 0; q < 2; q++) stop_ring(dp, &p->rings[q], q);
+    for (int q = 0; q < DP_MAX_RINGS; q++) stop_ring(dp, &p->rings[q], q);
   unmap_regions(p);
   dp_mac_forget_port(dp, (uint16_t)port);
   p->in_use = false;
@@ -466,15 +474,15 @@ static napi_value n_dp_set_mem_table(napi_env env, napi_callback_info info) {
   struct dp_region old[DP_MAX_REGIONS];
   uint32_t nold = p->nregions;
   memcpy(old, p->regions, sizeof(old));
-  for (int q = 0; q < 2; q++) stop_ring(dp, &p->rings[q], q);
+  for (int q = 0; q < DP_MAX_RINGS; q++) stop_ring(dp, &p->rings[q], q);
   memcpy(p->regions, nr, sizeof(nr[0]) * n);
   p->nregions = n;
   /* New memory: a fault on the old table no longer stops the rings. */
   memset(&p->mem_fault, 0, sizeof(p->mem_fault));
-  for (int q = 0; q < 2; q++) p->rings[q].faulted = false;
+  for (int q = 0; q < DP_MAX_RINGS; q++) p->rings[q].faulted = false;
   /* Ring addresses were given as user addresses: keep them if they still
    * translate, so the control plane need not resend SET_VRING_ADDR. */
-  for (int q = 0; q < 2; q++)
+  for (int q = 0; q < DP_MAX_RINGS; q++)
     if (p->rings[q].addr_set) p->rings[q].addr_set = dp_ring_translate(p, &p->rings[q]) == 0;
   changed_unlock(dp);
   dp_mem_unmap(old, nold);
@@ -543,6 +551,7 @@ static napi_value n_dp_set_vring(napi_env env, napi_callback_info info) {
       next.broken = false;
       if (next.fault == DP_FAULT_CHAIN) next.fault = DP_FAULT_NONE, next.fault_new = false;
       *vr = next;
+      ring_in_use(dp, port, q);
     }
   }
   changed_unlock(dp);
@@ -562,6 +571,7 @@ static napi_value set_ring_fd(napi_env env, napi_callback_info info, bool kick) 
     /* A new fd clears what the old one did. */
     uint8_t mine = kick ? DP_FAULT_KICK_FAILED : DP_FAULT_CALL_BLOCKED;
     if (vr->fault == mine || (!kick && vr->fault == DP_FAULT_CALL_FAILED)) vr->fault = DP_FAULT_NONE, vr->fault_new = false;
+    if (fd >= 0) ring_in_use(dp, port, q);
     if (kick) {
       vr->kick_fd = fd;
     } else {
@@ -591,6 +601,7 @@ static napi_value n_dp_set_enabled(napi_env env, napi_callback_info info) {
   int err = 0;
   struct dp_vring *vr = ring_at(dp, port, q, &err);
   if (vr) vr->enabled = en;
+  if (vr && en) ring_in_use(dp, port, q);
   changed_unlock(dp);
   return ziu_int(env, -err);
 }
@@ -646,8 +657,8 @@ static napi_value n_dp_freeze(napi_env env, napi_callback_info info) {
   if (!dp->frozen) {
     for (uint32_t i = 0; i < dp->max_ports; i++) {
       struct dp_port *p = &dp->ports[i];
-      if (p->in_use && p->kind == DP_KIND_VHOST && p->rings[1].started && p->rings[1].addr_set)
-        dp_ring_set_no_notify(&p->rings[1], false);
+      for (uint32_t q = 1; p->in_use && p->kind == DP_KIND_VHOST && q < p->nrings; q += 2)
+        if (p->rings[q].started && p->rings[q].addr_set) dp_ring_set_no_notify(&p->rings[q], false);
     }
     dp->frozen = true;
     dp->frozen_ns = dp_now_ns();
@@ -675,8 +686,8 @@ void dp_thaw_locked(struct dp *dp) {
   for (uint32_t i = 0; i < dp->max_ports; i++) {
     struct dp_port *p = &dp->ports[i];
     if (!p->in_use || p->kind != DP_KIND_VHOST) continue;
-    for (int q = 0; q < 2; q++)
-      if (p->rings[q].started && p->rings[q].addr_set) resync_ring(&p->rings[q], q);
+    for (uint32_t q = 0; q < p->nrings; q++)
+      if (p->rings[q].started && p->rings[q].addr_set) resync_ring(&p->rings[q], (int)q);
   }
   dp->frozen = false;
   dp->thawed_ns = dp_now_ns();
@@ -825,7 +836,7 @@ static napi_value n_dp_port_rings(napi_env env, napi_callback_info info) {
   napi_value arr, null;
   napi_create_array(env, &arr);
   napi_get_null(env, &null);
-  for (int q = 0; p->kind == DP_KIND_VHOST && q < 2; q++) {
+  for (uint32_t q = 0; p->kind == DP_KIND_VHOST && q < p->nrings; q++) {
     struct dp_vring *vr = &p->rings[q];
     napi_value o;
     napi_create_object(env, &o);
@@ -836,6 +847,7 @@ static napi_value n_dp_port_rings(napi_env env, napi_callback_info info) {
     ziu_set_prop(env, o, "lastAvail", ziu_int(env, vr->last_avail));
     ziu_set_prop(env, o, "broken", ziu_bool(env, vr->broken));
     ziu_set_prop(env, o, "fault", ziu_int(env, vr->fault));
+    ziu_set_prop(env, o, "packets", ziu_double(env, (double)vr->packets));
     ziu_set_prop(env, o, "usedIdx",
                  vr->addr_set ? ziu_int(env, __atomic_load_n(&vr->used->idx, __ATOMIC_ACQUIRE)) : null);
     ziu_set_prop(env, o, "availIdx",
@@ -881,7 +893,7 @@ static napi_value n_dp_take_faults(napi_env env, napi_callback_info info) {
       napi_set_element(env, arr, k++, fault_obj(env, i, -1, p->fault, p->fault_errno));
       p->fault_new = false;
     }
-    for (int q = 0; p->kind == DP_KIND_VHOST && q < 2; q++) {
+    for (uint32_t q = 0; p->kind == DP_KIND_VHOST && q < p->nrings; q++) {
       struct dp_vring *vr = &p->rings[q];
       if (!vr->fault_new) continue;
       napi_set_element(env, arr, k++, fault_obj(env, i, q, vr->fault, vr->fault_errno));
@@ -904,7 +916,7 @@ static napi_value n_dp_signal_calls(napi_env env, napi_callback_info info) {
   struct dp_port *p = port_at(dp, port);
   int err = !p ? ENOENT : p->kind != DP_KIND_VHOST ? EINVAL : 0;
   if (!err) {
-    for (int q = 0; q < 2; q++) p->rings[q].signal_once = p->rings[q].call_fd >= 0;
+    for (uint32_t q = 0; q < p->nrings; q++) p->rings[q].signal_once = p->rings[q].call_fd >= 0;
     dp->signal_pending = true;
   }
   changed_unlock(dp);
@@ -940,6 +952,7 @@ napi_value ziu_init_dp(napi_env env, napi_value exports) {
   ziu_register_const(env, exports, "DP_KIND_TAP", DP_KIND_TAP);
   ziu_register_const(env, exports, "DP_MAX_FRAME", DP_MAX_FRAME);
   ziu_register_const(env, exports, "DP_MAX_REGIONS", DP_MAX_REGIONS);
+  ziu_register_const(env, exports, "DP_MAX_QP", DP_MAX_QP);
   ziu_register_const(env, exports, "DP_MAX_PORTS", DP_MAX_PORTS);
   ziu_register_const(env, exports, "DP_MAX_MAC_ENTRIES", DP_MAX_MAC_ENTRIES);
   ziu_register(env, exports, "dpMemRequired", n_dp_mem_required);

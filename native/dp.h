@@ -1,6 +1,6 @@
 /*
  * ziu-datapath packet engine: an L2 learning bridge between vhost-user ports
- * (one queue pair each) and tap fds, run by one worker pthread.
+ * (up to DP_MAX_QP queue pairs each) and tap fds, run by one worker pthread.
  *
  * Threads: the JS thread only changes configuration, always holding dp->lock;
  * the worker holds dp->lock while it runs a pass (every chain consumed in a
@@ -28,6 +28,9 @@
 
 #define DP_BATCH 32           /* chains or tap reads per port per pass */
 #define DP_MAX_REGIONS 8      /* what SET_MEM_TABLE can carry */
+#define DP_MAX_QP 8           /* queue pairs per vhost-user port (GET_QUEUE_NUM) */
+#define DP_MAX_RINGS (2 * DP_MAX_QP) /* virtio-net numbering: ring 2k = RX of pair k, 2k+1 = TX of pair k */
+#define DP_RING_TX(q) (((q) & 1) != 0)
 #define DP_MAX_FRAME 9216     /* largest Ethernet frame, without virtio_net_hdr */
 #define DP_MIN_FRAME 14       /* an Ethernet header */
 #define DP_SLOT_SIZE 9280     /* one staging buffer: > DP_MAX_FRAME so an oversize tap read shows */
@@ -101,6 +104,7 @@ struct dp_vring {
   int fault_errno;
   uint32_t pass_descs;  /* descriptors walked in this pass */
   bool faulted; /* its port's guest memory faulted: the ring is not run again on this table (set by the SIGBUS handler) */
+  uint64_t packets; /* frames through this ring: taken from it (TX) or delivered into it (RX) */
 };
 
 struct dp_stats {
@@ -121,7 +125,12 @@ struct dp_port {
   uint32_t nregions;
   struct dp_region regions[DP_MAX_REGIONS];
   struct dp_mem_fault mem_fault; /* its guest memory faulted (SIGBUS absorbed; dpMemFaults) */
-  struct dp_vring rings[2]; /* 0 = RX (to the guest), 1 = TX (from the guest) */
+  /* Ring 2k = RX of queue pair k (to the guest), 2k+1 = TX (from the guest).
+   * nrings: one past the highest ring ever given an address, a kick, a call or
+   * an enable since the port was added; the per-pass loops stop there, so a
+   * single-queue port costs what it did before multi-queue. */
+  uint32_t nrings;
+  struct dp_vring rings[DP_MAX_RINGS];
   struct dp_stats st;
 };
 
@@ -220,8 +229,9 @@ uint32_t dp_mac_count(struct dp *dp);
 void *dp_gpa(const struct dp_port *p, uint64_t addr, uint64_t len);
 void *dp_uva(const struct dp_port *p, uint64_t addr, uint64_t len);
 int dp_ring_translate(const struct dp_port *p, struct dp_vring *vr);
-unsigned dp_vhost_tx_burst(struct dp *dp, struct dp_port *p, unsigned *nframes);
-void dp_vhost_rx(struct dp *dp, struct dp_port *p, const uint8_t *frame, uint32_t len);
+unsigned dp_vhost_tx_burst(struct dp *dp, struct dp_port *p, struct dp_vring *vr, unsigned *nframes);
+void dp_vhost_rx(struct dp *dp, struct dp_port *p, const uint8_t *frame, uint32_t len, uint32_t *hash, bool *hashed);
+uint32_t dp_flow_hash(const uint8_t *frame, uint32_t len);
 void dp_ring_publish(struct dp *dp, struct dp_vring *vr);
 bool dp_ring_pending(const struct dp_vring *vr);
 void dp_ring_set_no_notify(struct dp_vring *vr, bool no_notify);

@@ -89,7 +89,7 @@ static void on_sigbus(int sig, siginfo_t *si, void *uc) {
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
     if (m == MAP_FAILED) break;
     struct dp_port *p = &g->dp->ports[g->port];
-    for (int q = 0; q < 2; q++) __atomic_store_n(&p->rings[q].faulted, true, __ATOMIC_RELAXED);
+    for (int q = 0; q < DP_MAX_RINGS; q++) __atomic_store_n(&p->rings[q].faulted, true, __ATOMIC_RELAXED);
     if (p->mem_fault.region == 0) {
       p->mem_fault.code = si->si_code;
       p->mem_fault.offset = a >= g->host ? a - g->host : 0;

@@ -176,8 +176,7 @@ static inline uint16_t pending(const struct dp_vring *vr) {
   return n > vr->num ? 0 : n;
 }
 
-unsigned dp_vhost_tx_burst(struct dp *dp, struct dp_port *p, unsigned *nframes) {
-  struct dp_vring *vr = &p->rings[1];
+unsigned dp_vhost_tx_burst(struct dp *dp, struct dp_port *p, struct dp_vring *vr, unsigned *nframes) {
   *nframes = 0;
   uint16_t pending_n = pending(vr);
   if (pending_n == 0) return 0;
@@ -193,6 +192,7 @@ unsigned dp_vhost_tx_burst(struct dp *dp, struct dp_port *p, unsigned *nframes) 
       dp->frames[nf].data = slot;
       dp->frames[nf].len = (uint32_t)len;
       nf++;
+      vr->packets++;
       continue;
     }
     p->st.drops_invalid++;
@@ -206,8 +206,72 @@ unsigned dp_vhost_tx_burst(struct dp *dp, struct dp_port *p, unsigned *nframes) 
   return done;
 }
 
+static inline uint32_t ld32(const uint8_t *b) {
+  uint32_t v;
+  memcpy(&v, b, 4);
+  return v;
+}
+
+static inline uint32_t ld16(const uint8_t *b) {
+  uint16_t v;
+  memcpy(&v, b, 2);
+  return v;
+}
+
 /*
- * Deliver one frame into the RX ring: zeroed virtio_net_hdr (num_buffers set
+ * A flow's hash, to keep it on one RX queue: MACs, then (past one VLAN tag)
+ * IPv4 or IPv6 addresses and, for TCP, UDP and SCTP (not IPv4 fragments
+ * after the first, nor IPv6 extension headers), both L4 ports. An XOR fold,
+ * so that it costs a few loads; its low bits take every varying bit of the
+ * fields, so flows that differ only in the low bits of one port (or
+ * address) land on as many distinct queues as they can.
+ */
+uint32_t dp_flow_hash(const uint8_t *f, uint32_t len) {
+  uint32_t h = ld32(f) ^ ld16(f + 4) ^ ld32(f + 6) ^ ld16(f + 10);
+  uint32_t off = 12;
+  uint16_t type = (uint16_t)(f[12] << 8 | f[13]);
+  if ((type == 0x8100 || type == 0x88a8) && len >= 18) {
+    off = 16;
+    type = (uint16_t)(f[16] << 8 | f[17]);
+  }
+  off += 2; /* the L3 header */
+  uint32_t l4 = 0;
+  uint8_t proto = 0;
+  if (type == 0x0800 && len >= off + 20 && (f[off] >> 4) == 4) {
+    uint32_t ihl = (f[off] & 0x0fu) * 4u;
+    h ^= ld32(f + off + 12) ^ ld32(f + off + 16);
+    proto = f[off + 9];
+    bool later_fragment = ((f[off + 6] & 0x1f) | f[off + 7]) != 0;
+    if (ihl >= 20 && !later_fragment) l4 = off + ihl;
+  } else if (type == 0x86dd && len >= off + 40) {
+    for (uint32_t i = 8; i < 40; i += 4) h ^= ld32(f + off + i);
+    proto = f[off + 6];
+    l4 = off + 40;
+  }
+  if (l4 && (proto == 6 || proto == 17 || proto == 132) && len >= l4 + 4) h ^= ld32(f + l4);
+  h ^= h >> 16;
+  h ^= h >> 8;
+  return h;
+}
+
+/* The RX queue a frame goes to: one of the port's running (started and
+ * enabled) RX rings, by flow hash when there are several; NULL if none. The
+ * hash is computed at most once per frame (a flood reaches many ports). */
+static struct dp_vring *rx_queue(struct dp_port *p, const uint8_t *frame, uint32_t len, uint32_t *hash, bool *hashed) {
+  uint8_t run[DP_MAX_QP];
+  unsigned n = 0;
+  for (uint32_t q = 0; q < p->nrings; q += 2)
+    if (dp_ring_running(&p->rings[q])) run[n++] = (uint8_t)q;
+  if (n <= 1) return n ? &p->rings[run[0]] : NULL;
+  if (!*hashed) {
+    *hash = dp_flow_hash(frame, len);
+    *hashed = true;
+  }
+  return &p->rings[run[*hash % n]];
+}
+
+/*
+ * Deliver one frame into an RX ring (rx_queue picks it): zeroed virtio_net_hdr (num_buffers set
  * when the header has it) + frame. Without MRG_RXBUF it must fit one chain;
  * with it, it spans as many chains as needed. Not enough buffers: the frame is
  * dropped and nothing is consumed, so the guest's buffers stay where they are
@@ -216,9 +280,9 @@ unsigned dp_vhost_tx_burst(struct dp *dp, struct dp_port *p, unsigned *nframes) 
  * taken for this frame, and the frame is dropped. Used entries are written
  * beyond used->idx, so abandoning a frame is just not advancing the shadows.
  */
-void dp_vhost_rx(struct dp *dp, struct dp_port *p, const uint8_t *frame, uint32_t len) {
-  struct dp_vring *vr = &p->rings[0];
-  if (!dp_ring_running(vr) || vr->pass_descs >= DP_RING_PASS_DESCS) {
+void dp_vhost_rx(struct dp *dp, struct dp_port *p, const uint8_t *frame, uint32_t len, uint32_t *hash, bool *hashed) {
+  struct dp_vring *vr = rx_queue(p, frame, len, hash, hashed);
+  if (!vr || vr->pass_descs >= DP_RING_PASS_DESCS) {
     p->st.drops_no_buffer++;
     return;
   }
@@ -284,6 +348,7 @@ void dp_vhost_rx(struct dp *dp, struct dp_port *p, const uint8_t *frame, uint32_
   if (nb[1]) *nb[1] = (uint8_t)(nbufs >> 8);
   vr->last_avail = la;
   vr->used_idx = ui;
+  vr->packets++;
   p->st.tx_packets++;
   p->st.tx_bytes += len;
 }

@@ -1,5 +1,5 @@
 /*
- * The worker: polls every running TX ring and tap fd, bridges what it reads,
+ * The worker: polls every running TX ring (every queue pair's) and tap fd, bridges what it reads,
  * and sleeps in epoll when there has been nothing to do for DP_SPIN_NS (at
  * once when it shares its CPU, see cpu_shared; after DP_SPIN_RT_NS when it
  * runs real-time).
@@ -190,9 +190,10 @@ static void tap_out(struct dp *dp, struct dp_port *p, const uint8_t *frame, uint
   if (r < 0 && (errno == EBADFD || errno == ENXIO || errno == ENODEV)) tap_fault(dp, p, errno); /* the device is gone */
 }
 
-static inline void deliver(struct dp *dp, struct dp_port *p, const uint8_t *frame, uint32_t len) {
+/* hash/hashed: the frame's flow hash, computed by the first vhost port with several RX queues that needs it. */
+static inline void deliver(struct dp *dp, struct dp_port *p, const uint8_t *frame, uint32_t len, uint32_t *hash, bool *hashed) {
   if (p->kind == DP_KIND_VHOST)
-    dp_vhost_rx(dp, p, frame, len);
+    dp_vhost_rx(dp, p, frame, len, hash, hashed);
   else
     tap_out(dp, p, frame, len);
 }
@@ -203,17 +204,19 @@ static void forward(struct dp *dp, uint16_t in, const uint8_t *frame, uint32_t l
   ip->st.rx_packets++;
   ip->st.rx_bytes += len;
   const uint8_t *dst = frame, *src = frame + 6;
+  uint32_t hash = 0;
+  bool hashed = false;
   if (!(src[0] & 1)) dp_mac_learn(dp, src, in);
   if (!(dst[0] & 1)) {
     int out = dp_mac_lookup(dp, dst);
     if (out >= 0 && (uint32_t)out < dp->max_ports && dp->ports[out].in_use) {
-      if (out != in) deliver(dp, &dp->ports[out], frame, len);
+      if (out != in) deliver(dp, &dp->ports[out], frame, len, &hash, &hashed);
       return; /* back to where it came from: the segment already has it */
     }
   }
   ip->st.floods++;
   for (uint32_t i = 0; i < dp->max_ports; i++)
-    if (i != in && dp->ports[i].in_use) deliver(dp, &dp->ports[i], frame, len);
+    if (i != in && dp->ports[i].in_use) deliver(dp, &dp->ports[i], frame, len, &hash, &hashed);
 }
 
 static unsigned tap_rx_burst(struct dp *dp, struct dp_port *p, unsigned *nframes) {
@@ -247,12 +250,13 @@ static unsigned pass(struct dp *dp) {
   dp->now_s = (uint32_t)((dp_now_ns() - dp->t0_ns) / 1000000000ull) + 1;
   for (uint32_t i = 0; i < dp->max_ports; i++) {
     struct dp_port *p = &dp->ports[i];
-    if (p->in_use && p->kind == DP_KIND_VHOST) p->rings[0].pass_descs = p->rings[1].pass_descs = 0;
+    if (p->in_use && p->kind == DP_KIND_VHOST)
+      for (uint32_t q = 0; q < p->nrings; q++) p->rings[q].pass_descs = 0;
   }
   if (dp->signal_pending) { /* dpSignalCalls: once, whatever NO_INTERRUPT says */
     dp->signal_pending = false;
     for (uint32_t i = 0; i < dp->max_ports; i++)
-      for (int q = 0; dp->ports[i].in_use && dp->ports[i].kind == DP_KIND_VHOST && q < 2; q++) {
+      for (uint32_t q = 0; dp->ports[i].in_use && dp->ports[i].kind == DP_KIND_VHOST && q < dp->ports[i].nrings; q++) {
         struct dp_vring *vr = &dp->ports[i].rings[q];
         if (vr->signal_once) dp_guest_signal(dp, vr);
         vr->signal_once = false;
@@ -262,11 +266,22 @@ static unsigned pass(struct dp *dp) {
     struct dp_port *p = &dp->ports[i];
     if (!p->in_use || p->down) continue;
     unsigned nf;
-    work += p->kind == DP_KIND_VHOST ? dp_vhost_tx_burst(dp, p, &nf) : tap_rx_burst(dp, p, &nf);
-    for (unsigned f = 0; f < nf; f++) forward(dp, (uint16_t)i, dp->frames[f].data, dp->frames[f].len);
+    if (p->kind == DP_KIND_TAP) {
+      work += tap_rx_burst(dp, p, &nf);
+      for (unsigned f = 0; f < nf; f++) forward(dp, (uint16_t)i, dp->frames[f].data, dp->frames[f].len);
+      continue;
+    }
+    /* Every TX ring, DP_BATCH chains each: the staging slots are reused per ring. */
+    for (uint32_t q = 1; q < p->nrings; q += 2) {
+      work += dp_vhost_tx_burst(dp, p, &p->rings[q], &nf);
+      for (unsigned f = 0; f < nf; f++) forward(dp, (uint16_t)i, dp->frames[f].data, dp->frames[f].len);
+    }
   }
-  for (uint32_t i = 0; i < dp->max_ports; i++)
-    if (dp->ports[i].in_use && dp->ports[i].kind == DP_KIND_VHOST) dp_ring_publish(dp, &dp->ports[i].rings[0]);
+  for (uint32_t i = 0; i < dp->max_ports; i++) {
+    struct dp_port *p = &dp->ports[i];
+    if (p->in_use && p->kind == DP_KIND_VHOST)
+      for (uint32_t q = 0; q < p->nrings; q += 2) dp_ring_publish(dp, &p->rings[q]);
+  }
   dp->passes++;
   return work;
 }
@@ -274,22 +289,25 @@ static unsigned pass(struct dp *dp) {
 static void set_no_notify(struct dp *dp, bool no_notify) {
   for (uint32_t i = 0; i < dp->max_ports; i++) {
     struct dp_port *p = &dp->ports[i];
-    if (p->in_use && p->kind == DP_KIND_VHOST && dp_ring_running(&p->rings[1]))
-      dp_ring_set_no_notify(&p->rings[1], no_notify);
+    if (!p->in_use || p->kind != DP_KIND_VHOST) continue;
+    for (uint32_t q = 1; q < p->nrings; q += 2)
+      if (dp_ring_running(&p->rings[q])) dp_ring_set_no_notify(&p->rings[q], no_notify);
   }
 }
 
 static bool any_pending(struct dp *dp) {
   for (uint32_t i = 0; i < dp->max_ports; i++) {
     struct dp_port *p = &dp->ports[i];
-    if (p->in_use && p->kind == DP_KIND_VHOST && dp_ring_pending(&p->rings[1])) return true;
+    if (!p->in_use || p->kind != DP_KIND_VHOST) continue;
+    for (uint32_t q = 1; q < p->nrings; q += 2)
+      if (dp_ring_pending(&p->rings[q])) return true;
   }
   return false;
 }
 
-/* Events carry their type and port index. */
-static void ep_add(struct dp *dp, int fd, uint32_t type, uint32_t port) {
-  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = ((uint64_t)type << 32) | port};
+/* Events carry their type, ring and port index: type << 32 | ring << 24 | port (ports < 2^24). */
+static void ep_add(struct dp *dp, int fd, uint32_t type, uint32_t port, uint32_t q) {
+  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = ((uint64_t)type << 32) | ((uint64_t)q << 24) | port};
   epoll_ctl(dp->ep_fd, EPOLL_CTL_ADD, fd, &ev); /* a bad fd from TS only costs its wakeups */
 }
 
@@ -301,14 +319,16 @@ static void rebuild_epoll(struct dp *dp) {
   dp->ep_fd = epoll_create1(EPOLL_CLOEXEC);
   dp->ep_gen = dp->gen;
   if (dp->ep_fd < 0) return; /* sleep() then naps DP_SLEEP_MS without fds */
-  ep_add(dp, dp->ctl_fd, EV_CTL, 0);
+  ep_add(dp, dp->ctl_fd, EV_CTL, 0, 0);
   for (uint32_t i = 0; i < dp->max_ports; i++) {
     struct dp_port *p = &dp->ports[i];
     if (!p->in_use || p->down) continue;
-    if (p->kind == DP_KIND_TAP)
-      ep_add(dp, p->tap_fd, EV_TAP, i);
-    else if (dp_ring_running(&p->rings[1]) && p->rings[1].kick_fd >= 0)
-      ep_add(dp, p->rings[1].kick_fd, EV_KICK, i);
+    if (p->kind == DP_KIND_TAP) {
+      ep_add(dp, p->tap_fd, EV_TAP, i, 0);
+      continue;
+    }
+    for (uint32_t q = 1; q < p->nrings; q += 2)
+      if (dp_ring_running(&p->rings[q]) && p->rings[q].kick_fd >= 0) ep_add(dp, p->rings[q].kick_fd, EV_KICK, i, q);
   }
 }
 
@@ -340,15 +360,16 @@ static void sleep_until_work(struct dp *dp) {
    * meanwhile; if it was, the eventfds are drained on the next sleep instead. */
   bool same = dp->ep_gen == dp->gen;
   for (int i = 0; i < n; i++) {
-    uint32_t type = (uint32_t)(evs[i].data.u64 >> 32), idx = (uint32_t)evs[i].data.u64;
+    uint32_t type = (uint32_t)(evs[i].data.u64 >> 32), idx = (uint32_t)evs[i].data.u64 & 0xffffffu;
+    uint32_t q = ((uint32_t)evs[i].data.u64 >> 24) & 0xffu;
     if (type == EV_CTL) {
       dp_drain(dp->ctl_fd);
       continue;
     }
     if (!same || idx >= dp->max_ports || !dp->ports[idx].in_use) continue;
     struct dp_port *p = &dp->ports[idx];
-    if (type == EV_KICK && p->kind == DP_KIND_VHOST)
-      drain_kick(dp, &p->rings[1]);
+    if (type == EV_KICK && p->kind == DP_KIND_VHOST && q < DP_MAX_RINGS && DP_RING_TX(q))
+      drain_kick(dp, &p->rings[q]);
     else if (type == EV_TAP && p->kind == DP_KIND_TAP && (evs[i].events & (EPOLLERR | EPOLLHUP)))
       tap_fault(dp, p, EBADFD); /* a detached tap: EPOLLERR for ever */
   }

@@ -42,7 +42,7 @@ static void probe_release(struct probe *p) {
     struct probe_port *pt = &p->ports[i];
     if (pt->base) munmap(pt->base, pt->size);
     pt->base = NULL;
-    for (int r = 0; r < 2; r++) {
+    for (int r = 0; r < PROBE_MAX_RINGS; r++) {
       free(pt->rings[r].free_ids);
       free(pt->rings[r].outstanding);
       pt->rings[r].free_ids = NULL;
@@ -90,19 +90,23 @@ static bool get_mac(napi_env env, napi_value v, uint8_t out[6]) {
   return true;
 }
 
+static bool queues_ok(int64_t q) { return q >= 1 && q <= PROBE_MAX_QP; }
+
+/* probeMemSize(ringSize, queues) */
 static napi_value n_probe_mem_size(napi_env env, napi_callback_info info) {
-  ZIU_ARGS(env, info, 1);
-  int64_t n;
-  if (!ziu_get_i64(env, argv[0], &n)) return NULL;
-  if (!ring_size_ok(n)) return ziu_errno(env, EINVAL);
-  return ziu_int(env, (int64_t)probe_mem_size((uint32_t)n));
+  ZIU_ARGS(env, info, 2);
+  int64_t n, q;
+  if (!ziu_get_i64(env, argv[0], &n) || !ziu_get_i64(env, argv[1], &q)) return NULL;
+  if (!ring_size_ok(n) || !queues_ok(q)) return ziu_errno(env, EINVAL);
+  return ziu_int(env, (int64_t)probe_mem_size((uint32_t)n, (uint32_t)q));
 }
 
+/* probeCreate(ringSize, queues): every port gets that many queue pairs */
 static napi_value n_probe_create(napi_env env, napi_callback_info info) {
-  ZIU_ARGS(env, info, 1);
-  int64_t n;
-  if (!ziu_get_i64(env, argv[0], &n)) return NULL;
-  if (!ring_size_ok(n)) return ziu_errno(env, EINVAL);
+  ZIU_ARGS(env, info, 2);
+  int64_t n, q;
+  if (!ziu_get_i64(env, argv[0], &n) || !ziu_get_i64(env, argv[1], &q)) return NULL;
+  if (!ring_size_ok(n) || !queues_ok(q)) return ziu_errno(env, EINVAL);
   struct probe *p = calloc(1, sizeof(*p));
   if (!p) return ziu_errno(env, ENOMEM);
   p->seq_window = calloc(SEQ_WINDOW / 64, sizeof(uint64_t));
@@ -116,6 +120,7 @@ static napi_value n_probe_create(napi_env env, napi_callback_info info) {
   }
   p->magic = PROBE_STRUCT_MAGIC;
   p->ring_size = (uint32_t)n;
+  p->nq = (uint32_t)q;
   p->start_ns = probe_now_ns();
   napi_value ext;
   if (napi_create_external(env, p, probe_finalize, NULL, &ext) != napi_ok) {
@@ -127,31 +132,50 @@ static napi_value n_probe_create(napi_env env, napi_callback_info info) {
 }
 
 
-/* probeAddPort(h, memFd, memSize, kick0, kick1, call0, call1) -> layout | -errno */
+/* An array of exactly n fds; false with a TypeError thrown. */
+static bool get_fds(napi_env env, napi_value v, uint32_t n, int32_t *out) {
+  bool is = false;
+  uint32_t len = 0;
+  napi_is_array(env, v, &is);
+  if (is) napi_get_array_length(env, v, &len);
+  if (!is || len != n) {
+    napi_throw_type_error(env, NULL, "ziu native: expected an array of one fd per ring");
+    return false;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value e;
+    napi_get_element(env, v, i, &e);
+    if (!ziu_get_i32(env, e, &out[i])) return false;
+  }
+  return true;
+}
+
+/* probeAddPort(h, memFd, memSize, kicks, calls) -> layout | -errno; kicks and calls: one eventfd per ring (2 * queues) */
 static napi_value n_probe_add_port(napi_env env, napi_callback_info info) {
-  ZIU_ARGS(env, info, 7);
+  ZIU_ARGS(env, info, 5);
   struct probe *p = get_probe(env, argv[0]);
   if (!p) return NULL;
-  int32_t fd, kick[2], call[2];
+  int32_t fd, kick[PROBE_MAX_RINGS], call[PROBE_MAX_RINGS];
   int64_t size;
-  if (!ziu_get_i32(env, argv[1], &fd) || !ziu_get_i64(env, argv[2], &size) || !ziu_get_i32(env, argv[3], &kick[0]) ||
-      !ziu_get_i32(env, argv[4], &kick[1]) || !ziu_get_i32(env, argv[5], &call[0]) || !ziu_get_i32(env, argv[6], &call[1]))
+  const uint32_t nr = 2 * p->nq;
+  if (!ziu_get_i32(env, argv[1], &fd) || !ziu_get_i64(env, argv[2], &size) || !get_fds(env, argv[3], nr, kick) ||
+      !get_fds(env, argv[4], nr, call))
     return NULL;
   if (p->destroyed) return ziu_errno(env, EBADF);
   if (p->tx_started || p->rx_started) return ziu_errno(env, EBUSY);
   if (p->nports >= PROBE_MAX_PORTS) return ziu_errno(env, ENOSPC);
-  if (size < (int64_t)probe_mem_size(p->ring_size)) return ziu_errno(env, EINVAL);
+  if (size < (int64_t)probe_mem_size(p->ring_size, p->nq)) return ziu_errno(env, EINVAL);
   struct stat sb;
   if (fstat(fd, &sb) < 0) return ziu_errno(env, errno);
   if (sb.st_size < size) return ziu_errno(env, EINVAL);
 
   struct probe_port *pt = &p->ports[p->nports];
   memset(pt, 0, sizeof(*pt));
-  for (int r = 0; r < 2; r++) {
+  for (uint32_t r = 0; r < nr; r++) {
     pt->rings[r].free_ids = calloc(p->ring_size, sizeof(uint16_t));
     pt->rings[r].outstanding = calloc(p->ring_size, 1);
     if (!pt->rings[r].free_ids || !pt->rings[r].outstanding) {
-      for (int k = 0; k < 2; k++) {
+      for (uint32_t k = 0; k < nr; k++) {
         free(pt->rings[k].free_ids);
         free(pt->rings[k].outstanding);
       }
@@ -162,14 +186,14 @@ static napi_value n_probe_add_port(napi_env env, napi_callback_info info) {
   void *base = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
   if (base == MAP_FAILED) {
     int err = errno;
-    for (int k = 0; k < 2; k++) {
+    for (uint32_t k = 0; k < nr; k++) {
       free(pt->rings[k].free_ids);
       free(pt->rings[k].outstanding);
     }
     memset(pt, 0, sizeof(*pt));
     return ziu_errno(env, err);
   }
-  probe_port_init(pt, p->ring_size, base, (size_t)size, kick, call);
+  probe_port_init(pt, p->ring_size, p->nq, base, (size_t)size, kick, call);
   int index = p->nports++;
 
   napi_value out, rings;
@@ -177,8 +201,8 @@ static napi_value n_probe_add_port(napi_env env, napi_callback_info info) {
   ziu_set_prop(env, out, "port", ziu_int(env, index));
   ziu_set_prop(env, out, "base", ziu_bigint_u64(env, (uint64_t)(uintptr_t)base));
   ziu_set_prop(env, out, "size", ziu_int(env, size));
-  napi_create_array_with_length(env, 2, &rings);
-  for (uint32_t r = 0; r < 2; r++) {
+  napi_create_array_with_length(env, nr, &rings);
+  for (uint32_t r = 0; r < nr; r++) {
     struct probe_ring *ring = &pt->rings[r];
     napi_value o;
     napi_create_object(env, &o);
@@ -337,16 +361,22 @@ static napi_value n_probe_stats(napi_env env, napi_callback_info info) {
   SET("rxCpuNs", thread_cpu(p->rx_started, p->rx_thread, &s->rx_cpu_ns));
   /* frames we published on a TX ring that the device has not consumed yet */
   uint64_t pending = 0;
-  for (int i = 0; i < p->nports && !p->destroyed; i++) {
-    struct probe_ring *r = &p->ports[i].rings[1];
-    uint16_t avail = __atomic_load_n(&r->avail->idx, __ATOMIC_ACQUIRE);
-    uint16_t used = __atomic_load_n(&r->used->idx, __ATOMIC_ACQUIRE);
-    pending += (uint16_t)(avail - used);
-  }
+  for (int i = 0; i < p->nports && !p->destroyed; i++)
+    for (uint32_t k = 0; k < p->nq; k++) {
+      struct probe_ring *r = &p->ports[i].rings[2 * k + 1];
+      uint16_t avail = __atomic_load_n(&r->avail->idx, __ATOMIC_ACQUIRE);
+      uint16_t used = __atomic_load_n(&r->used->idx, __ATOMIC_ACQUIRE);
+      pending += (uint16_t)(avail - used);
+    }
   SET("txPending", pending);
   SET("txTid", p->tx_started ? p->tx_tid : 0);
   SET("rxTid", p->rx_started ? p->rx_tid : 0);
   SET("latencyMaxAtNs", ld64(&s->lat_max_at_ns));
+  SET("reorderedInQueue", ld64(&s->reordered_in_queue));
+  napi_value rxq;
+  napi_create_array_with_length(env, p->nq, &rxq);
+  for (uint32_t k = 0; k < p->nq; k++) napi_set_element(env, rxq, k, ziu_int(env, (int64_t)ld64(&s->rx_queue[k])));
+  ziu_set_prop(env, out, "rxQueues", rxq);
 
   uint64_t count = ld64(&s->lat_count), lcount = ld64(&s->late_count);
   napi_value lat = hist_stats(env, s->hist, count, ld64(&s->lat_max), ld64(&s->lat_sum));
@@ -379,7 +409,7 @@ static napi_value n_probe_ring_state(napi_env env, napi_callback_info info) {
   int32_t port, ring;
   if (!ziu_get_i32(env, argv[1], &port) || !ziu_get_i32(env, argv[2], &ring)) return NULL;
   if (p->destroyed) return ziu_errno(env, EBADF);
-  if (port < 0 || port >= p->nports || ring < 0 || ring > 1) return ziu_errno(env, EINVAL);
+  if (port < 0 || port >= p->nports || ring < 0 || (uint32_t)ring >= 2 * p->nq) return ziu_errno(env, EINVAL);
   struct probe_ring *r = &p->ports[port].rings[ring];
   napi_value out;
   napi_create_object(env, &out);
@@ -398,6 +428,7 @@ napi_value ziu_init_probe(napi_env env, napi_value exports) {
   ziu_register_const(env, exports, "PROBE_NET_HDR", PROBE_NET_HDR);
   ziu_register_const(env, exports, "PROBE_BUF_SIZE", PROBE_BUF_SIZE);
   ziu_register_const(env, exports, "PROBE_MAX_FRAME", PROBE_MAX_FRAME);
+  ziu_register_const(env, exports, "PROBE_MAX_QP", PROBE_MAX_QP);
   ziu_register(env, exports, "probeMemSize", n_probe_mem_size);
   ziu_register(env, exports, "probeCreate", n_probe_create);
   ziu_register(env, exports, "probeAddPort", n_probe_add_port);

@@ -4,7 +4,8 @@
  *
  * One probe has one or two ports; a port is one vhost-user device: a memfd
  * mapped here (guest memory; gpa = userspace_addr = our address, as DPDK's
- * virtio-user does), ring 0 = RX (the device writes to us), ring 1 = TX.
+ * virtio-user does), with 1..PROBE_MAX_QP queue pairs in virtio-net
+ * numbering: ring 2k = RX of pair k (the device writes to us), 2k+1 = TX.
  * The fds (memfd, kick and call eventfds) belong to TypeScript; C borrows them
  * and must be destroyed before they are closed.
  */
@@ -18,6 +19,8 @@
 #include "virtq.h"
 
 #define PROBE_MAX_PORTS 2
+#define PROBE_MAX_QP 8
+#define PROBE_MAX_RINGS (2 * PROBE_MAX_QP)
 /* Every buffer holds virtio_net_hdr (12 bytes with VERSION_1) + a jumbo frame. */
 #define PROBE_BUF_SIZE 10240u
 #define PROBE_NET_HDR 12u
@@ -52,7 +55,7 @@ struct probe_ring {
 struct probe_port {
   uint8_t *base;
   size_t size;
-  struct probe_ring rings[2];
+  struct probe_ring rings[PROBE_MAX_RINGS]; /* 2 * probe.nq of them used */
 };
 
 /* Counters: one writer thread each, read at any time with relaxed loads. */
@@ -69,6 +72,11 @@ struct probe_stats {
   uint64_t late_count, late_max_ns, late_max_at_ns, late_sum;
   uint64_t max_gap_ns, max_gap_at_ns, first_rx_ns, last_rx_ns, next_seq;
   uint64_t tx_cpu_ns, rx_cpu_ns; /* final values, written when a thread exits */
+  /* Per RX queue pair (summed over ports): frames of our stream received
+   * there, and those older than the last one received on that queue. A
+   * stream spread over several queues is reordered across them by design;
+   * within one queue (one flow) it must not be. */
+  uint64_t rx_queue[PROBE_MAX_QP], reordered_in_queue;
   uint64_t hist[HIST_BUCKETS];
   uint64_t late_hist[HIST_BUCKETS];
 };
@@ -92,6 +100,7 @@ struct probe {
   uint32_t magic;
   bool destroyed;
   uint32_t ring_size;
+  uint32_t nq; /* queue pairs per port */
   int nports;
   struct probe_port ports[PROBE_MAX_PORTS];
   int wake_fd; /* eventfd: wakes the RX thread to stop */
@@ -109,6 +118,7 @@ struct probe {
   int rx_stop;
   struct probe_rx_cfg rx;
   uint64_t *seq_window; /* SEQ_WINDOW bits */
+  uint64_t rx_last_seq[PROBE_MAX_QP]; /* 1 + the last sequence number received on each RX queue; 0 none */
 
   struct probe_stats st;
 };
@@ -121,10 +131,10 @@ static inline void add64(uint64_t *p, uint64_t n) { __atomic_store_n(p, *p + n, 
 static inline void st64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
 
 uint64_t probe_now_ns(void);
-size_t probe_mem_size(uint32_t ring_size);
-/* lays out and initialises one port's rings in its mapped memory */
-void probe_port_init(struct probe_port *pt, uint32_t ring_size, uint8_t *base, size_t size, const int kick[2],
-                     const int call[2]);
+size_t probe_mem_size(uint32_t ring_size, uint32_t nq);
+/* lays out and initialises one port's 2 * nq rings in its mapped memory */
+void probe_port_init(struct probe_port *pt, uint32_t ring_size, uint32_t nq, uint8_t *base, size_t size, const int *kick,
+                     const int *call);
 void *probe_tx_main(void *arg);
 void *probe_rx_main(void *arg);
 uint64_t probe_hist_percentile(const uint64_t *hist, uint64_t count, uint64_t max, double q);

@@ -44,7 +44,7 @@ static uint64_t thread_cpu_ns(void) {
 
 static inline uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) & ~(a - 1); }
 
-/* Two rings (descriptor table 16-aligned, avail and used on their own cache
+/* 2 * nq rings (descriptor table 16-aligned, avail and used on their own cache
  * lines), then each ring's buffers; the whole rounded to 2 MiB (hugepage size). */
 static uint64_t layout(struct probe_ring *r, uint32_t n, uint64_t off) {
   r->num = n;
@@ -57,21 +57,21 @@ static uint64_t layout(struct probe_ring *r, uint32_t n, uint64_t off) {
   return align_up(off, 4096);
 }
 
-size_t probe_mem_size(uint32_t n) {
-  struct probe_ring r[2];
-  uint64_t off = layout(&r[0], n, 0);
-  off = layout(&r[1], n, off);
-  off += 2ull * n * PROBE_BUF_SIZE;
+size_t probe_mem_size(uint32_t n, uint32_t nq) {
+  struct probe_ring r;
+  uint64_t off = 0;
+  for (uint32_t i = 0; i < 2 * nq; i++) off = layout(&r, n, off);
+  off += 2ull * nq * n * PROBE_BUF_SIZE;
   return (size_t)align_up(off, 2u << 20);
 }
 
-void probe_port_init(struct probe_port *pt, uint32_t n, uint8_t *base, size_t size, const int kick[2],
-                     const int call[2]) {
+void probe_port_init(struct probe_port *pt, uint32_t n, uint32_t nq, uint8_t *base, size_t size, const int *kick,
+                     const int *call) {
   pt->base = base;
   pt->size = size;
-  uint64_t off = layout(&pt->rings[0], n, 0);
-  off = layout(&pt->rings[1], n, off);
-  for (int i = 0; i < 2; i++) {
+  uint64_t off = 0;
+  for (uint32_t i = 0; i < 2 * nq; i++) off = layout(&pt->rings[i], n, off);
+  for (uint32_t i = 0; i < 2 * nq; i++) {
     struct probe_ring *r = &pt->rings[i];
     r->bufs_off = off;
     off += (uint64_t)n * PROBE_BUF_SIZE;
@@ -88,22 +88,24 @@ void probe_port_init(struct probe_port *pt, uint32_t n, uint8_t *base, size_t si
     memset(r->outstanding, 0, n);
     for (uint32_t id = 0; id < n; id++) r->desc[id].addr = (uint64_t)(uintptr_t)(r->bufs + (size_t)id * PROBE_BUF_SIZE);
   }
-  /* RX: every buffer posted, device-writable. */
-  struct probe_ring *rx = &pt->rings[0];
-  for (uint32_t id = 0; id < n; id++) {
-    rx->desc[id].len = PROBE_BUF_SIZE;
-    rx->desc[id].flags = VRING_DESC_F_WRITE;
-    rx->avail->ring[id] = (uint16_t)id;
-    rx->outstanding[id] = 1;
+  for (uint32_t k = 0; k < nq; k++) {
+    /* RX: every buffer posted, device-writable. */
+    struct probe_ring *rx = &pt->rings[2 * k];
+    for (uint32_t id = 0; id < n; id++) {
+      rx->desc[id].len = PROBE_BUF_SIZE;
+      rx->desc[id].flags = VRING_DESC_F_WRITE;
+      rx->avail->ring[id] = (uint16_t)id;
+      rx->outstanding[id] = 1;
+    }
+    rx->avail_idx = (uint16_t)n;
+    __atomic_store_n(&rx->avail->idx, rx->avail_idx, __ATOMIC_RELEASE);
+    /* TX: all descriptors free; completions are polled, never signalled. */
+    struct probe_ring *tx = &pt->rings[2 * k + 1];
+    tx->avail_idx = 0;
+    tx->nfree = n;
+    for (uint32_t i = 0; i < n; i++) tx->free_ids[i] = (uint16_t)(n - 1 - i);
+    tx->avail->flags = VRING_AVAIL_F_NO_INTERRUPT;
   }
-  rx->avail_idx = (uint16_t)n;
-  __atomic_store_n(&rx->avail->idx, rx->avail_idx, __ATOMIC_RELEASE);
-  /* TX: all descriptors free; completions are polled, never signalled. */
-  struct probe_ring *tx = &pt->rings[1];
-  tx->avail_idx = 0;
-  tx->nfree = n;
-  for (uint32_t i = 0; i < n; i++) tx->free_ids[i] = (uint16_t)(n - 1 - i);
-  tx->avail->flags = VRING_AVAIL_F_NO_INTERRUPT;
 }
 
 static void kick(struct probe_ring *r, uint64_t *counter) {
@@ -159,14 +161,18 @@ static inline uint64_t deadline_of(uint64_t start, uint64_t i, uint64_t rate) {
 void *probe_tx_main(void *arg) {
   struct probe *p = arg;
   struct probe_tx_cfg *c = &p->tx;
-  struct probe_ring *r = &p->ports[c->port].rings[1];
+  struct probe_port *pt = &p->ports[c->port];
+  const uint32_t nq = p->nq;
   struct probe_stats *st = &p->st;
   /* the default 50 us timer slack would blur a schedule of sub-ms gaps */
   prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
   __atomic_store_n(&p->tx_tid, (int)syscall(SYS_gettid), __ATOMIC_RELEASE);
 
   /* Every TX buffer gets the header and the constant part of the frame once;
-   * per frame only the sequence number and timestamp are written. */
+   * per frame only the sequence number and timestamp are written. Frames
+   * go round-robin over the TX queues; queue k sends from the port's MAC
+   * with k XORed into its last byte, so the switch sees one flow per queue
+   * (its flow hash takes the MACs) and keeps each on one RX queue. */
   uint8_t tmpl[PROBE_NET_HDR + 64];
   memset(tmpl, 0, sizeof(tmpl));
   uint8_t *eth = tmpl + PROBE_NET_HDR;
@@ -177,10 +183,14 @@ void *probe_tx_main(void *arg) {
   uint32_t magic = htonl(PROBE_MAGIC);
   memcpy(eth + 14, &magic, 4);
   memcpy(eth + 18, &c->stream, 4);
-  for (uint32_t id = 0; id < r->num; id++) {
-    uint8_t *b = r->bufs + (size_t)id * PROBE_BUF_SIZE;
-    memset(b, 0, PROBE_NET_HDR + c->size);
-    memcpy(b, tmpl, PROBE_NET_HDR + PROBE_FRAME_MIN_BYTES);
+  for (uint32_t k = 0; k < nq; k++) {
+    struct probe_ring *r = &pt->rings[2 * k + 1];
+    eth[11] = (uint8_t)(c->src[5] ^ k);
+    for (uint32_t id = 0; id < r->num; id++) {
+      uint8_t *b = r->bufs + (size_t)id * PROBE_BUF_SIZE;
+      memset(b, 0, PROBE_NET_HDR + c->size);
+      memcpy(b, tmpl, PROBE_NET_HDR + PROBE_FRAME_MIN_BYTES);
+    }
   }
 
   const uint64_t start = probe_now_ns();
@@ -188,6 +198,7 @@ void *probe_tx_main(void *arg) {
   const uint64_t early = batch ? BATCH_EARLY_NS : EARLY_NS;
   const uint32_t len = PROBE_NET_HDR + c->size;
   uint64_t i = 0, seq = 0;
+  uint32_t k = 0; /* the TX queue of the next frame */
   while (!__atomic_load_n(&p->tx_stop, __ATOMIC_ACQUIRE)) {
     uint64_t stall = __atomic_exchange_n(&p->tx_stall_ns, 0, __ATOMIC_ACQ_REL);
     if (stall) sleep_until(probe_now_ns() + stall);
@@ -201,9 +212,11 @@ void *probe_tx_main(void *arg) {
       sleep_until(now + (wait > MAX_SLEEP_NS ? MAX_SLEEP_NS : wait));
       continue;
     }
-    tx_reclaim(r, &st->tx_bad_used);
+    for (uint32_t q = 0; q < nq; q++) tx_reclaim(&pt->rings[2 * q + 1], &st->tx_bad_used);
     unsigned burst = 0;
+    uint32_t touched = 0; /* TX queues posted to in this burst: a bit each */
     while (next <= now + early && burst < TX_BURST) {
+      struct probe_ring *r = &pt->rings[2 * k + 1];
       if (r->nfree == 0) {
         add64(&st->tx_ring_full, 1); /* this slot of the schedule is skipped, not queued */
       } else {
@@ -222,19 +235,23 @@ void *probe_tx_main(void *arg) {
         add64(&st->late_count, 1);
         tx_post(r, id, len);
         __atomic_store_n(&r->avail->idx, r->avail_idx, __ATOMIC_RELEASE);
+        touched |= 1u << k;
         seq++;
         burst++;
       }
       i++;
       next = deadline_of(start, i, c->rate);
-      if (r->nfree == 0) break;
+      bool full = r->nfree == 0;
+      k = k + 1 == nq ? 0 : k + 1;
+      if (full && nq == 1) break;
     }
     if (burst > 0) {
       add64(&st->sent, burst);
-      kick(r, &st->tx_kicks);
+      for (uint32_t q = 0; q < nq; q++)
+        if (touched & (1u << q)) kick(&pt->rings[2 * q + 1], &st->tx_kicks);
     }
   }
-  tx_reclaim(r, &st->tx_bad_used);
+  for (uint32_t q = 0; q < nq; q++) tx_reclaim(&pt->rings[2 * q + 1], &st->tx_bad_used);
   st64(&st->tx_cpu_ns, thread_cpu_ns());
   return NULL;
 }
@@ -277,11 +294,14 @@ static inline void win_clear(uint64_t *w, uint64_t seq) {
   w[bit >> 6] &= ~(1ull << (bit & 63));
 }
 
-static void track(struct probe *p, const uint8_t *f, uint64_t now) {
+static void track(struct probe *p, const uint8_t *f, uint64_t now, uint32_t rxq) {
   struct probe_stats *st = &p->st;
   uint64_t seq, ts;
   memcpy(&seq, f + 22, 8);
   memcpy(&ts, f + 30, 8);
+  add64(&st->rx_queue[rxq], 1);
+  if (p->rx_last_seq[rxq] > seq + 1) add64(&st->reordered_in_queue, 1);
+  p->rx_last_seq[rxq] = seq + 1;
 
   uint64_t last = st->last_rx_ns;
   if (last == 0) {
@@ -408,10 +428,11 @@ static uint32_t echo_reply(const struct probe_rx_cfg *c, const uint8_t *f, uint3
   return n;
 }
 
-static void handle_frame(struct probe *p, struct probe_port *pt, const uint8_t *f, uint32_t len, uint64_t now) {
+/* rxq: the queue pair it came in on; an echo answers on that pair's TX ring. */
+static void handle_frame(struct probe *p, struct probe_port *pt, uint32_t rxq, const uint8_t *f, uint32_t len, uint64_t now) {
   struct probe_stats *st = &p->st;
   if (p->rx.echo) {
-    struct probe_ring *tx = &pt->rings[1];
+    struct probe_ring *tx = &pt->rings[2 * rxq + 1];
     tx_reclaim(tx, &st->tx_bad_used);
     if (tx->nfree == 0) {
       add64(&st->echo_ring_full, 1);
@@ -447,12 +468,12 @@ static void handle_frame(struct probe *p, struct probe_port *pt, const uint8_t *
     add64(&st->foreign, 1);
     return;
   }
-  track(p, f, now);
+  track(p, f, now, rxq);
 }
 
-/* Take every used RX entry of one port, handle it, and post the buffer again. */
-static unsigned rx_port(struct probe *p, struct probe_port *pt) {
-  struct probe_ring *r = &pt->rings[0];
+/* Take every used entry of one RX queue, handle it, and post the buffer again. */
+static unsigned rx_queue(struct probe *p, struct probe_port *pt, uint32_t k) {
+  struct probe_ring *r = &pt->rings[2 * k];
   struct probe_stats *st = &p->st;
   uint16_t used_idx = __atomic_load_n(&r->used->idx, __ATOMIC_ACQUIRE);
   unsigned n = 0;
@@ -467,7 +488,7 @@ static unsigned rx_port(struct probe *p, struct probe_port *pt) {
     if (n == 0) now = probe_now_ns();
     n++;
     if (e.len >= PROBE_NET_HDR + 14 && e.len <= PROBE_BUF_SIZE) {
-      handle_frame(p, pt, r->bufs + (size_t)e.id * PROBE_BUF_SIZE + PROBE_NET_HDR, e.len - PROBE_NET_HDR, now);
+      handle_frame(p, pt, k, r->bufs + (size_t)e.id * PROBE_BUF_SIZE + PROBE_NET_HDR, e.len - PROBE_NET_HDR, now);
     } else {
       add64(&st->unknown, 1);
     }
@@ -481,18 +502,26 @@ static unsigned rx_port(struct probe *p, struct probe_port *pt) {
   return n;
 }
 
+static unsigned rx_port(struct probe *p, struct probe_port *pt) {
+  unsigned n = 0;
+  for (uint32_t k = 0; k < p->nq; k++) n += rx_queue(p, pt, k);
+  return n;
+}
+
 static void set_rx_interrupts(struct probe *p, bool on) {
-  for (int i = 0; i < p->nports; i++) {
-    struct vring_avail *a = p->ports[i].rings[0].avail;
-    __atomic_store_n(&a->flags, on ? 0 : VRING_AVAIL_F_NO_INTERRUPT, __ATOMIC_RELEASE);
-  }
+  for (int i = 0; i < p->nports; i++)
+    for (uint32_t k = 0; k < p->nq; k++) {
+      struct vring_avail *a = p->ports[i].rings[2 * k].avail;
+      __atomic_store_n(&a->flags, on ? 0 : VRING_AVAIL_F_NO_INTERRUPT, __ATOMIC_RELEASE);
+    }
 }
 
 static bool rx_pending(struct probe *p) {
-  for (int i = 0; i < p->nports; i++) {
-    struct probe_ring *r = &p->ports[i].rings[0];
-    if (__atomic_load_n(&r->used->idx, __ATOMIC_ACQUIRE) != r->last_used) return true;
-  }
+  for (int i = 0; i < p->nports; i++)
+    for (uint32_t k = 0; k < p->nq; k++) {
+      struct probe_ring *r = &p->ports[i].rings[2 * k];
+      if (__atomic_load_n(&r->used->idx, __ATOMIC_ACQUIRE) != r->last_used) return true;
+    }
   return false;
 }
 
@@ -505,9 +534,10 @@ static void drain_eventfd(int fd) {
 void *probe_rx_main(void *arg) {
   struct probe *p = arg;
   struct probe_stats *st = &p->st;
-  struct pollfd pfd[PROBE_MAX_PORTS + 1];
+  struct pollfd pfd[PROBE_MAX_PORTS * PROBE_MAX_QP + 1];
   int npfd = 0;
-  for (int i = 0; i < p->nports; i++) pfd[npfd++] = (struct pollfd){.fd = p->ports[i].rings[0].call_fd, .events = POLLIN};
+  for (int i = 0; i < p->nports; i++)
+    for (uint32_t k = 0; k < p->nq; k++) pfd[npfd++] = (struct pollfd){.fd = p->ports[i].rings[2 * k].call_fd, .events = POLLIN};
   pfd[npfd++] = (struct pollfd){.fd = p->wake_fd, .events = POLLIN};
   __atomic_store_n(&p->rx_tid, (int)syscall(SYS_gettid), __ATOMIC_RELEASE);
 

@@ -3,7 +3,7 @@ import { EXIT, UsageError } from '../errors.js';
 import { startEcho, startIdle, startProbe, type EchoReport, type ProbeReport } from '../probe/index.js';
 import { parseIpv4, parseMac } from '../probe/addr.js';
 import { checkInteger, checkTimeoutMs, parseNumber } from '../options.js';
-import { checkDurationS, checkProbeSocket, checkRingSize, DEFAULTS, LIMITS } from '../probe/options.js';
+import { checkDurationS, checkProbeSocket, checkQueues, checkRingSize, DEFAULTS, LIMITS } from '../probe/options.js';
 import { output } from './output.js';
 import type { Run } from './main.js';
 import { describePlacement, NO_PLACEMENT, parseCpuList, parsePriority, type Placement } from '../sched/placement.js';
@@ -20,6 +20,7 @@ interface ProbeCliOpts {
   mac?: string;
   server?: boolean;
   ringSize?: string;
+  queues?: string;
   connectTimeout?: string;
   json?: boolean;
   cpus?: string;
@@ -47,6 +48,7 @@ export function probeCommand(program: Command, run: Run): void {
     .option('--mac <mac>', 'with --echo: our MAC address (default: random, locally administered)')
     .option('--idle <sockets...>', 'idle guests: a device with started rings on each socket, no traffic (a node\'s idle VMs)')
     .option('--server', 'listen on the socket paths and let the back-end connect (survives back-end restarts)')
+    .option('--queues <n>', `queue pairs per port, ${LIMITS.queues.min}..${LIMITS.queues.max}, as QEMU's queues=N: frames spread over the TX queues, received on every RX queue (default 1)`)
     .option('--ring-size <n>', `descriptors per ring, a power of two in ${LIMITS.ringSize.min}..${LIMITS.ringSize.max} (default ${DEFAULTS.ringSize})`)
     .option('--connect-timeout <s>', `seconds to wait for the back-end (default ${DEFAULTS.connectTimeoutMs / 1000})`)
     .option('--cpus <list>', "CPUs for the probe's TX and RX threads (the VM's vCPUs), e.g. 0 or 0-1 (default: any)")
@@ -69,12 +71,13 @@ export function probeCommand(program: Command, run: Run): void {
         opts.connectTimeout === undefined
           ? DEFAULTS.connectTimeoutMs
           : checkTimeoutMs(parseNumber(opts.connectTimeout, '--connect-timeout', false), '--connect-timeout') * 1000;
+      const queues = opts.queues === undefined ? 1 : checkQueues(parseNumber(opts.queues, '--queues', true), '--queues');
       const durationS = opts.duration === undefined ? undefined : checkDurationS(parseNumber(opts.duration, '--duration', false), '--duration');
       if (opts.idle !== undefined) {
         for (const o of ['tx', 'rx', 'rate', 'size', 'echo', 'ip', 'mac'] as const) {
           if (opts[o] !== undefined) throw new UsageError(`--idle guests send nothing and answer nothing: drop --${o}`);
         }
-        const idle = await startIdle({ sockets: opts.idle, server: !!opts.server, ringSize, connectTimeoutMs });
+        const idle = await startIdle({ sockets: opts.idle, server: !!opts.server, ringSize, queues, connectTimeoutMs });
         await untilStopped(durationS);
         const report = idle.stop();
         output(!!opts.json).result(report, () => [`${report.ports} idle guests: ${report.connected} connected at the end, ${report.reconnects} reconnects, ${report.disconnects} disconnects`]);
@@ -89,7 +92,7 @@ export function probeCommand(program: Command, run: Run): void {
         parseIpv4(opts.ip, '--ip');
         if (opts.mac !== undefined) parseMac(opts.mac, '--mac');
         if (placement !== NO_PLACEMENT && (placement.cpus !== null || placement.priority !== null)) throw new UsageError('--cpus and --rt-priority place the measuring threads: not with --echo');
-        const report = await runEcho({ socket: opts.echo, ip: opts.ip, mac: opts.mac, server: !!opts.server, ringSize, connectTimeoutMs }, durationS);
+        const report = await runEcho({ socket: opts.echo, ip: opts.ip, mac: opts.mac, server: !!opts.server, ringSize, queues, connectTimeoutMs }, durationS);
         output(!!opts.json).result(report, () => echoSummary(report));
         return;
       }
@@ -103,7 +106,7 @@ export function probeCommand(program: Command, run: Run): void {
       checkProbeSocket(opts.rx, '--rx');
       const rate = opts.rate === undefined ? DEFAULT_RATE : checkInteger(parseNumber(opts.rate, '--rate', true), LIMITS.rate.min, LIMITS.rate.max, '--rate', ' frames per second');
       const size = opts.size === undefined ? DEFAULT_SIZE : checkInteger(parseNumber(opts.size, '--size', true), LIMITS.size.min, LIMITS.size.max, '--size', ' bytes');
-      const probe = await startProbe({ tx: opts.tx, rx: opts.rx, rate, size, server: !!opts.server, ringSize, connectTimeoutMs, placement });
+      const probe = await startProbe({ tx: opts.tx, rx: opts.rx, rate, size, server: !!opts.server, ringSize, queues, connectTimeoutMs, placement });
       await untilStopped(durationS ?? DEFAULT_DURATION_S);
       const report = await probe.stop();
       output(!!opts.json).result(report, () => probeSummary(report));
@@ -140,6 +143,7 @@ function probeSummary(r: ProbeReport): string[] {
     `largest gap ${(r.maxGapUs / 1000).toFixed(3)} ms at ${r.maxGapAtMs} ms`,
     `latency (in the switch) p50 ${r.latencyUs.p50} us  p99 ${r.latencyUs.p99} us  max ${r.latencyUs.max} us at ${r.maxLatencyAtMs} ms`,
     `sender lateness (the VM's own) p50 ${r.latenessUs.p50} us  p99 ${r.latenessUs.p99} us  max ${r.latenessUs.max} us at ${r.maxLatenessAtMs} ms`,
+    ...(r.queues ? [`${r.queues.count} queue pairs: received per RX queue ${r.queues.rxFrames.join(' / ')}  reordered within a queue ${r.queues.reorderedInQueue}`] : []),
     `${r.rate} pps x ${r.size} bytes for ${r.durationS} s (${r.cores} cores)${r.placement ? `, threads on ${describePlacement(r.placement.tx)}${r.placement.fallback ? ` (${r.placement.fallback})` : ''}` : ''}`,
     ...(r.clean ? [] : [`NOT CLEAN: ${r.lost} lost, ${r.duplicated} duplicated, ${r.notSent} not sent`]),
   ];

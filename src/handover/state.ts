@@ -14,8 +14,12 @@ import { hex, Reader } from './reader.js';
 
 export const HANDOVER_PROTOCOL = 1;
 
+/** Queue pairs a device state may carry: rings 0 .. 2 * MAX_QUEUE_PAIRS - 1. */
+export const MAX_QUEUE_PAIRS = 8;
+
 export interface RingExport {
-  q: 0 | 1;
+  /** virtio-net numbering: 2k = RX of queue pair k, 2k+1 = TX of pair k */
+  q: number;
   num: number | null;
   addr: { desc: bigint; avail: bigint; used: bigint } | null;
   /** last_avail_idx as the old instance last knew it (the taker resyncs from used->idx) */
@@ -44,6 +48,7 @@ export interface VhostExport {
   status: number;
   mtu: number | null;
   regions: Array<{ gpa: bigint; size: bigint; uaddr: bigint; offset: bigint }>;
+  /** rings 0 .. 2n-1 for n queue pairs (1..MAX_QUEUE_PAIRS), in order */
   rings: RingExport[];
   /** bytes of a vhost-user message received but not yet complete (base64), and how many fds came with them */
   pending: { data: string; fds: number } | null;
@@ -163,9 +168,9 @@ function decodeV1(r: Reader): StateExport {
         mtu: d.nullable('mtu') ? null : d.num('mtu'),
         regions: d.list('regions').map((g) => ({ gpa: g.big('gpa'), size: g.big('size'), uaddr: g.big('uaddr'), offset: g.big('offset') })),
         rings: ringsOf(
-          d,
+          `${d.where}.rings: must be rings 0, 1, ...`,
           d.list('rings').map((q) => ({
-            q: q.oneOf('q', [0, 1] as const),
+            q: q.num('q'),
             num: q.nullable('num') ? null : q.num('num'),
             addr: q.nullable('desc') ? null : { desc: q.big('desc'), avail: q.big('avail'), used: q.big('used') },
             base: q.num('base'),
@@ -182,10 +187,17 @@ function decodeV1(r: Reader): StateExport {
   };
 }
 
-// ---- format 2: devices keyed by name, split by kind; queues named rx/tx;
-// negotiation and memory grouped; addresses as [desc, avail, used] ----
+// ---- format 2: devices keyed by name, split by kind; queues named rx/tx
+// (pair 0) and rx<k>/tx<k> (pair k > 0); negotiation and memory grouped;
+// addresses as [desc, avail, used] ----
 
-const QUEUE_NAMES = ['rx', 'tx'] as const;
+/** Ring q's name in format 2: a single-queue device's rings keep the names they had before multi-queue. */
+function queueName(q: number): string {
+  const pair = q >> 1;
+  return `${q & 1 ? 'tx' : 'rx'}${pair === 0 ? '' : pair}`;
+}
+
+const QUEUE_NAME = /^(rx|tx)([1-9][0-9]*)?$/;
 
 function encodeV2(s: StateExport): Record<string, unknown> {
   const vhostUser: Record<string, unknown> = {};
@@ -208,7 +220,7 @@ function encodeV2(s: StateExport): Record<string, unknown> {
       memory: d.regions.map((g) => [hex(g.gpa), hex(g.size), hex(g.uaddr), hex(g.offset)]),
       queues: Object.fromEntries(
         d.rings.map((q) => [
-          QUEUE_NAMES[q.q],
+          queueName(q.q),
           {
             size: q.num,
             addrs: q.addr ? [hex(q.addr.desc), hex(q.addr.avail), hex(q.addr.used)] : null,
@@ -230,13 +242,15 @@ function decodeV2(r: Reader): StateExport {
     const sock = d.child('socket');
     const neg = d.child('negotiated');
     const queues = d.child('queues');
-    const rings = QUEUE_NAMES.map((qn, q): RingExport => {
-      const x = queues.child(qn);
+    const names = Object.keys(queues.obj);
+    for (const n of names) if (!QUEUE_NAME.test(n)) throw bad(`${queues.where}.${n}: not a queue name (rx, tx, rx1, tx1, ...)`);
+    const rings = Array.from({ length: names.length }, (_, q): RingExport => {
+      const x = queues.child(queueName(q));
       const addrs = x.nullable('addrs') ? null : x.bigs('addrs', 3);
       const fds = x.child('fds');
       const state = x.oneOf('state', ['running', 'started', 'enabled', 'stopped'] as const);
       return {
-        q: q as 0 | 1,
+        q,
         num: x.nullable('size') ? null : x.num('size'),
         addr: addrs ? { desc: addrs[0]!, avail: addrs[1]!, used: addrs[2]! } : null,
         base: x.num('lastAvail'),
@@ -261,7 +275,7 @@ function decodeV2(r: Reader): StateExport {
       status: neg.num('status'),
       mtu: neg.nullable('mtu') ? null : neg.num('mtu'),
       regions: d.tuples('memory', 4).map((t) => ({ gpa: t[0]!, size: t[1]!, uaddr: t[2]!, offset: t[3]! })),
-      rings,
+      rings: ringsOf(`${queues.where}: must be rx, tx, rx1, tx1, ...`, rings),
       pending: pendingOf(sock),
     });
   }
@@ -279,8 +293,12 @@ function reader(doc: unknown, where: string): Reader {
 }
 
 
-function ringsOf(d: Reader, rings: RingExport[]): RingExport[] {
-  if (rings.length !== 2 || rings[0]!.q !== 0 || rings[1]!.q !== 1) throw bad(`${d.where}.rings: must be queue 0 then queue 1`);
+/** Whole queue pairs, 1..MAX_QUEUE_PAIRS, ring q at index q. */
+function ringsOf(what: string, rings: RingExport[]): RingExport[] {
+  const n = rings.length;
+  if (n < 2 || n > 2 * MAX_QUEUE_PAIRS || n % 2 !== 0 || rings.some((r, i) => r.q !== i)) {
+    throw bad(`${what} of 1 to ${MAX_QUEUE_PAIRS} whole queue pairs, in order`);
+  }
   return rings;
 }
 

@@ -15,9 +15,9 @@ export interface DpHandle {
 }
 
 export type DpPortKind = 0 | 1; // DP_KIND_VHOST | DP_KIND_TAP
-/** Ring index of a port's one queue pair: 0 = RX (bridge -> guest), 1 = TX (guest -> bridge). Parameters take
- * a plain number (anything else is -EINVAL). */
-export type DpQueue = 0 | 1;
+/** Ring index, virtio-net numbering: 2k = RX of queue pair k (bridge -> guest), 2k+1 = TX (guest -> bridge),
+ * 0 .. 2 * DP_MAX_QP - 1. Parameters take a plain number (anything else is -EINVAL). */
+export type DpQueue = number;
 
 export interface DpCreateOptions {
   /** MAC table slots (rounded up to a power of two inside the mem file) */
@@ -90,6 +90,8 @@ export interface DpRingStatus {
   broken: boolean;
   /** the first fault since the ring was set up (DP_FAULT_*), 0 = none */
   fault: number;
+  /** frames through this ring: taken from it (TX) or delivered into it (RX) */
+  packets: number;
   /** read from shared memory; null until the ring has addresses */
   usedIdx: number | null;
   availIdx: number | null;
@@ -143,6 +145,8 @@ export interface DatapathAddon {
   /** largest Ethernet frame (without virtio_net_hdr); longer ones count as dropsInvalid */
   readonly DP_MAX_FRAME: number;
   readonly DP_MAX_REGIONS: number;
+  /** queue pairs per vhost-user port: rings 0 .. 2 * DP_MAX_QP - 1 */
+  readonly DP_MAX_QP: number;
   readonly DP_MAX_PORTS: number;
   readonly DP_MAX_MAC_ENTRIES: number;
   /** most descriptors in one chain (indirect entries included) or one merged RX frame */
@@ -256,7 +260,7 @@ export interface DatapathAddon {
   dpStats(h: DpHandle): DpPortStats[] | Errno;
   /** The worker thread's own figures (CPU use, sleeps). */
   dpWorkerStats(h: DpHandle): DpWorkerStats | Errno;
-  /** Ring state of a vhost port ([] for a tap port). */
+  /** Ring state of a vhost port ([] for a tap port): rings 0 .. n-1, n = 2 or one past the highest ring configured. */
   dpPortRings(h: DpHandle, port: number): DpRingStatus[] | Errno;
 
   /**

@@ -15,13 +15,13 @@ export interface ProbeRingLayout {
   used: bigint;
 }
 
-/** A port (one vhost-user device) as laid out by probeAddPort: ring 0 RX, ring 1 TX. */
+/** A port (one vhost-user device) as laid out by probeAddPort: ring 2k RX of queue pair k, 2k+1 TX. */
 export interface ProbePortLayout {
   port: number;
   /** the C mapping's address: guest_phys_addr and userspace_addr of the one memory region */
   base: bigint;
   size: number;
-  rings: [ProbeRingLayout, ProbeRingLayout];
+  rings: ProbeRingLayout[];
 }
 
 export interface ProbeRingState {
@@ -93,6 +93,10 @@ export interface ProbeNativeStats {
   /** thread ids of the TX and RX loops (0 when not running), for placing them */
   txTid: number;
   rxTid: number;
+  /** probe frames of our stream received on each RX queue pair (summed over ports) */
+  rxQueues: number[];
+  /** frames older than the last one received on the same RX queue: reordering within a flow (across queues it is expected) */
+  reorderedInQueue: number;
 }
 
 export interface ProbeLatenessStats {
@@ -116,20 +120,14 @@ export interface ProbeAddon {
   readonly PROBE_NET_HDR: number;
   readonly PROBE_BUF_SIZE: number;
   readonly PROBE_MAX_FRAME: number;
+  readonly PROBE_MAX_QP: number;
 
-  /** bytes of guest memory one port needs for rings of this size */
-  probeMemSize(ringSize: number): number | Errno;
-  probeCreate(ringSize: number): ProbeHandle | Errno;
-  /** map the memfd (borrowed: keep it open until probeDestroy), lay out and stock the rings */
-  probeAddPort(
-    h: ProbeHandle,
-    memFd: number,
-    memSize: number,
-    kickRx: number,
-    kickTx: number,
-    callRx: number,
-    callTx: number,
-  ): ProbePortLayout | Errno;
+  /** bytes of guest memory one port needs for `queues` queue pairs of rings of this size */
+  probeMemSize(ringSize: number, queues: number): number | Errno;
+  /** every port of the probe gets `queues` queue pairs (1..PROBE_MAX_QP) */
+  probeCreate(ringSize: number, queues: number): ProbeHandle | Errno;
+  /** map the memfd (borrowed: keep it open until probeDestroy), lay out and stock the rings; one kick and one call eventfd per ring */
+  probeAddPort(h: ProbeHandle, memFd: number, memSize: number, kicks: number[], calls: number[]): ProbePortLayout | Errno;
   /** start the paced TX thread on `port` */
   probeStartTx(h: ProbeHandle, port: number, rate: number, size: number, streamId: number, srcMac: Uint8Array, dstMac: Uint8Array): 0 | Errno;
   /** start the RX thread over every port's RX ring; echoIp != 0 answers ARP/ICMP for that IPv4 (host order) instead */

@@ -1,7 +1,7 @@
 /**
  * The front-end's message sequence, as DPDK's virtio-user sends it at probe
  * (drivers/net/virtio/virtio_user/virtio_user_dev.c), for one virtio-net
- * device with one queue pair: ring 0 RX, ring 1 TX.
+ * device with one or more queue pairs: ring 2k RX of pair k, 2k+1 TX.
  */
 import { ZiuError } from '../errors.js';
 import { ProtocolFeature, VirtioFeature, type Reply, type Request, type RequestName } from '../vhost/index.js';
@@ -15,11 +15,11 @@ export const WANTED_PROTOCOL_FEATURES = ProtocolFeature.REPLY_ACK;
 export interface DeviceSetup {
   layout: ProbePortLayout;
   memFd: number;
-  /** [rx, tx] */
-  kickFds: readonly [number, number];
-  callFds: readonly [number, number];
+  /** one per ring: [rx0, tx0, rx1, tx1, ...] */
+  kickFds: readonly number[];
+  callFds: readonly number[];
   /** SET_VRING_BASE per ring: 0 on the first connection, used->idx on a reconnect */
-  bases: readonly [number, number];
+  bases: readonly number[];
 }
 
 export interface Negotiated {
@@ -40,6 +40,8 @@ export async function negotiate(conn: FrontendConnection, dev: DeviceSetup): Pro
     return conn.request(req);
   };
   const fail = (message: string): ZiuError => new ZiuError('ERR_ZIU_VHOST_NEGOTIATION', `vhost-user '${conn.path}': ${message}`);
+  const rings = dev.layout.rings.map((_, i) => i);
+  const pairs = rings.length / 2;
 
   await send({ type: 'SET_OWNER', needReply: false });
   const gf = await send({ type: 'GET_FEATURES', needReply: false });
@@ -55,12 +57,19 @@ export async function negotiate(conn: FrontendConnection, dev: DeviceSetup): Pro
     const gp = await send({ type: 'GET_PROTOCOL_FEATURES', needReply: false });
     if (gp?.type !== 'GET_PROTOCOL_FEATURES') throw fail('no features in the reply to GET_PROTOCOL_FEATURES');
     offeredProtocol = gp.features;
-    protocol = offeredProtocol & WANTED_PROTOCOL_FEATURES;
+    protocol = offeredProtocol & (WANTED_PROTOCOL_FEATURES | (pairs > 1 ? ProtocolFeature.MQ : 0n));
     await send({ type: 'SET_PROTOCOL_FEATURES', needReply: false, features: protocol });
+  }
+  if (pairs > 1) {
+    // As QEMU's queues=N: the back-end must say MQ and serve at least N pairs.
+    if (protocol === null || (protocol & ProtocolFeature.MQ) === 0n) throw fail(`${pairs} queue pairs need VHOST_USER_PROTOCOL_F_MQ, which the back-end does not offer`);
+    const gq = await send({ type: 'GET_QUEUE_NUM', needReply: false });
+    if (gq?.type !== 'GET_QUEUE_NUM') throw fail('no count in the reply to GET_QUEUE_NUM');
+    if (gq.queues < pairs) throw fail(`the back-end serves ${gq.queues} queue pairs, ${pairs} asked`);
   }
   const replyAck = protocol !== null && (protocol & ProtocolFeature.REPLY_ACK) !== 0n;
 
-  for (const index of [0, 1]) await send({ type: 'SET_VRING_CALL', needReply: false, index, fd: dev.callFds[index]! });
+  for (const index of rings) await send({ type: 'SET_VRING_CALL', needReply: false, index, fd: dev.callFds[index]! });
 
   const features = VirtioFeature.VERSION_1 | (offered & VirtioFeature.F_PROTOCOL_FEATURES);
   await send({ type: 'SET_FEATURES', needReply: false, features });
@@ -75,8 +84,8 @@ export async function negotiate(conn: FrontendConnection, dev: DeviceSetup): Pro
   });
   if (replyAck && !(ack?.type === 'ACK' && ack.ok)) throw fail('the back-end refused SET_MEM_TABLE (REPLY_ACK failure)');
 
-  for (const index of [0, 1]) {
-    const ring = dev.layout.rings[index as 0 | 1];
+  for (const index of rings) {
+    const ring = dev.layout.rings[index]!;
     await send({ type: 'SET_VRING_NUM', needReply: false, index, num: ring.num });
     await send({ type: 'SET_VRING_BASE', needReply: false, index, num: dev.bases[index]! });
     await send({ type: 'SET_VRING_ADDR', needReply: false, index, flags: 0, desc: ring.desc, used: ring.used, avail: ring.avail, log: 0n });
@@ -85,7 +94,7 @@ export async function negotiate(conn: FrontendConnection, dev: DeviceSetup): Pro
   // Without protocol features every ring is enabled at SET_FEATURES and ENABLE does not exist.
   // With REPLY_ACK, the acks say the backend has enabled the rings: frames sent
   // before that could find the receive ring disabled and be dropped.
-  if (protocol !== null) for (const index of [0, 1]) await send({ type: 'SET_VRING_ENABLE', needReply: replyAck, index, enable: true });
+  if (protocol !== null) for (const index of rings) await send({ type: 'SET_VRING_ENABLE', needReply: replyAck, index, enable: true });
 
   return { offeredFeatures: offered, features, offeredProtocolFeatures: offeredProtocol, protocolFeatures: protocol, replyAck, sequence };
 }

@@ -11,6 +11,8 @@ export const LIMITS = {
   size: { min: 64, max: 9000 },
   rate: { min: 1, max: 10_000_000 },
   ringSize: { min: 64, max: 4096 },
+  /** queue pairs per port, as QEMU's and virtio-user's queues=N (ziu-datapath serves 8) */
+  queues: { min: 1, max: 8 },
   /** a week, so a typo in the unit is caught */
   durationS: { max: 7 * 24 * 3600 },
 } as const;
@@ -26,6 +28,10 @@ export function checkRingSize(n: number, label = 'ringSize'): number {
   checkInteger(n, LIMITS.ringSize.min, LIMITS.ringSize.max, label);
   if ((n & (n - 1)) !== 0) throw new UsageError(`invalid ${label} '${n}': a ring size is a power of two`);
   return n;
+}
+
+export function checkQueues(n: number, label = 'queues'): number {
+  return checkInteger(n, LIMITS.queues.min, LIMITS.queues.max, label, ' queue pairs');
 }
 
 export function checkDurationS(s: number, label = 'duration'): number {

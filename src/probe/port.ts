@@ -42,8 +42,9 @@ export class ProbePort {
   readonly #opts: PortOptions;
   readonly #log: Logger;
   readonly #memFd: number;
-  readonly #kick: [number, number];
-  readonly #call: [number, number];
+  readonly #kick: number[];
+  readonly #call: number[];
+  readonly queues: number;
   #listener: UnixListener | null = null;
   #conn: FrontendConnection | null = null;
   #closing = false;
@@ -55,7 +56,7 @@ export class ProbePort {
   disconnects = 0;
   negotiated: Negotiated | null = null;
 
-  private constructor(h: ProbeHandle, opts: PortOptions, memFd: number, kick: [number, number], call: [number, number], layout: ProbePortLayout) {
+  private constructor(h: ProbeHandle, opts: PortOptions, memFd: number, kick: number[], call: number[], layout: ProbePortLayout) {
     this.#h = h;
     this.#opts = opts;
     this.name = opts.name;
@@ -66,14 +67,15 @@ export class ProbePort {
     this.#kick = kick;
     this.#call = call;
     this.layout = layout;
+    this.queues = layout.rings.length / 2;
     this.#log = logger('probe', { port: opts.name, path: opts.path, mode: opts.mode });
   }
 
   /** Allocate the port's memory and eventfds and hand them to the C loops (which lay out the rings). */
-  static create(h: ProbeHandle, ringSize: number, opts: PortOptions): ProbePort {
+  static create(h: ProbeHandle, ringSize: number, queues: number, opts: PortOptions): ProbePort {
     const made: number[] = [];
     try {
-      const size = check(native.probeMemSize(ringSize), 'probeMemSize');
+      const size = check(native.probeMemSize(ringSize, queues), 'probeMemSize');
       const memFd = check(native.memfdCreate(`ziu-probe-${opts.name}`, 0), 'memfd_create');
       made.push(memFd);
       check(native.ftruncate(memFd, size), 'ftruncate', { fd: memFd });
@@ -83,9 +85,9 @@ export class ProbePort {
         made.push(fd);
         return fd;
       };
-      const kick: [number, number] = [efd(), efd()];
-      const call: [number, number] = [efd(), efd()];
-      const layout = check(native.probeAddPort(h, memFd, size, kick[0], kick[1], call[0], call[1]), 'probeAddPort', { fd: memFd });
+      const kick = Array.from({ length: 2 * queues }, efd);
+      const call = Array.from({ length: 2 * queues }, efd);
+      const layout = check(native.probeAddPort(h, memFd, size, kick, call), 'probeAddPort', { fd: memFd });
       return new ProbePort(h, opts, memFd, kick, call, layout);
     } catch (err) {
       closeFds(made);
@@ -154,7 +156,7 @@ export class ProbePort {
       }
     });
     // A back-end that takes over resumes where the last one stopped: next avail = used->idx.
-    const bases = this.#everUp ? ([0, 1].map((r) => check(native.probeRingState(this.#h, this.layout.port, r), 'probeRingState').usedIdx) as [number, number]) : ([0, 0] as const);
+    const bases = this.layout.rings.map((_, r) => (this.#everUp ? check(native.probeRingState(this.#h, this.layout.port, r), 'probeRingState').usedIdx : 0));
     try {
       const n = await negotiate(conn, { layout: this.layout, memFd: this.#memFd, kickFds: this.#kick, callFds: this.#call, bases });
       if (conn.closed) throw new ZiuError('ERR_ZIU_PEER_CLOSED', `vhost-user '${this.path}': the back-end closed the connection during setup`);
@@ -175,6 +177,12 @@ export class ProbePort {
       this.#firstUp = null;
       up?.reject(err as Error);
     }
+  }
+
+  /** Test hook: SET_VRING_ENABLE for one ring, as a driver that stops using a queue (acknowledged when REPLY_ACK was negotiated). */
+  async setRingEnabled(index: number, enable: boolean): Promise<void> {
+    if (this.#conn === null) throw new ZiuError('ERR_ZIU_PROBE_CONNECT', `probe ${this.name} port: not connected`);
+    await this.#conn.request({ type: 'SET_VRING_ENABLE', needReply: this.negotiated?.replyAck ?? false, index, enable });
   }
 
   /** No more connections: close the listener (server) and the connection. */

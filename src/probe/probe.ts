@@ -10,7 +10,7 @@ import type { ProbeHandle, ProbeNativeStats } from '../native/probe-native.js';
 import { logger } from '../log.js';
 import { BROADCAST_MAC, formatIpv4, formatMac, parseIpv4, parseMac, randomMac, type Mac } from './addr.js';
 import { checkInteger, checkTimeoutMs } from '../options.js';
-import { checkProbeSocket, checkRingSize, DEFAULTS, LIMITS } from './options.js';
+import { checkProbeSocket, checkQueues, checkRingSize, DEFAULTS, LIMITS } from './options.js';
 import { ProbePort, type PortMode } from './port.js';
 import { isPlaced, placeThread, type Applied, type Placement } from '../sched/placement.js';
 
@@ -27,6 +27,12 @@ export interface ProbeOptions {
   server?: boolean;
   /** descriptors per ring: a power of two, 64..4096 (default 256) */
   ringSize?: number;
+  /**
+   * queue pairs per port, 1..8 (default 1), as QEMU's queues=N: frames go
+   * round-robin over the TX queues (queue k from the port's MAC with k XORed
+   * into its last byte: one flow per queue) and are received on every RX queue
+   */
+  queues?: number;
   /** deadline for the first connection of every port (default 10 s) */
   connectTimeoutMs?: number;
   replyTimeoutMs?: number;
@@ -102,6 +108,12 @@ export interface ProbeReport {
   clean: boolean;
   /** when the probe started sending, CLOCK_MONOTONIC ms: the times above count from here */
   startedAtMs: number;
+  /**
+   * With more than one queue pair only: how many, the frames received on
+   * each RX queue, and the reordering within a queue (one flow). `reordered`
+   * above also counts the interleaving across queues, which is expected.
+   */
+  queues?: { count: number; rxFrames: number[]; reorderedInQueue: number };
 }
 
 export interface ProbePlacement {
@@ -117,6 +129,8 @@ export interface RunningProbe {
   stats(): ProbeStats;
   /** test hook: the TX thread sleeps this long once, as a descheduled vCPU would */
   stallTx(ms: number): void;
+  /** test hook: SET_VRING_ENABLE on one ring of the receiving port (2k: RX of pair k), as a driver that stops using a queue */
+  setRxRingEnabled(ring: number, enable: boolean): Promise<void>;
   /** stop sending, drain, stop receiving, release everything; idempotent */
   stop(): Promise<ProbeReport>;
 }
@@ -158,10 +172,10 @@ function release(h: ProbeHandle, ports: ProbePort[]): void {
   for (const p of ports) p.releaseFds();
 }
 
-function createPorts(h: ProbeHandle, specs: { name: string; path: string; mac: Mac }[], mode: PortMode, ringSize: number, connectTimeoutMs: number, replyTimeoutMs: number): ProbePort[] {
+function createPorts(h: ProbeHandle, specs: { name: string; path: string; mac: Mac }[], mode: PortMode, ringSize: number, queues: number, connectTimeoutMs: number, replyTimeoutMs: number): ProbePort[] {
   const ports: ProbePort[] = [];
   try {
-    for (const s of specs) ports.push(ProbePort.create(h, ringSize, { ...s, mode, connectTimeoutMs, replyTimeoutMs }));
+    for (const s of specs) ports.push(ProbePort.create(h, ringSize, queues, { ...s, mode, connectTimeoutMs, replyTimeoutMs }));
   } catch (err) {
     release(h, ports);
     throw err;
@@ -175,6 +189,7 @@ export async function startProbe(opts: ProbeOptions): Promise<RunningProbe> {
   const rate = checkInteger(opts.rate, LIMITS.rate.min, LIMITS.rate.max, 'rate', ' frames per second');
   const size = checkInteger(opts.size, LIMITS.size.min, LIMITS.size.max, 'size', ' bytes');
   const ringSize = checkRingSize(opts.ringSize ?? DEFAULTS.ringSize);
+  const queues = checkQueues(opts.queues ?? 1);
   const connectTimeoutMs = checkTimeoutMs(opts.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs, 'connectTimeoutMs');
   const replyTimeoutMs = checkTimeoutMs(opts.replyTimeoutMs ?? DEFAULTS.replyTimeoutMs, 'replyTimeoutMs');
   const drainMs = opts.drainMs ?? DEFAULTS.drainMs;
@@ -190,8 +205,8 @@ export async function startProbe(opts: ProbeOptions): Promise<RunningProbe> {
         { name: 'tx', path: opts.tx, mac: randomMac() },
         { name: 'rx', path: opts.rx, mac: randomMac() },
       ];
-  const h = check(native.probeCreate(ringSize), 'probeCreate');
-  const ports = createPorts(h, specs, opts.server ? 'server' : 'client', ringSize, connectTimeoutMs, replyTimeoutMs);
+  const h = check(native.probeCreate(ringSize, queues), 'probeCreate');
+  const ports = createPorts(h, specs, opts.server ? 'server' : 'client', ringSize, queues, connectTimeoutMs, replyTimeoutMs);
   const txPort = ports[0]!;
   const rxPort = ports[ports.length - 1]!;
   try {
@@ -214,7 +229,7 @@ export async function startProbe(opts: ProbeOptions): Promise<RunningProbe> {
     }
     if (placement.fallback) log.warn({ fallback: placement.fallback }, 'probe loops placed with a fallback');
   }
-  log.info({ tx: opts.tx, rx: opts.rx, rate, size, streamId, single, placement }, 'probe sending');
+  log.info({ tx: opts.tx, rx: opts.rx, rate, size, streamId, single, queues, placement }, 'probe sending');
 
   // A back-end restart drops every port at once: count it once, not once per port.
   const reconnects = (): number => Math.max(...ports.map((p) => p.reconnects));
@@ -274,6 +289,7 @@ export async function startProbe(opts: ProbeOptions): Promise<RunningProbe> {
       placement,
       clean: lost === 0 && s.duplicated === 0 && s.txRingFull === 0,
       startedAtMs: Math.round(startNs / 1e3) / 1e3,
+      ...(queues > 1 ? { queues: { count: queues, rxFrames: s.rxQueues, reorderedInQueue: s.reorderedInQueue } } : {}),
     };
     log.info(report, 'probe stopped');
     return report;
@@ -285,6 +301,7 @@ export async function startProbe(opts: ProbeOptions): Promise<RunningProbe> {
     stallTx: (ms: number) => {
       check(native.probeStallTx(h, Math.round(ms * 1e6)), 'probeStallTx');
     },
+    setRxRingEnabled: (ring: number, enable: boolean) => rxPort.setRingEnabled(ring, enable),
     stop: () => (stopping ??= stop()),
   };
 }
@@ -305,6 +322,8 @@ export interface EchoOptions {
   mac?: string;
   server?: boolean;
   ringSize?: number;
+  /** queue pairs (default 1): a request is answered on the TX queue of the pair it came in on */
+  queues?: number;
   connectTimeoutMs?: number;
   replyTimeoutMs?: number;
 }
@@ -348,8 +367,8 @@ export async function startEcho(opts: EchoOptions): Promise<RunningEcho> {
   const connectTimeoutMs = checkTimeoutMs(opts.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs, 'connectTimeoutMs');
   const replyTimeoutMs = checkTimeoutMs(opts.replyTimeoutMs ?? DEFAULTS.replyTimeoutMs, 'replyTimeoutMs');
 
-  const h = check(native.probeCreate(ringSize), 'probeCreate');
-  const ports = createPorts(h, [{ name: 'echo', path: opts.socket, mac }], opts.server ? 'server' : 'client', ringSize, connectTimeoutMs, replyTimeoutMs);
+  const h = check(native.probeCreate(ringSize, checkQueues(opts.queues ?? 1)), 'probeCreate');
+  const ports = createPorts(h, [{ name: 'echo', path: opts.socket, mac }], opts.server ? 'server' : 'client', ringSize, opts.queues ?? 1, connectTimeoutMs, replyTimeoutMs);
   try {
     await openPorts(ports);
     check(native.probeStartRx(h, 0, ip, mac), 'probeStartRx');
@@ -403,6 +422,8 @@ export interface IdleOptions {
   /** listen on them (default) and survive back-end restarts, or connect */
   server?: boolean;
   ringSize?: number;
+  /** queue pairs per guest (default 1), every ring started */
+  queues?: number;
   connectTimeoutMs?: number;
   replyTimeoutMs?: number;
 }
@@ -429,6 +450,7 @@ export interface RunningIdle {
 export async function startIdle(opts: IdleOptions): Promise<RunningIdle> {
   opts.sockets.forEach((s, i) => checkProbeSocket(s, `idle socket ${i}`));
   const ringSize = checkRingSize(opts.ringSize ?? DEFAULTS.ringSize);
+  const queues = checkQueues(opts.queues ?? 1);
   const connectTimeoutMs = checkTimeoutMs(opts.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs, 'connectTimeoutMs');
   const replyTimeoutMs = checkTimeoutMs(opts.replyTimeoutMs ?? DEFAULTS.replyTimeoutMs, 'replyTimeoutMs');
   const guests: Array<{ h: ProbeHandle; ports: ProbePort[] }> = [];
@@ -437,8 +459,8 @@ export async function startIdle(opts: IdleOptions): Promise<RunningIdle> {
   };
   try {
     for (const [i, path] of opts.sockets.entries()) {
-      const h = check(native.probeCreate(ringSize), 'probeCreate');
-      guests.push({ h, ports: createPorts(h, [{ name: `idle${i}`, path, mac: randomMac() }], opts.server === false ? 'client' : 'server', ringSize, connectTimeoutMs, replyTimeoutMs) });
+      const h = check(native.probeCreate(ringSize, queues), 'probeCreate');
+      guests.push({ h, ports: createPorts(h, [{ name: `idle${i}`, path, mac: randomMac() }], opts.server === false ? 'client' : 'server', ringSize, queues, connectTimeoutMs, replyTimeoutMs) });
     }
     await openPorts(guests.flatMap((g) => g.ports));
   } catch (err) {

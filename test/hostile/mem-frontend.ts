@@ -88,12 +88,12 @@ export class HostileFrontend {
     }
   }
 
-  /** Features and protocol features (REPLY_ACK from here on); no memory, no rings. */
-  async negotiate(): Promise<void> {
+  /** Features and protocol features (REPLY_ACK from here on, and `more`, e.g. MQ); no memory, no rings. */
+  async negotiate(more = 0n): Promise<void> {
     await this.call({ type: 'SET_OWNER', needReply: false });
     await this.call({ type: 'GET_FEATURES', needReply: false });
     await this.call({ type: 'GET_PROTOCOL_FEATURES', needReply: false });
-    await this.call({ type: 'SET_PROTOCOL_FEATURES', needReply: false, features: ProtocolFeature.REPLY_ACK });
+    await this.call({ type: 'SET_PROTOCOL_FEATURES', needReply: false, features: ProtocolFeature.REPLY_ACK | more });
     this.#acks = true;
     const ok = await this.call({ type: 'SET_FEATURES', needReply: true, features: VirtioFeature.VERSION_1 | VirtioFeature.F_PROTOCOL_FEATURES });
     if (ok !== 0n) throw new Error(`SET_FEATURES refused (${ok})`);

@@ -4,8 +4,13 @@ import { encodeReply, hasOwnReply, ProtocolFeature, requestFds, VirtioFeature, t
 import type { Engine, EngineRegion } from '../engine.js';
 import { closeRegionFds } from '../guest-memory.js';
 
-/** One queue pair: ring 0 carries frames to the guest (RX), ring 1 from it (TX). */
-export const RINGS = 2;
+/**
+ * Queue pairs per port (GET_QUEUE_NUM), as QEMU's `queues=N` and virtio-user's
+ * `queues=N` use them; rings in virtio-net numbering: ring 2k carries frames
+ * to the guest (RX of pair k), ring 2k+1 from it (TX of pair k).
+ */
+export const QUEUE_PAIRS = 8;
+export const RINGS = 2 * QUEUE_PAIRS;
 
 /**
  * What we offer, and nothing we do not implement: VERSION_1, protocol
@@ -45,7 +50,12 @@ function freshRing(): RingState {
 }
 
 function freshDevice(): DeviceState {
-  return { owner: false, features: null, protocolFeatures: 0n, status: 0, mtu: null, regions: [], rings: [freshRing(), freshRing()] };
+  return { owner: false, features: null, protocolFeatures: 0n, status: 0, mtu: null, regions: [], rings: Array.from({ length: RINGS }, freshRing) };
+}
+
+/** A ring the frontend never touched: a handover need not carry it. */
+export function isFreshRing(r: RingState): boolean {
+  return r.num === null && r.addr === null && r.base === 0 && r.kickFd === null && !r.kickNoFd && r.callFd === null && r.errFd === null && !r.enabled && !r.started;
 }
 
 /** Why a connection must be closed: the frontend broke the protocol (not merely a request that failed). */
@@ -104,6 +114,11 @@ export class VhostDevice {
 
   /** Handle one request; returns the reply to send, or null. Throws to refuse it (ProtocolViolation: drop the connection). */
   handle(req: Request): Buffer | null {
+    // Rings past the first pair exist only with VHOST_USER_PROTOCOL_F_MQ (decodeRequest already refused any past RINGS).
+    if ('index' in req && req.index >= 2 && (this.state.protocolFeatures & ProtocolFeature.MQ) === 0n) {
+      closeFds(requestFds(req));
+      throw new ProtocolViolation(`ring ${req.index} needs VHOST_USER_PROTOCOL_F_MQ, which the frontend did not negotiate: it has rings 0 and 1`);
+    }
     return (this.#handlers[req.type] as (r: Request) => Buffer | null)(req);
   }
 
@@ -119,9 +134,9 @@ export class VhostDevice {
       if (extra !== 0n) throw new ProtocolViolation(`features 0x${req.features.toString(16)} include 0x${extra.toString(16)}, never offered`);
       this.state.features = req.features;
       this.applyFeatures(req.features);
-      // Without protocol features there is no SET_VRING_ENABLE: rings are enabled now.
+      // Without protocol features there is no SET_VRING_ENABLE (and no MQ: one pair): rings are enabled now.
       if ((req.features & VirtioFeature.F_PROTOCOL_FEATURES) === 0n) {
-        for (const [q, r] of this.state.rings.entries()) {
+        for (const [q, r] of this.state.rings.slice(0, 2).entries()) {
           r.enabled = true;
           this.#engine.setEnabled(this.enginePort, q, true);
         }
@@ -135,7 +150,7 @@ export class VhostDevice {
       this.state.protocolFeatures = req.features;
       return this.#ack(req);
     },
-    GET_QUEUE_NUM: (req) => encodeReply(req, { queues: 1 }),
+    GET_QUEUE_NUM: (req) => encodeReply(req, { queues: QUEUE_PAIRS }),
     SET_OWNER: (req) => {
       this.state.owner = true;
       return this.#ack(req);
@@ -287,6 +302,7 @@ export class VhostDevice {
   reset(): void {
     const d = this.state;
     for (const [q, r] of d.rings.entries()) {
+      if (isFreshRing(r)) continue; // the engine never heard of it either
       if (r.started) this.#engine.stop(this.enginePort, q);
       this.#engine.setKick(this.enginePort, q, -1);
       this.#engine.setCall(this.enginePort, q, -1);

@@ -3,7 +3,7 @@ import { fdName, type RingExport, type VhostExport } from '../../handover/state.
 import { NamedFds } from '../../native/fds.js';
 import type { Engine } from '../engine.js';
 import type { ConnectionFds, VhostConnection } from './connection.js';
-import { eventfdProblem, type VhostDevice } from './device.js';
+import { eventfdProblem, isFreshRing, type VhostDevice } from './device.js';
 
 /**
  * A vhost-user port as a handover carries it (docs/handover-protocol.md,
@@ -27,15 +27,23 @@ export function exportPort(
   if (c.listenerFd !== null) fds.set(fdName(name, 'listener'), c.listenerFd);
   if (c.connFd !== null) fds.set(fdName(name, 'socket'), c.connFd);
   d.regions.forEach((r, i) => fds.set(fdName(name, 'region', i), r.fd));
-  const rings = d.rings.map((r, q): RingExport => {
+  // Every queue pair up to the last one the frontend touched (at least the
+  // first): a single-queue device exports exactly two rings, as before
+  // multi-queue, so an older reader still takes it.
+  let pairs = 1;
+  d.rings.forEach((r, q) => {
+    if (!isFreshRing(r)) pairs = Math.max(pairs, (q >> 1) + 1);
+  });
+  const status = engine.rings(dev.enginePort);
+  const rings = d.rings.slice(0, 2 * pairs).map((r, q): RingExport => {
     if (r.kickFd !== null) fds.set(fdName(name, 'kick', q), r.kickFd);
     if (r.callFd !== null) fds.set(fdName(name, 'call', q), r.callFd);
     if (r.errFd !== null) fds.set(fdName(name, 'err', q), r.errFd);
     return {
-      q: q as 0 | 1,
+      q,
       num: r.num,
       addr: r.addr,
-      base: r.started ? (engine.rings(dev.enginePort)[q]?.lastAvail ?? r.base) : r.base,
+      base: r.started ? (status[q]?.lastAvail ?? r.base) : r.base,
       kick: r.kickFd !== null ? 'fd' : r.kickNoFd ? 'poll' : 'none',
       call: r.callFd !== null,
       err: r.errFd !== null,
@@ -109,6 +117,7 @@ export function adoptDevice(dev: VhostDevice, x: VhostExport, fds: NamedFds, eng
   d.status = x.status;
   d.mtu = x.mtu;
   x.regions.forEach((r, i) => d.regions.push({ ...r, fd: fds.need(fdName(x.name, 'region', i), what) }));
+  if (x.rings.length > d.rings.length) throw new ZiuError('ERR_ZIU_IMPORT', `${what}: ${x.rings.length} rings, this datapath serves at most ${d.rings.length}`);
   x.rings.forEach((rx, q) => {
     const r = d.rings[q]!;
     r.num = rx.num;
