@@ -137,6 +137,8 @@ export class Qemu {
       this.#transcript.write(s);
       for (const w of this.#waiters) w();
     });
+    // A QEMU that died makes writes fail (EPIPE): waitFor reports the exit instead.
+    child.stdin!.on('error', () => undefined);
     child.stderr!.setEncoding('utf8');
     child.stderr!.on('data', (s: string) => {
       this.#stderr += s;
