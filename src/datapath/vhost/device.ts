@@ -17,7 +17,9 @@ export const RINGS = 2 * QUEUE_PAIRS;
  * features (bit 30), MRG_RXBUF (we always fill one chain per frame and say so
  * in num_buffers = 1). No EVENT_IDX, IN_ORDER, packed rings or dirty logging.
  */
-export const OFFERED_FEATURES = VirtioFeature.VERSION_1 | VirtioFeature.F_PROTOCOL_FEATURES | VirtioFeature.MRG_RXBUF;
+// VIRTIO_NET_F_MQ: the frontend (QEMU's virtio-net, DPDK virtio-user) shows the guest as many queue pairs as
+// GET_QUEUE_NUM allows only when the backend offers it; the control queue stays the frontend's own.
+export const OFFERED_FEATURES = VirtioFeature.VERSION_1 | VirtioFeature.F_PROTOCOL_FEATURES | VirtioFeature.MRG_RXBUF | VirtioFeature.MQ;
 export const OFFERED_PROTOCOL_FEATURES = ProtocolFeature.MQ | ProtocolFeature.REPLY_ACK | ProtocolFeature.STATUS;
 
 /** The vhost-user state of one ring, as received from the frontend. */
