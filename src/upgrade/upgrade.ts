@@ -114,12 +114,16 @@ export class Upgrade {
     let newArgv = this.o.newCommand;
     let oldStatus: Status | null = null;
     try {
+      // The first of two samples of the old instance's traffic, a whole start-up apart: slow
+      // ports (a guest's pings) must show up as moving too, or verify would let a new
+      // instance that forwards nothing through.
+      const early = { status: await this.#old!.status(), at: performance.now() };
       newArgv = await this.#step('reserve', () => this.#reserve());
       await this.#step('start', () => this.#start(newArgv));
       await this.#step('ready', () => this.#ready());
       oldStatus = await this.#step('transfer', () => this.#transfer());
       const atFreeze = await this.#old!.status();
-      const moving = movingPorts(oldStatus, atFreeze);
+      const moving = movingPorts(early.status, atFreeze, { windowMs: performance.now() - early.at, verifyMs: this.o.verifyMs });
       await this.#switchover();
       await this.#step('verify', async () => {
         this.#report.ports = await verifyNew(this.#new!, atFreeze, moving, this.o.verifyMs);

@@ -10,12 +10,22 @@ export function packets(p: PortStatus | undefined): number {
   return p?.counters ? p.counters.rxPackets + p.counters.txPackets : 0;
 }
 
-/** Ports whose counters moved between two samples of the old instance: where traffic was flowing. */
-export function movingPorts(before: Status, after: Status): Set<string> {
+/** A port must have carried enough, at its rate before the freeze, to expect this many frames within verify. */
+export const MOVING_MIN_FRAMES = 3;
+
+/**
+ * Ports where traffic was flowing on the old instance: their counters moved
+ * between two samples `windowMs` apart, fast enough that at least
+ * MOVING_MIN_FRAMES are due within `verifyMs`. verify then requires frames on
+ * each. A port slower than that (one ping a second) is not held to it: it
+ * might rightly carry nothing in the verify window.
+ */
+export function movingPorts(before: Status, after: Status, o: { windowMs: number; verifyMs: number }): Set<string> {
   const moving = new Set<string>();
   for (const p of after.ports) {
     const b = before.ports.find((x) => x.name === p.name);
-    if (packets(p) > packets(b)) moving.add(p.name);
+    const moved = packets(p) - packets(b);
+    if (moved > 0 && (moved * o.verifyMs) / Math.max(o.windowMs, 1) >= MOVING_MIN_FRAMES) moving.add(p.name);
   }
   return moving;
 }
