@@ -140,7 +140,7 @@ describe('datapath engine: lifecycle and validation', () => {
     expect(native.dpSetVring(h, port, 1, ok)).toBe(0);
     expect(native.dpStart(h, port, 1)).toBe(0);
     expect(native.dpSetVring(h, port, 1, ok)).toBe(-E.EBUSY);
-    expect(native.dpSetVring(h, port, 2, ok)).toBe(-E.EINVAL);
+    expect(native.dpSetVring(h, port, 16, ok)).toBe(-E.EINVAL); // 8 queue pairs: rings 0..15
   });
 });
 
