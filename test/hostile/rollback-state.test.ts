@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { decodeState } from '../../src/handover/state.js';
+import { decodeState, encodeState } from '../../src/handover/state.js';
 import { closeFds } from '../../src/native/fds.js';
 import { startProbe, type ProbeReport } from '../../src/probe/index.js';
 import { processAlive, stopProcess } from '../../src/process/index.js';
@@ -96,6 +96,23 @@ describe('rollback after resume: the state the new instance consumed', () => {
     expect(frontend!.closed).toBe(false);
     const st = await old.status();
     expect(st.ports.find((p) => p.name === 'c')).toMatchObject({ connected: true, disconnects: 0 });
+    const rep = await probe.stop();
+    expect(rep).toMatchObject({ lost: 0, duplicated: 0, reconnects: 0 });
+  });
+
+  it('a handback the old instance cannot adopt (a device it does not have): it serves anyway, with the consumed device reset', async () => {
+    const { old, next, probe } = await setup();
+    const hb = await next.call('handback');
+    const changed = hb.body.changed!;
+    const state = decodeState(changed.format, changed.state);
+    const bogus = encodeState(changed.format, { ...state, devices: state.devices.map((d) => ({ ...d, name: 'zz' })) });
+    const t = await old.call('thaw', { force: true, changed: { ...changed, state: bogus }, fds: changed.fds }, hb.fds);
+    closeFds(hb.fds);
+    expect(t.body).toMatchObject({ thawed: true, role: 'active', readopted: [], reset: ['c'] });
+    // The frontend sees the close once the new instance, which holds the same connection, is gone too.
+    await stopProcess(newPid!, 2000);
+    newPid = null;
+    expect(await frontend!.closedWithin(1000)).toBe(true);
     const rep = await probe.stop();
     expect(rep).toMatchObject({ lost: 0, duplicated: 0, reconnects: 0 });
   });

@@ -247,8 +247,19 @@ export class OldSide {
     }
     // Handed back: the new instance's state of what it consumed replaces ours. Else, if it is gone
     // having consumed something, those devices start over (a reset, never a stale device).
-    const readopted = req.changed ? this.#readopt(req.changed, fds) : [];
-    const reset = req.changed ? [] : this.#stale();
+    let readopted: string[] = [];
+    let reset: string[] = [];
+    if (req.changed) {
+      try {
+        readopted = this.#readopt(req.changed, fds);
+      } catch (err) {
+        // The rings are ours now (the word says so): serve, with the devices we could not take back reset.
+        this.#log.error({ err: (err as Error).message }, 'could not take back the handed-back devices; resetting the ones the new instance consumed');
+        reset = this.#stale();
+      }
+    } else {
+      reset = this.#stale();
+    }
     const thawedNs = this.#thawNow({ readopted, reset });
     const body: ThawReply = { thawed: true, thawedNs, role: this.#s.role, readopted, reset };
     return { body };
