@@ -296,6 +296,9 @@ export class NewSide {
     for (const p of host.ports) p.freeze();
     const frozenNs = host.engine.freeze(-1);
     this.#s.role = 'handed-back';
+    // A commit that failed half-way may have left us accepting on the production control
+    // listener beside the old instance: from now on only the old one does.
+    if (host.control().path === host.config.control) host.stopAccepting();
     // Frozen and no longer ours: the beat stops with the engine, and the old side now reads word 0.
     this.#stopBeating();
     const prev = this.#baton!.handBack();
