@@ -70,6 +70,9 @@ export async function startRig(o: { rate?: number; dp?: DatapathOptions; datapat
           await ziu(['memfile', 'remove', f.instance], { env: env() });
         }
       }).catch(() => undefined);
+      // Pages a removed file's (now killed) process still held are debt in this state dir: give
+      // them back before the dir goes, or they stay in the pool for every later test.
+      await ziu(['hugepages', 'status', '--json'], { env: env() }).catch(() => undefined);
       fs.rmSync(stateDir, { recursive: true, force: true });
       snapshot?.restore();
     },
