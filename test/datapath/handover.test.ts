@@ -1,4 +1,3 @@
-import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { decodeState } from '../../src/handover/state.js';
 import { closeFds } from '../../src/native/fds.js';

@@ -2,7 +2,6 @@ import type { Handler } from '../../control/server.js';
 import { ZiuError } from '../../errors.js';
 import { handoverInfo, type Hello, type HandoverStatus, type Role } from '../../handover/messages/index.js';
 import { hex } from '../../handover/reader.js';
-import type { Logger } from '../../log.js';
 import { type HandoverHost, type Session } from './host.js';
 import { NewSide } from './new-side.js';
 import { OldSide } from './old-side.js';
