@@ -97,7 +97,7 @@ static void destroy(struct dp *dp) {
   pthread_join(dp->worker, NULL);
   disarm(dp);
   beat_off(dp);
-  for (uint32_t i = 0; i < dp->max_ports; i++) {
+  for (uint32_t i = 0; i < dp->ports_hi; i++) {
     struct dp_port *p = &dp->ports[i];
     if (p->in_use && p->kind == DP_KIND_VHOST)
       for (int q = 0; q < DP_MAX_RINGS; q++) stop_ring(dp, &p->rings[q], q);
@@ -359,6 +359,7 @@ static napi_value n_dp_add_port(napi_env env, napi_callback_info info) {
   for (int q = 0; q < DP_MAX_RINGS; q++) p->rings[q].kick_fd = p->rings[q].call_fd = -1;
   p->nrings = 2; /* one queue pair: what every frontend sets up */
   p->in_use = true;
+  if ((uint32_t)id >= dp->ports_hi) dp->ports_hi = (uint32_t)id + 1;
   changed_unlock(dp);
   return ziu_int(env, id);
 }
@@ -379,6 +380,7 @@ static napi_value n_dp_remove_port(napi_env env, napi_callback_info info) {
   unmap_regions(p);
   dp_mac_forget_port(dp, (uint16_t)port);
   p->in_use = false;
+  while (dp->ports_hi > 0 && !dp->ports[dp->ports_hi - 1].in_use) dp->ports_hi--;
   changed_unlock(dp);
   return ziu_int(env, 0);
 }
@@ -500,7 +502,7 @@ static napi_value n_dp_mem_faults(napi_env env, napi_callback_info info) {
   napi_create_array(env, &arr);
   uint32_t k = 0;
   lock_ctl(dp);
-  for (uint32_t i = 0; i < dp->max_ports; i++) {
+  for (uint32_t i = 0; i < dp->ports_hi; i++) {
     struct dp_port *p = &dp->ports[i];
     uint32_t region = __atomic_load_n(&p->mem_fault.region, __ATOMIC_ACQUIRE);
     if (!p->in_use || region == 0 || p->mem_fault.reported) continue;
@@ -655,7 +657,7 @@ static napi_value n_dp_freeze(napi_env env, napi_callback_info info) {
   if (!ziu_get_i32(env, argv[1], &signal_fd)) return NULL;
   lock_ctl(dp);
   if (!dp->frozen) {
-    for (uint32_t i = 0; i < dp->max_ports; i++) {
+    for (uint32_t i = 0; i < dp->ports_hi; i++) {
       struct dp_port *p = &dp->ports[i];
       for (uint32_t q = 1; p->in_use && p->kind == DP_KIND_VHOST && q < p->nrings; q += 2)
         if (p->rings[q].started && p->rings[q].addr_set) dp_ring_set_no_notify(&p->rings[q], false);
@@ -683,7 +685,7 @@ static napi_value n_dp_freeze(napi_env env, napi_callback_info info) {
  * stamped. Returns the thaw time. */
 void dp_thaw_locked(struct dp *dp) {
   if (!dp->frozen) return;
-  for (uint32_t i = 0; i < dp->max_ports; i++) {
+  for (uint32_t i = 0; i < dp->ports_hi; i++) {
     struct dp_port *p = &dp->ports[i];
     if (!p->in_use || p->kind != DP_KIND_VHOST) continue;
     for (uint32_t q = 0; q < p->nrings; q++)
@@ -780,7 +782,7 @@ static napi_value n_dp_stats(napi_env env, napi_callback_info info) {
   napi_create_array(env, &arr);
   uint32_t k = 0;
   lock_ctl(dp);
-  for (uint32_t i = 0; i < dp->max_ports; i++) {
+  for (uint32_t i = 0; i < dp->ports_hi; i++) {
     struct dp_port *p = &dp->ports[i];
     if (!p->in_use) continue;
     napi_value o;
@@ -886,7 +888,7 @@ static napi_value n_dp_take_faults(napi_env env, napi_callback_info info) {
   napi_create_array(env, &arr);
   uint32_t k = 0;
   lock_ctl(dp);
-  for (uint32_t i = 0; i < dp->max_ports; i++) {
+  for (uint32_t i = 0; i < dp->ports_hi; i++) {
     struct dp_port *p = &dp->ports[i];
     if (!p->in_use) continue;
     if (p->fault_new) {

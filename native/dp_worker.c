@@ -215,7 +215,7 @@ static void forward(struct dp *dp, uint16_t in, const uint8_t *frame, uint32_t l
     }
   }
   ip->st.floods++;
-  for (uint32_t i = 0; i < dp->max_ports; i++)
+  for (uint32_t i = 0; i < dp->ports_hi; i++)
     if (i != in && dp->ports[i].in_use) deliver(dp, &dp->ports[i], frame, len, &hash, &hashed);
 }
 
@@ -248,21 +248,21 @@ static unsigned tap_rx_burst(struct dp *dp, struct dp_port *p, unsigned *nframes
 static unsigned pass(struct dp *dp) {
   unsigned work = 0;
   dp->now_s = (uint32_t)((dp_now_ns() - dp->t0_ns) / 1000000000ull) + 1;
-  for (uint32_t i = 0; i < dp->max_ports; i++) {
+  for (uint32_t i = 0; i < dp->ports_hi; i++) {
     struct dp_port *p = &dp->ports[i];
     if (p->in_use && p->kind == DP_KIND_VHOST)
       for (uint32_t q = 0; q < p->nrings; q++) p->rings[q].pass_descs = 0;
   }
   if (dp->signal_pending) { /* dpSignalCalls: once, whatever NO_INTERRUPT says */
     dp->signal_pending = false;
-    for (uint32_t i = 0; i < dp->max_ports; i++)
+    for (uint32_t i = 0; i < dp->ports_hi; i++)
       for (uint32_t q = 0; dp->ports[i].in_use && dp->ports[i].kind == DP_KIND_VHOST && q < dp->ports[i].nrings; q++) {
         struct dp_vring *vr = &dp->ports[i].rings[q];
         if (vr->signal_once) dp_guest_signal(dp, vr);
         vr->signal_once = false;
       }
   }
-  for (uint32_t i = 0; i < dp->max_ports; i++) {
+  for (uint32_t i = 0; i < dp->ports_hi; i++) {
     struct dp_port *p = &dp->ports[i];
     if (!p->in_use || p->down) continue;
     unsigned nf;
@@ -277,7 +277,7 @@ static unsigned pass(struct dp *dp) {
       for (unsigned f = 0; f < nf; f++) forward(dp, (uint16_t)i, dp->frames[f].data, dp->frames[f].len);
     }
   }
-  for (uint32_t i = 0; i < dp->max_ports; i++) {
+  for (uint32_t i = 0; i < dp->ports_hi; i++) {
     struct dp_port *p = &dp->ports[i];
     if (p->in_use && p->kind == DP_KIND_VHOST)
       for (uint32_t q = 0; q < p->nrings; q += 2) dp_ring_publish(dp, &p->rings[q]);
@@ -287,7 +287,7 @@ static unsigned pass(struct dp *dp) {
 }
 
 static void set_no_notify(struct dp *dp, bool no_notify) {
-  for (uint32_t i = 0; i < dp->max_ports; i++) {
+  for (uint32_t i = 0; i < dp->ports_hi; i++) {
     struct dp_port *p = &dp->ports[i];
     if (!p->in_use || p->kind != DP_KIND_VHOST) continue;
     for (uint32_t q = 1; q < p->nrings; q += 2)
@@ -296,7 +296,7 @@ static void set_no_notify(struct dp *dp, bool no_notify) {
 }
 
 static bool any_pending(struct dp *dp) {
-  for (uint32_t i = 0; i < dp->max_ports; i++) {
+  for (uint32_t i = 0; i < dp->ports_hi; i++) {
     struct dp_port *p = &dp->ports[i];
     if (!p->in_use || p->kind != DP_KIND_VHOST) continue;
     for (uint32_t q = 1; q < p->nrings; q += 2)
@@ -320,7 +320,7 @@ static void rebuild_epoll(struct dp *dp) {
   dp->ep_gen = dp->gen;
   if (dp->ep_fd < 0) return; /* sleep() then naps DP_SLEEP_MS without fds */
   ep_add(dp, dp->ctl_fd, EV_CTL, 0, 0);
-  for (uint32_t i = 0; i < dp->max_ports; i++) {
+  for (uint32_t i = 0; i < dp->ports_hi; i++) {
     struct dp_port *p = &dp->ports[i];
     if (!p->in_use || p->down) continue;
     if (p->kind == DP_KIND_TAP) {
