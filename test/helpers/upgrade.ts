@@ -3,6 +3,7 @@ import path from 'node:path';
 import { DATAPATH_BIN } from '../../src/datapath/bin.js';
 import { startProbe, type ProbeReport } from '../../src/probe/index.js';
 import { processAlive } from '../../src/process/index.js';
+import { Peer } from '../../src/upgrade/peer.js';
 import { ziu, type CliResult } from '../cli/helpers.js';
 import { startDatapath, type DatapathOptions, type RunningDatapath } from './datapath.js';
 import { hostSnapshot, realHugepagesUnavailable } from './hugepages.js';
@@ -96,4 +97,14 @@ function processesWithEnv(entry: string): number[] {
     }
   }
   return out;
+}
+
+/** The role the datapath answering on `control` says it has (hello). */
+export async function role(control: string): Promise<string> {
+  const peer = await Peer.connect('test', control);
+  try {
+    return (await peer.hello()).role;
+  } finally {
+    peer.close();
+  }
 }

@@ -4,22 +4,13 @@ import { context } from '../../src/cli/context.js';
 import { processAlive } from '../../src/process/index.js';
 import { upgrade } from '../../src/upgrade/upgrade.js';
 import { Peer } from '../../src/upgrade/peer.js';
-import { fdCount, startRig, type Rig } from '../helpers/upgrade.js';
+import { fdCount, role, startRig, type Rig } from '../helpers/upgrade.js';
 
 interface Report {
   result: string;
   rollback?: { phase: string; reason: string; code: string };
   new: { pid: number } | null;
   old: { pid: number };
-}
-
-async function role(control: string): Promise<string> {
-  const peer = await Peer.connect('test', control);
-  try {
-    return (await peer.hello()).role;
-  } finally {
-    peer.close();
-  }
 }
 
 /** After a rollback: the old instance serves, alone, with the fds it had; nothing of the new one is left. */

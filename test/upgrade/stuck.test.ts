@@ -7,7 +7,7 @@ import { EXIT_FOR } from '../../src/upgrade/report.js';
 import { upgradePaths } from '../../src/upgrade/journal.js';
 import { upgrade } from '../../src/upgrade/upgrade.js';
 import { Peer } from '../../src/upgrade/peer.js';
-import { startRig, type Rig } from '../helpers/upgrade.js';
+import { role, startRig, type Rig } from '../helpers/upgrade.js';
 
 /**
  * A process that survives SIGKILL (stuck in the kernel) cannot be made on
@@ -28,15 +28,6 @@ vi.mock('../../src/process/stop.js', async (importOriginal) => {
     waitGone: async (t: number | { pid: number }, ms: number) => (stuck.has(pidOf(t)) ? false : real.waitGone(t as never, ms)),
   };
 });
-
-async function role(control: string): Promise<string> {
-  const peer = await Peer.connect('test', control);
-  try {
-    return (await peer.hello()).role;
-  } finally {
-    peer.close();
-  }
-}
 
 describe('an instance that cannot be stopped ends the upgrade in exit 3, journal kept, lock released', () => {
   let rig: Rig | null = null;
