@@ -107,6 +107,7 @@ static void destroy(struct dp *dp) {
   close(dp->ctl_fd);
   close(dp->fault_fd);
   if (dp->ep_fd >= 0) close(dp->ep_fd);
+  pthread_cond_destroy(&dp->warmed);
   pthread_mutex_destroy(&dp->lock);
   free(dp->ports);
   free(dp);
@@ -290,6 +291,11 @@ static napi_value n_dp_create(napi_env env, napi_callback_info info) {
   dp->t0_ns = dp_now_ns();
   dp->now_s = 1;
   pthread_mutex_init(&dp->lock, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&dp->warmed, &ca);
+  pthread_condattr_destroy(&ca);
 
   /* The worker takes no signals: they belong to Node's threads. Except
    * SIGBUS, which it raises itself on guest memory a frontend truncated:
@@ -301,6 +307,7 @@ static napi_value n_dp_create(napi_env env, napi_callback_info info) {
   err = pthread_create(&dp->worker, NULL, dp_worker_main, dp);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (err) {
+    pthread_cond_destroy(&dp->warmed);
     pthread_mutex_destroy(&dp->lock);
     munmap(mem, (size_t)size);
     close(ctl);
@@ -548,7 +555,6 @@ static napi_value n_dp_set_vring(napi_env env, napi_callback_info info) {
     } else {
       next.addr_set = true;
       next.last_avail = (uint16_t)la;
-      dp_ring_warm(&next);
       /* Set up again: a ring a bad chain broke is served again. */
       next.broken = false;
       if (next.fault == DP_FAULT_CHAIN) next.fault = DP_FAULT_NONE, next.fault_new = false;
@@ -716,13 +722,28 @@ static napi_value n_dp_arm_takeover(napi_env env, napi_callback_info info) {
     return ziu_errno(env, EBUSY);
   }
   disarm(dp);
-  if (go >= 0) {
-    dp->go_fd = go;
-    dp->done_fd = done;
-    dp->baton = map;
-    dp->taken_over = false;
+  if (go < 0) {
+    changed_unlock(dp);
+    return ziu_int(env, 0);
   }
+  dp->go_fd = go;
+  dp->done_fd = done;
+  dp->baton = map;
+  dp->taken_over = false;
+  /* The go signal comes soon after this returns: let the worker read every
+   * ring now, so that its thaw does not pay the first touch (dp_ring_warm).
+   * Bounded: a worker that does not get to it only makes the thaw slower. */
+  uint64_t want = ++dp->warm_req;
   changed_unlock(dp);
+  struct timespec until;
+  clock_gettime(CLOCK_MONOTONIC, &until);
+  until.tv_nsec += DP_WARM_WAIT_MS * 1000000L;
+  until.tv_sec += until.tv_nsec / 1000000000L;
+  until.tv_nsec %= 1000000000L;
+  lock_ctl(dp);
+  while (dp->warm_done < want && !dp->stopping)
+    if (pthread_cond_timedwait(&dp->warmed, &dp->lock, &until) == ETIMEDOUT) break;
+  pthread_mutex_unlock(&dp->lock);
   return ziu_int(env, 0);
 }
 

@@ -45,6 +45,8 @@
 #define DP_POLICY_CHECK_NS 10000000ull /* how often the worker looks at its own scheduling policy */
 #define DP_SHARED_NS 1000000000ull /* preempted this recently: the CPU is shared, spin only DP_SPIN_SHARED_NS */
 #define DP_SPIN_SHARED_NS 30000ull
+#define DP_WARM_WAIT_MS 50    /* arming waits at most this long for the worker to warm the rings */
+#define DP_REWARM_MS 2        /* armed: the worker reads the rings again this often until the go */
 #define DP_SLEEP_MS 100       /* epoll timeout: rings without a kick fd are polled this often */
 #define DP_BEAT_MS 10         /* the epoll timeout instead while the worker beats */
 #define DP_BEAT_OFFSET 8      /* the worker's heartbeat in the baton page (a u64) */
@@ -159,6 +161,10 @@ struct dp_frame {
 
 struct dp {
   pthread_mutex_t lock;
+  /* Arming asks the frozen worker to read every ring once (warm_req), and
+   * waits on `warmed` until it has (warm_done): see dp_ring_warm. */
+  uint64_t warm_req, warm_done;
+  pthread_cond_t warmed;
   int ctl_waiting; /* JS threads queued for lock: the worker lets them in first */
   bool stopping;
   pthread_t worker;

@@ -376,15 +376,34 @@ static void sleep_until_work(struct dp *dp) {
   set_no_notify(dp, true);
 }
 
+/* Read every ring once from this thread, when asked (dpArmTakeover): see
+ * dp_ring_warm. dp->lock is held, which keeps the mappings in place; a page
+ * past the end of a truncated file is absorbed by the SIGBUS handler. */
+static void warm_rings(struct dp *dp) {
+  if (dp->warm_done == dp->warm_req) return;
+  for (uint32_t i = 0; i < dp->ports_hi; i++) {
+    struct dp_port *p = &dp->ports[i];
+    if (!p->in_use || p->kind != DP_KIND_VHOST) continue;
+    for (uint32_t q = 0; q < p->nrings; q++)
+      if (p->rings[q].addr_set && !p->rings[q].faulted) dp_ring_warm(&p->rings[q]);
+  }
+  dp->warm_done = dp->warm_req;
+  pthread_cond_broadcast(&dp->warmed);
+}
+
 /* Frozen: no passes, no epoll on guest fds; only a control change (thaw,
  * stop) wakes us. Called and returns with dp->lock held. */
 static void frozen_wait(struct dp *dp) {
   struct pollfd pfd[2] = {{.fd = dp->ctl_fd, .events = POLLIN}, {.fd = dp->go_fd, .events = POLLIN}};
   nfds_t n = dp->go_fd >= 0 && dp->baton ? 2 : 1;
+  warm_rings(dp);
   guard_set(dp, false);
   pthread_mutex_unlock(&dp->lock);
-  int r = poll(pfd, n, DP_SLEEP_MS);
+  int r = poll(pfd, n, n == 2 ? DP_REWARM_MS : DP_SLEEP_MS);
   pthread_mutex_lock(&dp->lock);
+  /* Armed, and the go is late: the process's mappings may have changed
+   * meanwhile (its GC), so read the rings again. Cheap while they are warm. */
+  if (r == 0 && n == 2) dp->warm_req++;
   if (r <= 0) return;
   if (pfd[0].revents) dp_drain(dp->ctl_fd);
   /* Armed (checked again: JS may have disarmed meanwhile) and signalled. */
