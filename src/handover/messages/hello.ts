@@ -77,6 +77,8 @@ export interface PortCounters {
   txPackets: number;
   dropsNoBuffer: number;
   dropsInvalid: number;
+  /** frames from this port sent to every other port (broadcast, multicast, unknown unicast); not checked */
+  floods?: number;
 }
 
 export interface PortStatus {
