@@ -352,6 +352,9 @@ export class Upgrade {
     // The new instance's worker may take the rings the moment the old one
     // freezes (direct takeover): from here on a rollback must stop it first.
     this.#resumeSent = true;
+    // It may take the rings the moment the old one freezes, and must then serve and answer within the
+    // dead-man bound: from here on the priority the old instance has (its start-up is behind it).
+    if (this.#newPid !== null) setNice(this.#newPid, getNice(this.#oldHello!.pid) ?? 0);
     const frozen = await this.#step('freeze', () => this.#old!.call('freeze', { deadManMs: this.o.deadManMs }));
     crashPoint('freeze');
     let resumed;
@@ -376,8 +379,6 @@ export class Upgrade {
       };
     }
     this.#journal!.update({ phase: 'resume', switchoverUs: this.#report.switchoverUs });
-    // It forwards now: the priority the old instance had.
-    if (this.#newPid !== null) setNice(this.#newPid, getNice(this.#oldHello!.pid) ?? 0);
     crashPoint('resume');
   }
 
@@ -606,12 +607,25 @@ export async function newCommandInfo(argv: string[]): Promise<HandoverInfo> {
 /** Niceness for what the orchestrator starts before it serves traffic (the new instance, --handover-info). */
 const BACKGROUND_NICE = 10;
 
-/** Best effort: without CAP_SYS_NICE a priority cannot be raised back, which only costs speed. */
+/**
+ * Every thread of the process: on Linux a nice value is a thread's, and
+ * setpriority(pid) sets only the main thread's. Threads created after a
+ * renice inherit it, those created before keep theirs. Best effort: without
+ * CAP_SYS_NICE a priority cannot be raised back, which only costs speed.
+ */
 function setNice(pid: number, nice: number): void {
+  let tids: number[];
   try {
-    os.setPriority(pid, nice);
+    tids = fs.readdirSync(`/proc/${pid}/task`).map(Number);
   } catch {
-    // not permitted or already gone
+    tids = fs.readdirSync(`/proc/${pid}/task`).map(Number);
+  }
+  for (const tid of tids) {
+    try {
+      os.setPriority(tid, nice);
+    } catch {
+      // not permitted or already gone
+    }
   }
 }
 
