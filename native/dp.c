@@ -831,13 +831,14 @@ static napi_value n_dp_worker_stats(napi_env env, napi_callback_info info) {
   /* The thread is alive until dpDestroy, so its CPU clock is valid here. */
   if (pthread_getcpuclockid(dp->worker, &cid) == 0) clock_gettime(cid, &ts);
   lock_ctl(dp);
-  double passes = (double)dp->passes, sleeps = (double)dp->sleeps, wakeups = (double)dp->wakeups;
+  double passes = (double)dp->passes, cut = (double)dp->passes_cut, sleeps = (double)dp->sleeps, wakeups = (double)dp->wakeups;
   double macs = dp_mac_count(dp);
   pthread_mutex_unlock(&dp->lock);
   napi_value o;
   napi_create_object(env, &o);
   ziu_set_prop(env, o, "workerCpuMs", ziu_double(env, (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6));
   ziu_set_prop(env, o, "passes", ziu_double(env, passes));
+  ziu_set_prop(env, o, "passesCut", ziu_double(env, cut));
   ziu_set_prop(env, o, "sleeps", ziu_double(env, sleeps));
   ziu_set_prop(env, o, "wakeups", ziu_double(env, wakeups));
   ziu_set_prop(env, o, "macEntries", ziu_double(env, macs));

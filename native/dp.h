@@ -27,6 +27,7 @@
 #define DP_KIND_TAP 1
 
 #define DP_BATCH 32           /* chains or tap reads per port per pass */
+#define DP_PASS_BUDGET_NS 1000000ull /* a pass stops after the port it is on once it has run this long (floods) */
 #define DP_MAX_REGIONS 8      /* what SET_MEM_TABLE can carry */
 #define DP_MAX_QP 8           /* queue pairs per vhost-user port (GET_QUEUE_NUM) */
 #define DP_MAX_RINGS (2 * DP_MAX_QP) /* virtio-net numbering: ring 2k = RX of pair k, 2k+1 = TX of pair k */
@@ -206,6 +207,8 @@ struct dp {
   uint64_t t0_ns;
   uint32_t now_s; /* coarse clock for MAC ageing, updated once per pass */
   uint64_t passes, sleeps, wakeups;
+  uint64_t passes_cut; /* passes stopped by DP_PASS_BUDGET_NS */
+  uint32_t pass_next; /* the port the next pass starts at: one cut short by DP_PASS_BUDGET_NS goes on from there */
   int worker_tid; /* gettid() of the worker, for placing it (sched.c); set before dpCreate returns */
   bool realtime;  /* the worker runs SCHED_FIFO/RR: it never spins on sched_yield, which would not let CFS threads run */
   uint64_t nivcsw, preempted_ns; /* the worker's involuntary context switches, and when they last rose */

@@ -244,10 +244,15 @@ static unsigned tap_rx_burst(struct dp *dp, struct dp_port *p, unsigned *nframes
 }
 
 /* One look at every port. Everything consumed is completed and published
- * before returning, so the lock can be released after any pass. */
+ * before returning, so the lock can be released after any pass. A pass is
+ * bounded: once it has run DP_PASS_BUDGET_NS (a flood of frames to hundreds
+ * of rings, each copied to every port, can take 100 ms) it stops after the
+ * port it is on, and the next pass starts at the following port. So the
+ * heartbeat and the control thread never wait for more than about that. */
 static unsigned pass(struct dp *dp) {
-  unsigned work = 0;
-  dp->now_s = (uint32_t)((dp_now_ns() - dp->t0_ns) / 1000000000ull) + 1;
+  unsigned work = 0, looked = 0;
+  uint64_t t0 = dp_now_ns();
+  dp->now_s = (uint32_t)((t0 - dp->t0_ns) / 1000000000ull) + 1;
   for (uint32_t i = 0; i < dp->ports_hi; i++) {
     struct dp_port *p = &dp->ports[i];
     if (p->in_use && p->kind == DP_KIND_VHOST)
@@ -262,19 +267,31 @@ static unsigned pass(struct dp *dp) {
         vr->signal_once = false;
       }
   }
-  for (uint32_t i = 0; i < dp->ports_hi; i++) {
+  uint32_t n = dp->ports_hi, start = dp->pass_next < n ? dp->pass_next : 0;
+  dp->pass_next = 0;
+  for (uint32_t k = 0; k < n; k++) {
+    uint32_t i = start + k < n ? start + k : start + k - n;
     struct dp_port *p = &dp->ports[i];
     if (!p->in_use || p->down) continue;
     unsigned nf;
     if (p->kind == DP_KIND_TAP) {
       work += tap_rx_burst(dp, p, &nf);
       for (unsigned f = 0; f < nf; f++) forward(dp, (uint16_t)i, dp->frames[f].data, dp->frames[f].len);
-      continue;
+    } else {
+      /* Every TX ring, DP_BATCH chains each: the staging slots are reused per ring. */
+      for (uint32_t q = 1; q < p->nrings; q += 2) {
+        work += dp_vhost_tx_burst(dp, p, &p->rings[q], &nf);
+        for (unsigned f = 0; f < nf; f++) forward(dp, (uint16_t)i, dp->frames[f].data, dp->frames[f].len);
+      }
     }
-    /* Every TX ring, DP_BATCH chains each: the staging slots are reused per ring. */
-    for (uint32_t q = 1; q < p->nrings; q += 2) {
-      work += dp_vhost_tx_burst(dp, p, &p->rings[q], &nf);
-      for (unsigned f = 0; f < nf; f++) forward(dp, (uint16_t)i, dp->frames[f].data, dp->frames[f].len);
+    /* The clock only once a batch of frames went through since we last looked: idle passes never read it. */
+    if (work - looked >= DP_BATCH) {
+      looked = work;
+      if (dp_now_ns() - t0 >= DP_PASS_BUDGET_NS) {
+        dp->pass_next = i + 1 < n ? i + 1 : 0;
+        dp->passes_cut++;
+        break;
+      }
     }
   }
   for (uint32_t i = 0; i < dp->ports_hi; i++) {

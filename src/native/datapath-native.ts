@@ -102,6 +102,8 @@ export interface DpWorkerStats {
   workerCpuMs: number;
   /** polling passes over all ports */
   passes: number;
+  /** passes stopped after DP_PASS_BUDGET_NS (a flood too big for one pass), the rest taken up by the next */
+  passesCut: number;
   /** times it went to sleep in epoll, and woke up */
   sleeps: number;
   wakeups: number;
