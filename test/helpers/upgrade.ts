@@ -27,7 +27,8 @@ export interface Rig {
 /** A datapath with ports a and b, the probe sending a -> b through it, and an orchestrator state dir. */
 export async function startRig(o: { rate?: number; dp?: DatapathOptions; datapathArgs?: string[]; probe?: boolean; queues?: number; service?: ServiceOptions } = {}): Promise<Rig> {
   // As root the orchestrator reserves hugepages and mounts hugetlbfs: both go back as they were.
-  const snapshot = realHugepagesUnavailable() === null ? hostSnapshot() : null;
+  // The orchestrators of a rig mount at ziu's default directories (ZIU_HUGEPAGE_DIR_* unset): only those are the rig's.
+  const snapshot = realHugepagesUnavailable() === null ? hostSnapshot(2048, { mountsUnder: '/dev/hugepages-ziu-' }) : null;
   // As a service manager starts it (service), or as an orchestrator does.
   const dp = o.service ? await startServiceDatapath(o.service) : await startDatapath({ ...o.dp, ...(o.datapathArgs ? { extraArgs: o.datapathArgs } : {}) });
   const stateDir = fs.mkdtempSync('/tmp/ziu-state-');
