@@ -442,7 +442,13 @@ export class Upgrade {
     const t = performance.now();
     const oldPid = this.#oldHello!.pid;
     if (this.#notMain) {
-      // Under systemd the old instance is still the main process: its exit would stop the service, and the new instance with it.
+      // Under systemd the old instance is still the main process: its exit would stop the service, and the new instance
+      // with it. It commits (it stops accepting on the control socket, and tells the service nothing more) but stays.
+      try {
+        await this.#old!.call('commit');
+      } catch (err) {
+        this.#report.warnings.push(`the old instance (pid ${oldPid}) did not commit: ${(err as Error).message}`);
+      }
       this.#report.message =
         `committed: the new instance (pid ${this.#newPid ?? '?'}) serves every device, but could not tell the service manager (${this.#cmd?.notifySocket}) ` +
         `that it is the main process now (MAINPID=), so the old instance (pid ${oldPid}) was left running: its exit would stop the service. ` +
