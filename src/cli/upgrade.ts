@@ -31,7 +31,7 @@ export function upgradeCommands(program: Command, run: Run): void {
     .command('upgrade')
     .description('replace a running datapath by a new instance beside it: its vhost-user connections, memory and taps are handed over (fds over SCM_RIGHTS), no VM reconnects; rolls back on any failure before commit')
     .option('--control <socket>', 'control socket of the running (old) datapath')
-    .option('--new <command line>', "the new datapath's command line, e.g. 'ziu-datapath --control /run/ziu/dp.sock --vhost-user vm1=/run/vm1.sock'")
+    .option('--new <command line>', "the new datapath: its binary alone (e.g. ziu-datapath or /opt/ziu-2/bin/ziu-datapath) to run it as the old instance runs, or its whole command line for a changed configuration")
     .option('--mem <size>', 'create and prepopulate this much memory for the new instance (e.g. 1G) and add it as --mem-file')
     .option('--page-size <2M|1G>', 'hugepage size for --mem (default 2M; tmpfs without root or hugepages)')
     .option('--verify-ms <n>', `how long the new instance must forward before commit (default ${DEFAULTS.verifyMs})`)
@@ -46,6 +46,10 @@ export function upgradeCommands(program: Command, run: Run): void {
       [
         '',
         'Phases: preflight, reserve, start, ready, transfer, freeze, resume, verify, commit (docs/handover-protocol.md).',
+        '--new <binary> (no options): the new instance gets the old one\'s flags (its --config file among them) and working',
+        'directory, as its hello reports them, but never its --mem-file: --mem, or else as much memory as the old instance has,',
+        "is created for it. The report's new_command says which (source: reused or given). Under systemd the new instance",
+        'tells the service manager MAINPID=<its pid> when it commits (docs/systemd.md).',
         'Exit codes: 0 committed, 1 rolled back (traffic stays on the old instance), 2 bad input or refused in',
         'preflight (nothing changed), 3 failed and not rolled back (the message says what to do; see ziu recover).',
       ].join('\n'),
@@ -53,7 +57,7 @@ export function upgradeCommands(program: Command, run: Run): void {
     .action(async (flags: UpgradeCliOpts) => {
       const o = { ...readUpgradeConfig(flags.config), ...definedOnly(flags) };
       if (!o.control) throw new UsageError('--control <socket> is required: the running datapath to upgrade');
-      if (!o.new) throw new UsageError("--new '<command line>' is required: how to start the new datapath");
+      if (!o.new) throw new UsageError("--new '<command line>' is required: the new datapath's binary alone (it then runs as the old instance runs) or its whole command line");
       const newCommand = parseCommandString(o.new);
       const mem = o.mem !== undefined ? parseSize(o.mem) : undefined;
       const pageSize = o.pageSize !== undefined ? parsePageSize(o.pageSize) : undefined;
@@ -124,6 +128,7 @@ export function humanReport(r: UpgradeReport): string[] {
   if (r.switchoverUs !== null) lines.push(`  switchover: ${r.switchoverUs} us (old instance froze -> new instance polled, CLOCK_MONOTONIC)`);
   if (r.old) lines.push(`  old: pid ${r.old.pid}, ${r.old.instance}, ${r.old.version}`);
   if (r.new) lines.push(`  new: pid ${r.new.pid}, ${r.new.instance}, ${r.new.version}`);
+  if (r.newCommand) lines.push(`  new command (${r.newCommand.source === 'reused' ? "the old instance's configuration" : 'as given'}): ${r.newCommand.argv.join(' ')}`);
   if (r.memory) lines.push(`  memory: ${formatBytes(r.memory.bytes)} ${r.memory.backing}, prepopulated in ${r.memory.prepopulateMs} ms`);
   if (r.ports.length > 0) lines.push(`  ports: ${r.ports.map((p) => `${p.name}${p.moving ? ' (traffic)' : ''}`).join(', ')}`);
   lines.push(`  phases (ms): ${phases}`);

@@ -156,3 +156,28 @@ export function readConfigFile(path: string): Partial<DatapathConfig> {
     taps: list('taps').map((v) => (typeof v === 'string' ? parseTap(v) : parseTap(`${(v as TapSpec).name}=${(v as TapSpec).ifname}`))),
   };
 }
+
+/**
+ * The flags a successor can be started with to run as this instance does
+ * (reported in hello): the command line without --mem-file, since two
+ * instances never share memory; the orchestrator gives the new one its own.
+ * A --config file stays: the successor reads it again (its memFiles are
+ * overridden by the new --mem-file).
+ */
+export function reusableArgs(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--') {
+      out.push(...argv.slice(i));
+      break;
+    }
+    if (a === '--mem-file') {
+      i++;
+      continue;
+    }
+    if (a.startsWith('--mem-file=') || a === '--handover-info') continue;
+    out.push(a);
+  }
+  return out;
+}

@@ -3,7 +3,7 @@ import { execa } from 'execa';
 import { ControlServer, type Handler } from '../control/server.js';
 import { hasCode, ZiuError } from '../errors.js';
 import { STATE_FORMATS, type StateFormat } from '../handover/state.js';
-import type { Status } from '../handover/messages/index.js';
+import type { Launch, Status } from '../handover/messages/index.js';
 import { logger, setLogContext, type Logger } from '../log.js';
 import { check, native } from '../native/index.js';
 import { openTrustedFile } from '../trusted-dir.js';
@@ -38,6 +38,12 @@ export interface DatapathOptions {
   testHooks?: boolean;
   /** the upgrade a standby instance was started for (ZIU_UPGRADE_ID): its log lines carry it from the start */
   upgradeId?: string;
+  /**
+   * How it was started, reported in hello so that `ziu upgrade --new <binary>`
+   * can start a successor the same way; its notifySocket is the service
+   * manager's (NOTIFY_SOCKET, or for a standby ZIU_SERVICE_NOTIFY_SOCKET).
+   */
+  launch?: Launch;
 }
 
 /**
@@ -60,7 +66,10 @@ export class Datapath {
   #control: ControlServer | null = null;
   /** standby: the temporary control server, kept for its open connections after commit */
   #standbyControl: ControlServer | null = null;
+  /** where sd_notify messages go now: whoever started us (a service manager, or an orchestrator until commit) */
   #notifier = new Notifier();
+  /** the service manager's notify socket, ours from a commit on (docs/systemd.md) */
+  #service: Notifier;
   #handover: Handover | null = null;
   #stopping: Promise<void> | null = null;
   #placement: PlacementReport | null = null;
@@ -69,6 +78,7 @@ export class Datapath {
     this.config = config;
     this.#opts = opts;
     this.log = logger('datapath', { instance: config.instance });
+    this.#service = Notifier.to(opts.launch?.notifySocket ?? null);
   }
 
   /** Map memory, start the engine, open every port and the control socket, then say READY=1. */
@@ -207,9 +217,36 @@ export class Datapath {
         for (const v of this.config.vhostUser) if (!this.#ports.some((p) => p.name === v.name)) await this.#openPort(v);
       },
       notify: (fields) => this.#notifier.notify(fields),
+      launch: () => this.#opts.launch ?? null,
+      becomeMain: (status) => this.#becomeMain(status),
+      leaveService: () => {
+        if (this.#notifier.path !== null) this.log.info('the successor is the main process now: no more notices to the service manager');
+        this.#notifier = Notifier.to(null);
+      },
       worker: () => this.#placement?.requested ?? null,
       placeWorker: (want) => this.placeWorker(want),
     };
+  }
+
+  /**
+   * From a commit on, this process is the one the service manager must
+   * watch: MAINPID= before the old instance exits, or systemd would take its
+   * exit for the service's and stop it (docs/systemd.md). A datagram refused
+   * because the manager's queue is full is sent again, for a second at most.
+   */
+  async #becomeMain(status: string): Promise<boolean | null> {
+    this.#notifier = this.#service;
+    if (this.#service.path === null) return null;
+    for (let attempt = 0; ; attempt++) {
+      if (await this.#service.notify({ MAINPID: process.pid, READY: 1, STATUS: status })) {
+        this.log.info({ notifySocket: this.#opts.launch?.notifySocket }, 'told the service manager: MAINPID is this process');
+        return true;
+      }
+      if (attempt >= 20) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    this.log.error({ notifySocket: this.#opts.launch?.notifySocket }, 'could not tell the service manager that this process is its main process now');
+    return false;
   }
 
   #handlers(): Record<string, Handler> {

@@ -4,7 +4,7 @@ import { handoverInfo, handoverInfoCodec } from '../handover/messages/index.js';
 import { STATE_FORMATS, isStateFormat, type StateFormat } from '../handover/state.js';
 import type { Fault } from './handover/index.js';
 import { VERSION } from '../version.js';
-import { checkConfig, GUEST_MEMORY_DEFAULTS, parseGuestMemMax, parseGuestRegionsMax, parseTap, parseVhostUser, readConfigFile, type DatapathConfig } from './config.js';
+import { checkConfig, GUEST_MEMORY_DEFAULTS, parseGuestMemMax, parseGuestRegionsMax, parseTap, parseVhostUser, readConfigFile, reusableArgs, type DatapathConfig } from './config.js';
 import { Datapath } from './datapath.js';
 import { DEFAULT_GUEST_MEMORY } from './guest-memory.js';
 import { parseCpuList, parsePriority } from '../sched/placement.js';
@@ -33,11 +33,16 @@ function buildCommand(): Command {
       [
         '',
         'Readiness: READY=1 to $NOTIFY_SOCKET once every port is set up (sd_notify); STOPPING=1 on exit.',
+        'Under systemd (Type=notify, NotifyAccess=all; examples/ziu-datapath.service, docs/systemd.md) a new instance',
+        'started by `ziu upgrade` sends MAINPID=<its pid> when it commits, and the old one then exits without STOPPING=1.',
+        'Config file: every flag but --mem-file as a key (control, memFiles, vhostUser, taps, instance, macEntries,',
+        'workerCpus, workerPriority, guestMemMax, guestRegionsMax); flags given too override it (docs/datapath.md).',
         `Guest memory (per port, default ${GUEST_MEMORY_DEFAULTS}): only memfd, tmpfs and hugetlbfs files are mapped (FUSE, NFS or`,
         'disk files are refused: their page faults can block the packet worker); a frontend that shrinks its file later loses',
         'its connection, never the process.',
         'Handover (docs/handover-protocol.md): started with ZIU_HANDOVER=standby, the instance opens no port and',
-        'listens for control on $ZIU_CONTROL_PATH until the handover commits; then it serves --control.',
+        'listens for control on $ZIU_CONTROL_PATH until the handover commits; then it serves --control, and reports to',
+        'the service manager named by $ZIU_SERVICE_NOTIFY_SOCKET.',
       ].join('\n'),
     )
     .configureOutput({ outputError: (str, write) => write(`ziu-datapath: ${str.replace(/^error: /, '').trimEnd()}\n`) })
@@ -99,6 +104,12 @@ export async function main(argv: string[]): Promise<number | null> {
     ...(stateFormats ? { stateFormats } : {}),
     faults,
     testHooks: process.env['ZIU_TEST_HOOKS'] === '1',
+    launch: {
+      args: reusableArgs(argv),
+      cwd: process.cwd(),
+      // A standby's own NOTIFY_SOCKET is the orchestrator's; the service's comes separately.
+      notifySocket: (standby ? process.env['ZIU_SERVICE_NOTIFY_SOCKET'] : process.env['NOTIFY_SOCKET']) || null,
+    },
     ...(standby && process.env['ZIU_UPGRADE_ID'] ? { upgradeId: process.env['ZIU_UPGRADE_ID'] } : {}),
   });
   try {

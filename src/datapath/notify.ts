@@ -16,9 +16,15 @@ export class Notifier {
     this.path = p ? (p.startsWith('@') ? `\0${p.slice(1)}` : p) : null;
   }
 
-  notify(fields: Record<string, string | number>): Promise<void> {
+  /** A notifier for this socket path (as NOTIFY_SOCKET spells it); null: one that sends nothing. */
+  static to(socket: string | null): Notifier {
+    return new Notifier(socket ? { NOTIFY_SOCKET: socket } : {});
+  }
+
+  /** Resolves true once the datagram is in the socket's queue; false if it could not be sent (never rejects). */
+  notify(fields: Record<string, string | number>): Promise<boolean> {
     const path = this.path;
-    if (path === null) return Promise.resolve();
+    if (path === null) return Promise.resolve(false);
     const msg = Buffer.from(
       Object.entries(fields)
         .map(([k, v]) => `${k}=${v}`)
@@ -27,11 +33,11 @@ export class Notifier {
     return new Promise((resolve) => {
       const sock = createSocket('unix_dgram');
       let done = false;
-      const finish = (): void => {
+      const finish = (err?: Error): void => {
         if (done) return;
         done = true;
         sock.close();
-        resolve();
+        resolve(!err);
       };
       sock.on('error', finish);
       sock.send(msg, 0, msg.length, path, finish);

@@ -1,6 +1,7 @@
 /** What `ziu upgrade` (and `ziu recover`) report: one document, also the journal's final word. */
 import { EXIT } from '../errors.js';
 import type { Applied } from '../sched/placement.js';
+import type { NewCommand } from './reuse.js';
 
 export type UpgradeResult = 'committed' | 'rolled_back' | 'refused' | 'failed';
 
@@ -41,6 +42,8 @@ export interface UpgradeReport {
   ports: PortReport[];
   old: InstanceInfo | null;
   new: InstanceInfo | null;
+  /** how the new instance was started: the running instance's configuration reused, or the command line given (set in preflight) */
+  newCommand?: NewCommand;
   stateFormat: number | null;
   deadManMs: number;
   /** the new instance's memory; instance names it in the mem file store (`ziu memfile remove <instance>`) */

@@ -6,13 +6,14 @@ import { execa } from 'execa';
 import { hasCode, relayedCode, ZiuError } from '../errors.js';
 import { DEAD_MAN_MS, handoverInfoCodec, type HandoverInfo, type ReplyOf } from '../handover/messages/index.js';
 import { isStateFormat, type StateFormat } from '../handover/state.js';
-import { plan, readStatus, formatBytes, PAGE_2M } from '../hugepages/index.js';
+import { plan, readStatus, formatBytes, HUGETLBFS_MAGIC, PAGE_2M } from '../hugepages/index.js';
 import { logger, type Logger } from '../log.js';
 import type { MemFileStore } from '../memfile/index.js';
 import { closeFds } from '../native/fds.js';
 import { acquireLock, Journal, upgradePaths } from './journal.js';
 import { launchDetached, processAlive, processRef, stopProcess, waitGone, type ProcessRef } from '../process/index.js';
 import { Peer, type Hello, type Status } from './peer.js';
+import { checkOwnMemory, newCommand, type NewCommand } from './reuse.js';
 import { retireOld } from './retire.js';
 import type { Phase, UpgradeReport } from './report.js';
 import { checkHealth, movingPorts, verifyNew } from './verify.js';
@@ -21,7 +22,10 @@ import { keepOff } from '../sched/placement.js';
 export interface UpgradeOptions {
   /** the running (old) instance's control socket */
   control: string;
-  /** argv of the new datapath; the orchestrator adds --mem-file when it creates the memory */
+  /**
+   * argv of the new datapath; the orchestrator adds --mem-file when it creates
+   * the memory. A binary alone (no options) takes the old instance's flags (reuse.ts).
+   */
   newCommand: string[];
   /** create and prepopulate this many bytes of memory for the new instance */
   mem?: number;
@@ -83,6 +87,12 @@ export class Upgrade {
   #resumeSent = false;
   #format: StateFormat = 1;
   #paths: ReturnType<typeof upgradePaths>;
+  /** the new instance's command line, resolved in preflight */
+  #cmd: NewCommand | null = null;
+  /** memory ziu creates for it: --mem, or as much as the old instance has when its configuration is reused */
+  #mem: { bytes: number; pageSize: number } | null = null;
+  /** the new instance committed but could not tell its service manager it is the main process now */
+  #notMain = false;
 
   constructor(o: UpgradeOptions) {
     this.o = { ...DEFAULTS, ...o };
@@ -220,7 +230,19 @@ export class Upgrade {
     if (h.role !== 'active') {
       throw new Refusal('ERR_ZIU_HANDOVER_STATE', `the old instance (pid ${h.pid}) is ${h.role}, not active: another upgrade is under way or unfinished (see 'ziu status', 'ziu recover')`);
     }
-    const info = await newCommandInfo(o.newCommand);
+    let oldMemFiles: Status['memFiles'];
+    try {
+      this.#cmd = newCommand(o.newCommand, h, { mem: o.mem !== undefined });
+      this.#report.newCommand = this.#cmd;
+      oldMemFiles = (await this.#old.status()).memFiles;
+      checkOwnMemory(this.#cmd, oldMemFiles.map((m) => m.path));
+    } catch (err) {
+      throw refusal(err);
+    }
+    const cmd = this.#cmd;
+    if (o.mem !== undefined) this.#mem = { bytes: o.mem, pageSize: o.pageSize ?? PAGE_2M };
+    else if (cmd.memory === 'same-as-old') this.#mem = await this.#sameMemoryAs(oldMemFiles);
+    const info = await newCommandInfo(cmd.argv, cmd.cwd);
     const formats = h.stateFormats.export.filter((f): f is StateFormat => info.stateFormats.import.includes(f) && isStateFormat(f));
     if (formats.length === 0) {
       throw new Refusal(
@@ -233,7 +255,7 @@ export class Upgrade {
     }
     this.#format = formats.reduce((a, b) => (b > a ? b : a));
     this.#report.stateFormat = this.#format;
-    if (o.mem !== undefined) await this.#checkMemory(o.mem, o.pageSize ?? PAGE_2M);
+    if (this.#mem !== null) await this.#checkMemory(this.#mem.bytes, this.#mem.pageSize);
     try {
       this.#unlock = acquireLock(this.#paths.lock, { pid: process.pid, upgradeId: this.id, since: new Date().toISOString(), control: o.control }, this.log);
       this.#journal = Journal.create(this.#paths.journal, {
@@ -250,6 +272,22 @@ export class Upgrade {
       this.#unlock = null;
       throw refusal(err);
     }
+  }
+
+  /** Reused configuration, no --mem: as many bytes as the old instance's mem files, on its page size. */
+  async #sameMemoryAs(files: Status['memFiles']): Promise<{ bytes: number; pageSize: number }> {
+    const first = files[0];
+    if (first === undefined) {
+      throw new Refusal('ERR_ZIU_USAGE', `the old instance (pid ${this.#oldHello!.pid}) reports no mem files, so the new one's size is unknown: give --mem <size>`);
+    }
+    let pageSize = PAGE_2M;
+    try {
+      const st = await this.o.store.host.statfs(first.path);
+      if (st.type === HUGETLBFS_MAGIC) pageSize = st.bsize;
+    } catch {
+      // not ours to stat: the default page size
+    }
+    return { bytes: files.reduce((n, f) => n + f.bytes, 0), pageSize };
   }
 
   async #checkMemory(bytes: number, pageSize: number): Promise<void> {
@@ -278,12 +316,13 @@ export class Upgrade {
 
   async #reserve(): Promise<string[]> {
     const o = this.o;
-    if (o.mem === undefined) return o.newCommand;
+    const argv = this.#cmd!.argv;
+    if (this.#mem === null) return argv;
     this.#memInstance = `upgrade-${this.id}`;
     this.#journal!.update({ newMem: this.#memInstance });
-    const m = await o.store.create({ instance: this.#memInstance, role: 'packets', size: o.mem, pageSize: o.pageSize ?? PAGE_2M, backing: 'auto' });
+    const m = await o.store.create({ instance: this.#memInstance, role: 'packets', size: this.#mem.bytes, pageSize: this.#mem.pageSize, backing: 'auto' });
     this.#report.memory = { instance: this.#memInstance, path: m.path!, bytes: m.bytes, pageSize: m.pageSize, backing: m.backing, prepopulateMs: round(m.prepopulateMs, 3), notes: m.notes };
-    return [...o.newCommand, '--mem-file', m.path!];
+    return [...argv, '--mem-file', m.path!];
   }
 
   get #standbyControl(): string {
@@ -299,9 +338,12 @@ export class Upgrade {
       const rest = keepOff(packetCpus);
       if (rest !== null) this.log.info({ packetCpus, ourCpus: rest }, 'orchestrator and new instance kept off the packet CPUs');
     }
+    const service = this.#cmd!.notifySocket;
     const launched = await launchDetached({
       argv,
-      env: { ZIU_HANDOVER: 'standby', ZIU_CONTROL_PATH: this.#standbyControl, ZIU_UPGRADE_ID: this.id },
+      cwd: this.#cmd!.cwd,
+      // Its NOTIFY_SOCKET is ours until it commits; from then on it reports to the service manager.
+      env: { ZIU_HANDOVER: 'standby', ZIU_CONTROL_PATH: this.#standbyControl, ZIU_UPGRADE_ID: this.id, ...(service ? { ZIU_SERVICE_NOTIFY_SOCKET: service } : {}) },
       readyTimeoutMs: this.o.readyTimeoutMs,
       logFile: path.join(dir, `${this.id}.new.log`),
       notifyPath: path.join(dir, `${this.id}.notify.sock`),
@@ -387,6 +429,7 @@ export class Upgrade {
   async #commitNew(): Promise<void> {
     const r = await this.#new!.call('commit');
     if (this.#report.new && r.body.control !== undefined) this.#report.new.control = r.body.control;
+    if (r.body.mainPidNotified === false) this.#notMain = true;
     this.#journal!.update({ committed: true });
   }
 
@@ -399,6 +442,20 @@ export class Upgrade {
   async #retireOld(): Promise<UpgradeReport> {
     const t = performance.now();
     const oldPid = this.#oldHello!.pid;
+    if (this.#notMain) {
+      // Under systemd the old instance is still the main process: its exit would stop the service, and the new instance
+      // with it. It commits (it stops accepting on the control socket, and tells the service nothing more) but stays.
+      try {
+        await this.#old!.call('commit');
+      } catch (err) {
+        this.#report.warnings.push(`the old instance (pid ${oldPid}) did not commit: ${(err as Error).message}`);
+      }
+      this.#report.message =
+        `committed: the new instance (pid ${this.#newPid ?? '?'}) serves every device, but could not tell the service manager (${this.#cmd?.notifySocket}) ` +
+        `that it is the main process now (MAINPID=), so the old instance (pid ${oldPid}) was left running: its exit would stop the service. ` +
+        `It serves nothing. Once 'systemctl show -p MainPID <unit>' names pid ${this.#newPid ?? '?'}, stop it by hand, then run: ziu recover --control ${this.o.control}`;
+      return this.#finish('failed', { keepJournal: true });
+    }
     let stopped: boolean;
     try {
       ({ stopped } = await retireOld(this.#old!, this.#oldRef ?? oldPid, this.o.store, {
@@ -581,11 +638,11 @@ export async function upgrade(o: UpgradeOptions): Promise<UpgradeReport> {
 
 
 /** What the new datapath binary says it speaks (`<command> --handover-info`); a refusal if it cannot say. */
-export async function newCommandInfo(argv: string[]): Promise<HandoverInfo> {
+export async function newCommandInfo(argv: string[], cwd?: string): Promise<HandoverInfo> {
   const [file, ...args] = argv;
   let stdout: string;
   try {
-    const p = execa(file!, [...args, '--handover-info'], { timeout: 10_000, env: { ZIU_LOG_LEVEL: 'silent' } });
+    const p = execa(file!, [...args, '--handover-info'], { timeout: 10_000, env: { ZIU_LOG_LEVEL: 'silent' }, ...(cwd !== undefined ? { cwd } : {}) });
     if (p.pid !== undefined) setNice(p.pid, BACKGROUND_NICE);
     const r = await p;
     stdout = r.stdout;

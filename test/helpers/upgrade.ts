@@ -5,7 +5,7 @@ import { startProbe, type ProbeReport } from '../../src/probe/index.js';
 import { processAlive } from '../../src/process/index.js';
 import { Peer } from '../../src/upgrade/peer.js';
 import { ziu, type CliResult } from '../cli/helpers.js';
-import { startDatapath, type DatapathOptions, type RunningDatapath } from './datapath.js';
+import { startDatapath, startServiceDatapath, type DatapathOptions, type RunningDatapath, type ServiceOptions } from './datapath.js';
 import { hostSnapshot, realHugepagesUnavailable } from './hugepages.js';
 
 
@@ -25,10 +25,12 @@ export interface Rig {
 }
 
 /** A datapath with ports a and b, the probe sending a -> b through it, and an orchestrator state dir. */
-export async function startRig(o: { rate?: number; dp?: DatapathOptions; datapathArgs?: string[]; probe?: boolean; queues?: number } = {}): Promise<Rig> {
+export async function startRig(o: { rate?: number; dp?: DatapathOptions; datapathArgs?: string[]; probe?: boolean; queues?: number; service?: ServiceOptions } = {}): Promise<Rig> {
   // As root the orchestrator reserves hugepages and mounts hugetlbfs: both go back as they were.
-  const snapshot = realHugepagesUnavailable() === null ? hostSnapshot() : null;
-  const dp = await startDatapath({ ...o.dp, ...(o.datapathArgs ? { extraArgs: o.datapathArgs } : {}) });
+  // The orchestrators of a rig mount at ziu's default directories (ZIU_HUGEPAGE_DIR_* unset): only those are the rig's.
+  const snapshot = realHugepagesUnavailable() === null ? hostSnapshot(2048, { mountsUnder: '/dev/hugepages-ziu-' }) : null;
+  // As a service manager starts it (service), or as an orchestrator does.
+  const dp = o.service ? await startServiceDatapath(o.service) : await startDatapath({ ...o.dp, ...(o.datapathArgs ? { extraArgs: o.datapathArgs } : {}) });
   const stateDir = fs.mkdtempSync('/tmp/ziu-state-');
   const pids = new Set<number>([dp.pid]);
   let n = 0;

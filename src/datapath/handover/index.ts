@@ -66,6 +66,7 @@ export class Handover {
       role: this.#s.role,
       control: host.control().path,
       worker: host.worker(),
+      launch: host.launch(),
     };
   }
 

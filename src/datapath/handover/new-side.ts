@@ -340,8 +340,9 @@ export class NewSide {
     this.#release();
     this.#s.role = 'active';
     this.#log.info({ control: host.config.control }, 'handover committed: this instance is the datapath now');
-    void host.notify({ STATUS: `forwarding between ${host.ports.length + host.taps.length} ports` });
-    const body: CommitReply = { role: this.#s.role, control: host.config.control };
+    // The very last step: once the service manager watches us, nothing may fail and stop us.
+    const mainPidNotified = await host.becomeMain(`forwarding between ${host.ports.length + host.taps.length} ports`);
+    const body: CommitReply = { role: this.#s.role, control: host.config.control, mainPidNotified };
     return { body };
   }
 

@@ -30,6 +30,22 @@ export interface Hello extends HandoverInfo {
   control: string;
   /** the worker placement it was started with or inherited; null when none (or an older datapath) */
   worker: Placement | null;
+  /** how to start another instance like it (`ziu upgrade --new <binary>`); null from a datapath that does not say */
+  launch: Launch | null;
+}
+
+/**
+ * How an instance was started, for a successor that takes the same
+ * configuration: its flags without its own memory, the directory its
+ * relative paths resolve from, and the service manager it reports to.
+ */
+export interface Launch {
+  /** its command-line flags (a --config file path among them), without --mem-file: a successor's memory is its own */
+  args: string[];
+  /** its working directory, absolute */
+  cwd: string;
+  /** the service manager's notify socket (its NOTIFY_SOCKET under systemd), or null */
+  notifySocket: string | null;
 }
 
 /** This binary's handover info, for the formats it was told to speak. */
@@ -65,10 +81,21 @@ export const helloReply: Codec<Hello> = {
         throw new ZiuError('ERR_ZIU_CONTROL_BAD_MESSAGE', (cause as Error).message, { cause });
       }
     }
-    return { ...info, instance: r.str('instance'), pid: r.num('pid'), role: r.str('role'), control: r.str('control'), worker };
+    const launch = r.has('launch') && !r.nullable('launch') ? decodeLaunch(r.child('launch')) : null;
+    return { ...info, instance: r.str('instance'), pid: r.num('pid'), role: r.str('role'), control: r.str('control'), worker, launch };
   },
-  fields: [...INFO_FIELDS, 'instance', 'pid', 'role', 'control', 'worker'],
+  fields: [...INFO_FIELDS, 'instance', 'pid', 'role', 'control', 'worker', 'launch'],
 };
+
+function decodeLaunch(l: Reader): Launch {
+  const args = l.strs('args');
+  const cwd = l.str('cwd');
+  if (!cwd.startsWith('/')) throw l.fail(`${l.where}.cwd: expected an absolute path`);
+  // A NUL inside an argument could not have come from a real command line.
+  if (args.some((a) => a.includes('\0'))) throw l.fail(`${l.where}.args: an argument holds a NUL byte`);
+  const notifySocket = l.has('notifySocket') && !l.nullable('notifySocket') ? l.str('notifySocket') : null;
+  return { args, cwd, notifySocket };
+}
 
 // ---- status ----
 
