@@ -325,7 +325,7 @@ describe.skipIf(skip !== null)(`the ziu.vswitch collection rolls a fleet of ${NO
       n.report = await n.probe!.stop();
       n.probe = null;
     }
-    const figures = nodes.map((n, i) => ({ node: n.name, sent: n.report!.sent, lost: n.report!.lost, dup: n.report!.duplicated, maxGapUs: n.report!.maxGapUs, switchoverUs: run.summary.nodes[i]!.switchover_us }));
+    const figures = nodes.map((n, i) => ({ node: n.name, sent: n.report!.sent, lost: n.report!.lost, dup: n.report!.duplicated, maxGapUs: n.report!.maxGapUs, maxGapAtMs: n.report!.maxGapAtMs, senderLateMaxUs: n.report!.latenessUs.max, switchoverUs: run.summary.nodes[i]!.switchover_us }));
     console.log(`fleet rollout: ${JSON.stringify(figures)}`);
     for (const n of nodes) expect(n.report, n.name).toMatchObject({ lost: 0, reordered: 0, reconnects: 0 });
     // The canary's rollback (its new instance died after taking the rings) may send chains again; no other node's may.
