@@ -22,6 +22,8 @@ interface UpgradeCliOpts {
   report?: string;
   config?: string;
   json?: boolean;
+  dryRun?: boolean;
+  skipIfCurrent?: boolean;
 }
 
 const CONFIG_KEYS = ['control', 'new', 'mem', 'pageSize', 'verifyMs', 'readyTimeoutMs', 'deadManMs', 'healthUrl', 'report'] as const;
@@ -41,6 +43,8 @@ export function upgradeCommands(program: Command, run: Run): void {
     .option('--report <file>', 'also write the JSON report to this file')
     .option('--config <file>', 'the same options from a JSON or YAML file (flags override it)')
     .option('--json', 'print the report as one JSON document')
+    .option('--dry-run', "preflight only: every check up to the first change, then result 'would-upgrade' (or the refusal); nothing is started, created or locked")
+    .option('--skip-if-current', "change nothing (result 'up-to-date', exit 0) when the running instance already runs the datapath and version the new command reports")
     .addHelpText(
       'after',
       [
@@ -50,8 +54,9 @@ export function upgradeCommands(program: Command, run: Run): void {
         'directory, as its hello reports them, but never its --mem-file: --mem, or else as much memory as the old instance has,',
         "is created for it. The report's new_command says which (source: reused or given). Under systemd the new instance",
         'tells the service manager MAINPID=<its pid> when it commits (docs/systemd.md).',
-        'Exit codes: 0 committed, 1 rolled back (traffic stays on the old instance), 2 bad input or refused in',
-        'preflight (nothing changed), 3 failed and not rolled back (the message says what to do; see ziu recover).',
+        'Exit codes: 0 committed (or would-upgrade, up-to-date), 1 rolled back (traffic stays on the old instance),',
+        '2 bad input or refused in preflight (nothing changed), 3 failed and not rolled back (the message says what',
+        'to do; see ziu recover).',
       ].join('\n'),
     )
     .action(async (flags: UpgradeCliOpts) => {
@@ -72,6 +77,8 @@ export function upgradeCommands(program: Command, run: Run): void {
         deadManMs: ms('--dead-man-ms', o.deadManMs, DEFAULTS.deadManMs, DEAD_MAN_MS.min, DEAD_MAN_MS.max),
         ...(o.healthUrl ? { healthUrl: checkUrl(o.healthUrl) } : {}),
         store: context().store,
+        ...(flags.dryRun ? { dryRun: true } : {}),
+        ...(flags.skipIfCurrent ? { skipIfCurrent: true } : {}),
       });
       if (o.report) fs.writeFileSync(o.report, `${JSON.stringify(snakeCase(report), null, 2)}\n`);
       output(flags.json === true).result(report, () => humanReport(report));
@@ -125,6 +132,13 @@ export function humanReport(r: UpgradeReport): string[] {
     .map(([k, v]) => `${k} ${v < 10 ? v.toFixed(2) : Math.round(v)}`)
     .join(', ');
   const lines = [`upgrade ${r.upgradeId}: ${r.result.replace('_', ' ')} in ${Math.round(r.totalMs)} ms`];
+  const pre = r.preflight;
+  if (pre && (r.result === 'would-upgrade' || r.result === 'up-to-date')) {
+    lines.push(`  running: ${r.old ? `pid ${r.old.pid}, ${r.old.version}` : '?'}; new command: ${pre.target.datapath} ${pre.target.version}${pre.upToDate ? ' (the same)' : ''}`);
+    if (r.stateFormat !== null) lines.push(`  state format: ${r.stateFormat}`);
+    if (pre.memory) lines.push(`  memory: ${formatBytes(pre.memory.bytes)} ${pre.memory.backing}, ${pre.memory.verdict}`);
+    return lines;
+  }
   if (r.switchoverUs !== null) lines.push(`  switchover: ${r.switchoverUs} us (old instance froze -> new instance polled, CLOCK_MONOTONIC)`);
   if (r.old) lines.push(`  old: pid ${r.old.pid}, ${r.old.instance}, ${r.old.version}`);
   if (r.new) lines.push(`  new: pid ${r.new.pid}, ${r.new.instance}, ${r.new.version}`);

@@ -10,12 +10,12 @@ import { plan, readStatus, formatBytes, HUGETLBFS_MAGIC, PAGE_2M } from '../huge
 import { logger, type Logger } from '../log.js';
 import type { MemFileStore } from '../memfile/index.js';
 import { closeFds } from '../native/fds.js';
-import { acquireLock, Journal, upgradePaths } from './journal.js';
+import { acquireLock, Journal, lockHolderAlive, readLock, upgradePaths } from './journal.js';
 import { launchDetached, processAlive, processRef, stopProcess, waitGone, type ProcessRef } from '../process/index.js';
 import { Peer, type Hello, type Status } from './peer.js';
 import { checkOwnMemory, newCommand, type NewCommand } from './reuse.js';
 import { retireOld } from './retire.js';
-import type { Phase, UpgradeReport } from './report.js';
+import type { MemoryPlan, Phase, UpgradeReport } from './report.js';
 import { checkHealth, movingPorts, verifyNew } from './verify.js';
 import { keepOff } from '../sched/placement.js';
 
@@ -38,6 +38,10 @@ export interface UpgradeOptions {
   store: MemFileStore;
   log?: Logger;
   upgradeId?: string;
+  /** preflight only: report 'would-upgrade' or the refusal, change nothing (no process, mem file, pool change, lock or journal) */
+  dryRun?: boolean;
+  /** change nothing and report 'up-to-date' when the running instance runs the datapath and version the new command reports */
+  skipIfCurrent?: boolean;
 }
 
 export const DEFAULTS: { verifyMs: number; readyTimeoutMs: number; deadManMs: number } = { verifyMs: 300, readyTimeoutMs: 10_000, deadManMs: DEAD_MAN_MS.default };
@@ -116,11 +120,13 @@ export class Upgrade {
   }
 
   async run(): Promise<UpgradeReport> {
+    let ending: 'up-to-date' | 'would-upgrade' | null;
     try {
-      await this.#step('preflight', () => this.#preflight());
+      ending = await this.#step('preflight', () => this.#preflight());
     } catch (err) {
       return this.#refused(err);
     }
+    if (ending !== null) return this.#finish(ending);
     let newArgv = this.o.newCommand;
     let oldStatus: Status | null = null;
     try {
@@ -215,7 +221,12 @@ export class Upgrade {
 
   // ---- preflight: nothing changes until every check passed ----
 
-  async #preflight(): Promise<void> {
+  /**
+   * Every check before the first change. Returns how the upgrade ends
+   * without changing anything (up to date, or a dry run), else null with the
+   * lock held and the journal started.
+   */
+  async #preflight(): Promise<'up-to-date' | 'would-upgrade' | null> {
     const o = this.o;
     if (o.newCommand.length === 0) throw new Refusal('ERR_ZIU_USAGE', '--new: the new datapath command line is empty');
     try {
@@ -243,6 +254,13 @@ export class Upgrade {
     if (o.mem !== undefined) this.#mem = { bytes: o.mem, pageSize: o.pageSize ?? PAGE_2M };
     else if (cmd.memory === 'same-as-old') this.#mem = await this.#sameMemoryAs(oldMemFiles);
     const info = await newCommandInfo(cmd.argv, cmd.cwd);
+    // Datapath and version, as both say them: a rebuild that kept its version string needs a forced upgrade.
+    const upToDate = info.datapath === h.datapath && info.version === h.version;
+    this.#report.preflight = { target: info, upToDate, memory: null };
+    if (upToDate && o.skipIfCurrent) {
+      this.log.info({ version: h.version }, 'the running instance already runs this version: nothing to do');
+      return 'up-to-date';
+    }
     const formats = h.stateFormats.export.filter((f): f is StateFormat => info.stateFormats.import.includes(f) && isStateFormat(f));
     if (formats.length === 0) {
       throw new Refusal(
@@ -255,7 +273,11 @@ export class Upgrade {
     }
     this.#format = formats.reduce((a, b) => (b > a ? b : a));
     this.#report.stateFormat = this.#format;
-    if (this.#mem !== null) await this.#checkMemory(this.#mem.bytes, this.#mem.pageSize);
+    if (this.#mem !== null) this.#report.preflight.memory = await this.#checkMemory(this.#mem.bytes, this.#mem.pageSize);
+    if (o.dryRun) {
+      this.#checkUnlocked();
+      return 'would-upgrade';
+    }
     try {
       this.#unlock = acquireLock(this.#paths.lock, { pid: process.pid, upgradeId: this.id, since: new Date().toISOString(), control: o.control }, this.log);
       this.#journal = Journal.create(this.#paths.journal, {
@@ -272,6 +294,7 @@ export class Upgrade {
       this.#unlock = null;
       throw refusal(err);
     }
+    return null;
   }
 
   /** Reused configuration, no --mem: as many bytes as the old instance's mem files, on its page size. */
@@ -290,7 +313,27 @@ export class Upgrade {
     return { bytes: files.reduce((n, f) => n + f.bytes, 0), pageSize };
   }
 
-  async #checkMemory(bytes: number, pageSize: number): Promise<void> {
+  /** A dry run's word for the lock and the journal: what taking them would say, without taking them. */
+  #checkUnlocked(): void {
+    try {
+      const holder = readLock(this.#paths.lock);
+      if (holder !== null && lockHolderAlive(holder)) {
+        throw new Refusal('ERR_ZIU_LOCKED', `another upgrade of ${holder.control} is running: pid ${holder.pid}, upgrade ${holder.upgradeId}, since ${holder.since} (lock ${this.#paths.lock})`);
+      }
+      const unfinished = Journal.read(this.#paths.journal);
+      if (unfinished !== null) {
+        throw new Refusal(
+          'ERR_ZIU_JOURNAL_EXISTS',
+          `journal ${this.#paths.journal} of an unfinished upgrade (${unfinished.upgradeId}, phase ${unfinished.phase}) is in the way; run 'ziu recover' first`,
+        );
+      }
+    } catch (err) {
+      throw refusal(err);
+    }
+  }
+
+  /** Whether --mem fits (a refusal if not), and how: what a dry run reports. */
+  async #checkMemory(bytes: number, pageSize: number): Promise<MemoryPlan> {
     const store = this.o.store;
     const { backing } = await store.chooseBacking(pageSize);
     if (backing === 'tmpfs') {
@@ -302,14 +345,15 @@ export class Upgrade {
       if (bytes > avail) {
         throw new Refusal('ERR_ZIU_MEM_SHORT', `--mem ${formatBytes(bytes)} does not fit: ${dir} (tmpfs) has ${formatBytes(avail)} free`);
       }
-      return;
+      return { bytes, pageSize, backing, verdict: 'fits-now', rows: [] };
     }
-    if (backing !== 'hugetlbfs') return;
+    if (backing !== 'hugetlbfs') return { bytes, pageSize, backing, verdict: 'fits-now', rows: [] };
     const p = plan(await readStatus(store.host), [{ pageSize, bytes }]);
     if (p.verdict === 'does-not-fit') {
       const row = p.rows.find((r) => r.verdict === 'does-not-fit');
       throw new Refusal('ERR_ZIU_HUGEPAGES_SHORT', `--mem ${formatBytes(bytes)} does not fit beside the old instance: ${row?.reason ?? 'not enough hugepages'}`);
     }
+    return { bytes, pageSize, backing, verdict: p.verdict, rows: p.rows };
   }
 
   // ---- reserve, start, ready: the new instance comes up beside the old ----

@@ -88,7 +88,7 @@ export function fdCount(pid: number): number {
 }
 
 /** Pids of the processes whose environment has this exact KEY=value. */
-function processesWithEnv(entry: string): number[] {
+export function processesWithEnv(entry: string): number[] {
   const out: number[] = [];
   for (const d of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(d) || Number(d) === process.pid) continue;
