@@ -238,9 +238,15 @@ export class Datapath {
     this.#notifier = this.#service;
     if (this.#service.path === null) return null;
     for (let attempt = 0; ; attempt++) {
-      if (await this.#service.notify({ MAINPID: process.pid, READY: 1, STATUS: status })) {
+      const sent = await this.#service.send({ MAINPID: process.pid, READY: 1, STATUS: status });
+      if (sent === 'sent') {
         this.log.info({ notifySocket: this.#opts.launch?.notifySocket }, 'told the service manager: MAINPID is this process');
         return true;
+      }
+      if (sent === 'absent') {
+        // A launcher's readiness socket, long closed: no service manager watches the old process's exit.
+        this.log.info({ notifySocket: this.#opts.launch?.notifySocket }, 'nobody listens on the notify socket any more: no service manager to tell');
+        return null;
       }
       if (attempt >= 20) break;
       await new Promise((r) => setTimeout(r, 50));
