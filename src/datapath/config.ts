@@ -1,7 +1,8 @@
 import fs from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { UsageError } from '../errors.js';
-import { checkNamePart, formatBytes, parseSize } from '../memfile/index.js';
+import { formatBytes, parseSize } from '../hugepages/sizes.js';
+import { checkNamePart } from '../memfile/names.js';
 import { DEFAULT_GUEST_MEMORY, MAX_GUEST_REGIONS, type GuestMemoryLimits } from './guest-memory.js';
 import { checkSocketPath } from '../net/socket.js';
 import { NO_PLACEMENT, parseCpuList, parsePriority, type Placement } from '../sched/placement.js';

@@ -5,7 +5,6 @@ import { STATE_FORMATS, isStateFormat, type StateFormat } from '../handover/stat
 import type { Fault } from './handover/index.js';
 import { VERSION } from '../version.js';
 import { checkConfig, GUEST_MEMORY_DEFAULTS, parseGuestMemMax, parseGuestRegionsMax, parseTap, parseVhostUser, readConfigFile, reusableArgs, type DatapathConfig } from './config.js';
-import { Datapath } from './datapath.js';
 import { DEFAULT_GUEST_MEMORY } from './guest-memory.js';
 import { parseCpuList, parsePriority } from '../sched/placement.js';
 
@@ -98,6 +97,9 @@ export async function main(argv: string[]): Promise<number | null> {
     return hasCode(err, 'ERR_ZIU_SOCKET_PATH') ? EXIT.failed : exitCodeFor(err);
   }
   const faults = new Set((process.env['ZIU_FAULT'] ?? '').split(',').filter(Boolean) as Fault[]);
+  // Loaded only to run: `--handover-info` (what ziu upgrade's preflight asks) must not pay for the
+  // native addon, pino and the whole datapath, about half its start-up here.
+  const { Datapath } = await import('./datapath.js');
   const dp = new Datapath(config, {
     standby,
     ...(process.env['ZIU_CONTROL_PATH'] ? { standbyControl: process.env['ZIU_CONTROL_PATH'] } : {}),
