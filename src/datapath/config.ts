@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { UsageError } from '../errors.js';
-import { formatBytes, parseSize } from '../hugepages/sizes.js';
+import { formatBytes, parseSize } from '../memfile/sizes.js';
 import { checkNamePart } from '../memfile/names.js';
 import { DEFAULT_GUEST_MEMORY, MAX_GUEST_REGIONS, type GuestMemoryLimits } from './guest-memory.js';
 import { checkSocketPath } from '../net/socket.js';
