@@ -10,6 +10,7 @@ import { openTrustedFile } from '../trusted-dir.js';
 import { VERSION } from '../version.js';
 import type { DatapathConfig, TapSpec } from './config.js';
 import { Engine, type EngineFault, type PortStats } from './engine.js';
+import { DatapathTables } from './tables.js';
 import { Handover, type Fault, type HandoverHost, type TapPort } from './handover/index.js';
 import { serve } from './handover/serve.js';
 import { Notifier } from './notify.js';
@@ -64,11 +65,13 @@ export class Datapath {
   #handover: Handover | null = null;
   #stopping: Promise<void> | null = null;
   #placement: PlacementReport | null = null;
+  #tables: DatapathTables;
 
   constructor(config: DatapathConfig, opts: DatapathOptions = {}) {
     this.config = config;
     this.#opts = opts;
     this.log = logger('datapath', { instance: config.instance });
+    this.#tables = new DatapathTables(config, this.log);
   }
 
   /** Map memory, start the engine, open every port and the control socket, then say READY=1. */
@@ -87,8 +90,10 @@ export class Datapath {
       setLogContext(() => (handover.upgradeId === null ? {} : { upgradeId: handover.upgradeId }));
       if (standby) {
         // Nothing is ours to poll until resume: the engine writes no guest memory while frozen.
+        // No tables either until import: the predecessor's are the ones to map.
         this.#engine.freeze();
       } else {
+        this.#tables.open(this.#engine);
         for (const t of this.config.taps) this.#taps.push(await this.#openTap(t));
         for (const spec of this.config.vhostUser) await this.#openPort(spec);
       }
@@ -169,7 +174,7 @@ export class Datapath {
     const fd = check(native.tapOpen(spec.ifname), 'open /dev/net/tun (TUNSETIFF)', { path: spec.ifname });
     try {
       await execa('ip', ['link', 'set', 'dev', spec.ifname, 'up']);
-      return { spec, fd, enginePort: this.#engine!.addPort('tap', fd) };
+      return { spec, fd, enginePort: this.#engine!.addPort('tap', fd, spec.name) };
     } catch (err) {
       native.close(fd);
       throw err;
@@ -187,6 +192,7 @@ export class Datapath {
       ports: this.#ports,
       taps: this.#taps,
       faults: this.#opts.faults ?? new Set(),
+      tables: this.#tables,
       stateFormats: this.#opts.stateFormats ?? STATE_FORMATS,
       portOptions: (spec) => this.#portOptions(spec),
       control: () => ({ path: this.#control!.path, listenerFd: this.#control!.listenerFd }),
@@ -252,6 +258,7 @@ export class Datapath {
       role: this.#handover?.role ?? 'starting',
       handover: this.#handover?.status() ?? null,
       memFiles: this.#memFiles.map((m) => ({ path: m.path, bytes: m.size })),
+      tables: this.#tables.status(this.#engine),
       worker: this.workerPlacement(),
       ports: [
         ...this.#ports.map((p) => ({ kind: 'vhost-user', ...p.status(), counters: counters(p.enginePort) })),
@@ -284,6 +291,7 @@ export class Datapath {
         native.close(t.fd);
       }
       this.#engine?.destroy();
+      this.#tables.close();
       closeFds(this.#memFiles.map((m) => m.fd));
       this.log.info({ role }, 'datapath stopped');
     })();

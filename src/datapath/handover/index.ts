@@ -60,12 +60,13 @@ export class Handover {
   hello(): Hello {
     const host = this.#host;
     return {
-      ...handoverInfo(host.stateFormats),
+      ...handoverInfo(host.stateFormats, host.config.flowFormats),
       instance: host.config.instance,
       pid: process.pid,
       role: this.#s.role,
       control: host.control().path,
       worker: host.worker(),
+      tables: host.tables.exportWire(),
     };
   }
 
