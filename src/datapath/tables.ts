@@ -237,7 +237,8 @@ export class DatapathTables {
   status(engine: Engine | null): Record<string, unknown> | null {
     if (this.bridge === null || this.flow === null) return null;
     const info = engine?.tablesInfo() ?? { bridge: null, flow: null };
-    const one = (t: TableFile, i: object | null): Record<string, unknown> => ({ path: t.path, file: t.file, format: t.format, entries: t.entries, bytes: t.bytes, ...(i ?? {}) });
+    // fd: for a reader of a memfd table (no path), through /proc/<pid>/fd/<fd> (same uid or root only).
+    const one = (t: TableFile, i: object | null): Record<string, unknown> => ({ path: t.path, fd: t.fd, file: t.file, format: t.format, entries: t.entries, bytes: t.bytes, ...(i ?? {}) });
     return {
       bridge: one(this.bridge, info.bridge),
       flow: { ...one(this.flow, info.flow && { ...info.flow, generation: String(info.flow.generation) }), convertedFrom: this.#convertedFrom },
