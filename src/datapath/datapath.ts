@@ -279,6 +279,9 @@ export class Datapath {
       await this.#notifier.notify({ STOPPING: 1 });
       const role = this.#handover?.role;
       const shared = role === 'frozen' || role === 'handed-over' || role === 'exporting';
+      // Stop forwarding first: the ports that go below leave the tables as they are (what was
+      // learned stays for the next instance that maps them: a restart or a successor).
+      this.#engine?.freeze();
       if (shared) for (const p of this.#ports) p.detach();
       // A new instance that has not committed may already serve the predecessor's control
       // listener (a commit that failed half-way): that path is still the old instance's.
