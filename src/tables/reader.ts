@@ -2,7 +2,8 @@ import fs from 'node:fs';
 import { hasCode, ZiuError } from '../errors.js';
 import type { BridgeDumpEntry, FlowDumpEntry, TableDump } from '../native/datapath-native.js';
 import { check, native } from '../native/index.js';
-import { Peer } from '../upgrade/peer.js';
+import { ControlClient } from '../control/client.js';
+import { closeFds } from '../native/fds.js';
 import { openTrustedFile } from '../trusted-dir.js';
 
 /**
@@ -33,14 +34,19 @@ export interface Located {
 
 /** Where the datapath on `control` keeps its tables. */
 export async function locateTables(control: string): Promise<Located> {
-  const peer = await Peer.connect('tables', control);
+  const client = await ControlClient.connect(control);
   try {
-    const st = await peer.status();
-    const t = st['tables'] as { bridge?: TableLocation; flow?: TableLocation } | null | undefined;
-    if (!t?.bridge || !t.flow) throw new ZiuError('ERR_ZIU_TABLE', `the datapath on ${control} (pid ${st.pid}, ${st.role}) reports no tables${st.role === 'standby' ? ': a standby instance has none until it imports them' : ''}`);
-    return { pid: st.pid, instance: st.instance, bridge: t.bridge, flow: t.flow };
+    const r = await client.request({ op: 'status' });
+    closeFds(r.fds);
+    if (!r.body.ok) throw new ZiuError('ERR_ZIU_TABLE', `status on ${control}: ${r.body.error.message}`);
+    const st = (r.body as { status?: { pid?: number; instance?: string; role?: string; tables?: { bridge?: TableLocation; flow?: TableLocation } | null } }).status ?? {};
+    const t = st.tables;
+    if (typeof st.pid !== 'number' || !t?.bridge || !t.flow) {
+      throw new ZiuError('ERR_ZIU_TABLE', `the datapath on ${control} (pid ${st.pid ?? '?'}, ${st.role ?? '?'}) reports no tables${st.role === 'standby' ? ': a standby instance has none until it imports them' : ''}`);
+    }
+    return { pid: st.pid, instance: st.instance ?? '?', bridge: t.bridge, flow: t.flow };
   } finally {
-    peer.close();
+    client.close();
   }
 }
 

@@ -261,7 +261,7 @@ export class Upgrade {
    * flow format it serves means a conversion: a table file of its own.
    */
   #checkTables(h: Hello, info: HandoverInfo): void {
-    const t = h.tables;
+    const t = h.tables ?? null;
     if (t === null) {
       this.#report.tables = null;
       return;
@@ -321,7 +321,7 @@ export class Upgrade {
     }
     // Another flow format: the new instance converts the old table into one of its own, a file
     // of the same size made here beside its memory (hugepages, or tmpfs as mem files fall back).
-    const old = this.#oldHello!.tables;
+    const old = this.#oldHello!.tables ?? null;
     if (this.#flowTo !== null && old !== null && old.flow.path !== null) {
       this.#memInstance ??= `upgrade-${this.id}`;
       this.#journal!.update({ newMem: this.#memInstance });

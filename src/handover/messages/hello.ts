@@ -44,8 +44,8 @@ export interface Hello extends HandoverInfo {
   control: string;
   /** the worker placement it was started with or inherited; null when none (or an older datapath) */
   worker: Placement | null;
-  /** its tables; null when it has none (an older datapath, or a standby instance) */
-  tables: HelloTables | null;
+  /** its tables; null or absent when it has none (an older datapath, or a standby instance) */
+  tables?: HelloTables | null;
 }
 
 /** This binary's handover info, for the formats it was told to speak. */
@@ -103,7 +103,7 @@ export const helloReply: Codec<Hello> = {
         throw new ZiuError('ERR_ZIU_CONTROL_BAD_MESSAGE', (cause as Error).message, { cause });
       }
     }
-    return { ...info, instance: r.str('instance'), pid: r.num('pid'), role: r.str('role'), control: r.str('control'), worker, tables: decodeTables(r) };
+    return { ...info, instance: r.str('instance'), pid: r.num('pid'), role: r.str('role'), control: r.str('control'), worker, ...(r.has('tables') ? { tables: decodeTables(r) } : {}) };
   },
   fields: [...INFO_FIELDS, 'instance', 'pid', 'role', 'control', 'worker', 'tables'],
 };

@@ -69,7 +69,7 @@ export const exportReply: Codec<ExportReply> = {
   encode: (v) => ({ ...v }),
   decode(doc) {
     const r = body(doc, 'export reply');
-    return { format: format(r), state: r.raw('state'), tables: decodeTables(r), fds: r.strs('fds') };
+    return { format: format(r), state: r.raw('state'), ...(r.has('tables') ? { tables: decodeTables(r) } : {}), fds: r.strs('fds') };
   },
   fields: ['format', 'state', 'tables', 'fds'],
 };
@@ -80,7 +80,7 @@ export const importRequest: Codec<ImportRequest> = {
     const r = body(doc, 'import request');
     let worker: Placement | null = null;
     if (r.has('worker') && !r.nullable('worker')) worker = checkPlacement(r.raw('worker'), 'import: worker');
-    return { format: format(r), state: r.raw('state'), tables: decodeTables(r), ...optString(r, 'upgradeId'), worker, fds: r.has('fds') ? r.strs('fds') : [] };
+    return { format: format(r), state: r.raw('state'), ...(r.has('tables') ? { tables: decodeTables(r) } : {}), ...optString(r, 'upgradeId'), worker, fds: r.has('fds') ? r.strs('fds') : [] };
   },
   fields: ['format', 'state', 'tables', 'upgradeId', 'worker', 'fds'],
 };
