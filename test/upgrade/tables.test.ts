@@ -163,6 +163,24 @@ describe('tables across an upgrade', () => {
     expect(shown.flows.list[0]!.age_s).not.toBeNull(); // format 2 keeps when the flow was created
   });
 
+  it('format 1 -> 2, rolled back after the new instance served (verify fails): what it counted goes back into the old format-1 table', { timeout: 60_000 }, async () => {
+    const { a, b, c, sent, send } = await setup(['--flow-formats', '1']);
+    await send(30);
+    const during = sendDuring(a, b, sent);
+    // Nothing answers on port 1: the health check fails in verify, after the new instance took the rings.
+    const r = await rig!.upgrade(['--health-url', 'http://127.0.0.1:1/ready']);
+    during.stop();
+    expect(r.exitCode, r.stderr).toBe(1);
+    expect(r.report).toMatchObject({ result: 'rolled_back', rollback: { phase: 'verify', code: 'ERR_ZIU_HEALTH', devices: { handed_back: true } } });
+    await until(() => b.received().length === sent.n, 'b to receive every frame sent during the upgrade');
+    await send(10);
+    expect(c.received().length).toBe(1);
+    const shown = JSON.parse((await rig!.cli(['tables', 'show', '--datapath', rig!.dp.control, '--json'])).stdout) as { flows: { format: number; list: Flow[] } };
+    expect(shown.flows.format).toBe(1);
+    // Every frame counted: those the old instance forwarded, those the new one did while it served, and after.
+    expect(shown.flows.list).toEqual([expect.objectContaining({ in_port: 'a', out_port: 'b', packets: sent.n, bytes: sent.n * SIZE })]);
+  });
+
   for (const [what, corrupt, reason] of [
     ['a corrupted flow table header', (h: Uint8Array) => h.fill(0xff, 24, 28), /the header is corrupted \(its checksum does not match\)/],
     ['a foreign file', (h: Uint8Array) => h.set(Buffer.from('NOT-ZIU!'), 0), /not a ziu table file \(wrong magic number\)/],
