@@ -831,8 +831,10 @@ static napi_value n_dp_worker_stats(napi_env env, napi_callback_info info) {
   if (pthread_getcpuclockid(dp->worker, &cid) == 0) clock_gettime(cid, &ts);
   lock_ctl(dp);
   double passes = (double)dp->passes, sleeps = (double)dp->sleeps, wakeups = (double)dp->wakeups;
-  double macs = dp_bridge_count(dp);
+  struct dp_table bridge = dp->tables.bridge;
   pthread_mutex_unlock(&dp->lock);
+  /* Counted outside the lock: a big table's scan must not stall the worker (see dpTablesInfo). */
+  double macs = dp_bridge_count_table(&bridge);
   napi_value o;
   napi_create_object(env, &o);
   ziu_set_prop(env, o, "workerCpuMs", ziu_double(env, (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6));

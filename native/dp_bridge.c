@@ -82,8 +82,9 @@ void dp_bridge_forget_port(struct dp *dp, uint16_t tport) {
     if (e[i].port == (uint16_t)(tport + 1)) e[i].port = 0;
 }
 
-uint32_t dp_bridge_count(const struct dp *dp) {
-  const struct dp_table *t = &dp->tables.bridge;
+uint32_t dp_bridge_count(const struct dp *dp) { return dp_bridge_count_table(&dp->tables.bridge); }
+
+uint32_t dp_bridge_count_table(const struct dp_table *t) {
   if (!t->map) return 0;
   const struct dp_bridge_entry *e = (const struct dp_bridge_entry *)t->ent;
   uint32_t n = 0;

@@ -323,8 +323,10 @@ void dp_flow_hit(struct dp *dp, const struct dp_flow_key *k, uint32_t len, uint8
 /*
  * Age out, a slice at a time (at most one slice per ms): flows idle longer
  * than the table's idle_s, and flows the agent marked that stayed idle for
- * DP_FLOW_GRACE_S (a hit clears the mark, so a marked flow still idle is
- * one nobody sent on since it was marked, give or take the grace).
+ * more than DP_FLOW_GRACE_S (a hit clears the mark, so a marked flow still
+ * idle is one nobody sent on since it was marked). The clock has whole
+ * seconds: "more than 1" is at least one whole second, never a flow that
+ * was hit just before a second began and not yet again since its mark.
  */
 void dp_flow_sweep(struct dp *dp, uint64_t now_ns) {
   struct dp_table *t = &dp->tables.flow;
@@ -339,7 +341,7 @@ void dp_flow_sweep(struct dp *dp, uint64_t now_ns) {
     struct dp_flow f;
     dp_flow_read(t, i, &f);
     int32_t idle = (int32_t)(now - f.last_seen);
-    if (idle > (int32_t)t->idle_s || ((st & DP_FLOW_MARK) && idle >= (int32_t)DP_FLOW_GRACE_S)) {
+    if (idle > (int32_t)t->idle_s || ((st & DP_FLOW_MARK) && idle > (int32_t)DP_FLOW_GRACE_S)) {
       dp_flow_delete(dp, i);
       dp->tables.flows_aged++;
     }

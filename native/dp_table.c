@@ -509,13 +509,21 @@ static napi_value n_dp_tables_release(napi_env env, napi_callback_info info) {
   return ziu_int(env, 0);
 }
 
-/* dpTablesInfo(h): what the engine's tables hold and did. */
+/*
+ * dpTablesInfo(h): what the engine's tables hold and did. The live entries
+ * are counted after the lock is released (a scan of a big table would stall
+ * the worker for milliseconds): only this thread maps and unmaps tables, so
+ * the mappings outlive the call, and a count taken while the worker writes
+ * is as good as any.
+ */
 static napi_value n_dp_tables_info(napi_env env, napi_callback_info info) {
   ZIU_ARGS(env, info, 1);
   struct dp *dp = dp_from_value(env, argv[0]);
   if (!dp) return NULL;
   dp_lock_ctl(dp);
-  struct dp_tables *t = &dp->tables;
+  struct dp_tables snap = dp->tables;
+  pthread_mutex_unlock(&dp->lock);
+  struct dp_tables *t = &snap;
   napi_value o, b, f;
   napi_create_object(env, &o);
   napi_get_null(env, &b);
@@ -525,7 +533,7 @@ static napi_value n_dp_tables_info(napi_env env, napi_callback_info info) {
     ziu_set_prop(env, b, "format", ziu_int(env, t->bridge.format));
     ziu_set_prop(env, b, "entries", ziu_int(env, t->bridge.entries));
     ziu_set_prop(env, b, "bytes", ziu_double(env, (double)t->bridge.len));
-    ziu_set_prop(env, b, "live", ziu_int(env, dp_bridge_count(dp)));
+    ziu_set_prop(env, b, "live", ziu_int(env, dp_bridge_count_table(&t->bridge)));
     ziu_set_prop(env, b, "writable", ziu_bool(env, t->bridge.writable));
   }
   if (t->flow.map) {
@@ -545,7 +553,6 @@ static napi_value n_dp_tables_info(napi_env env, napi_callback_info info) {
     ziu_set_prop(env, f, "caughtUp", ziu_double(env, (double)t->caught_up));
     ziu_set_prop(env, f, "convertedFrom", t->src.map ? ziu_int(env, t->src.format) : ziu_int(env, 0));
   }
-  pthread_mutex_unlock(&dp->lock);
   ziu_set_prop(env, o, "bridge", b);
   ziu_set_prop(env, o, "flow", f);
   return o;

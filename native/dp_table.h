@@ -36,7 +36,7 @@
 #define DP_FLOW_MAX_ENTRIES (1u << 22)
 #define DP_MAC_AGE_S 300u     /* a MAC not refreshed for this long is unknown again */
 #define DP_FLOW_IDLE_S 300u   /* default: a flow idle this long is aged out by the datapath */
-#define DP_FLOW_GRACE_S 1u    /* a flow the agent marked goes once idle this long (a hit clears the mark) */
+#define DP_FLOW_GRACE_S 1u    /* a flow the agent marked goes once idle longer than this: more than a whole second of the clock (a hit clears the mark) */
 #define DP_FLOW_SWEEP 1024u   /* entries the worker looks at per sweep, at most one sweep per ms */
 
 /* Flow state word: only these values are meaningful; anything else is a free slot. */
@@ -172,6 +172,7 @@ void dp_bridge_learn(struct dp *dp, const uint8_t *mac, uint16_t tport);
 int dp_bridge_lookup(struct dp *dp, const uint8_t *mac); /* table port id, or -1 */
 void dp_bridge_forget_port(struct dp *dp, uint16_t tport);
 uint32_t dp_bridge_count(const struct dp *dp);
+uint32_t dp_bridge_count_table(const struct dp_table *t);
 uint16_t dp_bridge_port_id(struct dp_table *b, const char *name, bool assign);
 
 /* dp_flow.c */
