@@ -371,7 +371,7 @@ static napi_value n_dp_add_port(napi_env env, napi_callback_info info) {
   p->nrings = 2; /* one queue pair: what every frontend sets up */
   memcpy(p->name, name, nlen + 1);
   /* Its id in the tables by name; a frozen engine (read-only tables) gets a new name an id when it thaws. */
-  p->tport = dp_bridge_port_id(&dp->tables.bridge, p->name, true);
+  p->tport = dp_tables_port_id(dp, p->name);
   if (p->tport < DP_TABLE_PORTS) dp->tables.tmap[p->tport] = (int16_t)id;
   p->in_use = true;
   if ((uint32_t)id >= dp->ports_hi) dp->ports_hi = (uint32_t)id + 1;

@@ -128,13 +128,40 @@ int dp_table_protect(struct dp_table *t, bool writable) {
   return 0;
 }
 
+/*
+ * A port's table id by name: its slot in the directory, else a free one,
+ * else (names of ports long gone fill the directory) the slot of a name no
+ * port of ours has, its MACs forgotten first. Only a writer assigns; a
+ * read-only (frozen) engine gets DP_TPORT_NONE for a new name until it thaws.
+ */
+uint16_t dp_tables_port_id(struct dp *dp, const char *name) {
+  struct dp_table *b = &dp->tables.bridge;
+  uint16_t id = dp_bridge_port_id(b, name, true);
+  if (id != DP_TPORT_NONE || !b->map || !b->writable) return id;
+  for (uint32_t i = 0; i < b->aux_count && i < DP_TABLE_PORTS; i++) {
+    if (dp->tables.tmap[i] >= 0) continue;
+    dp_bridge_forget_port(dp, (uint16_t)i);
+    char *slot = (char *)b->aux + (size_t)i * DP_PORT_NAME;
+    memset(slot, 0, DP_PORT_NAME);
+    memcpy(slot, name, strnlen(name, DP_PORT_NAME));
+    return (uint16_t)i;
+  }
+  return DP_TPORT_NONE;
+}
+
 /* Every port in use gets its table port id by name (assigned if we may write). */
 void dp_tables_bind_ports(struct dp *dp) {
   for (uint32_t i = 0; i < DP_TABLE_PORTS; i++) dp->tables.tmap[i] = -1;
   for (uint32_t i = 0; i < dp->ports_hi; i++) {
     struct dp_port *p = &dp->ports[i];
     if (!p->in_use) continue;
-    p->tport = dp_bridge_port_id(&dp->tables.bridge, p->name, true);
+    p->tport = dp_bridge_port_id(&dp->tables.bridge, p->name, false);
+    if (p->tport < DP_TABLE_PORTS) dp->tables.tmap[p->tport] = (int16_t)i;
+  }
+  for (uint32_t i = 0; i < dp->ports_hi; i++) {
+    struct dp_port *p = &dp->ports[i];
+    if (!p->in_use || p->tport < DP_TABLE_PORTS) continue;
+    p->tport = dp_tables_port_id(dp, p->name);
     if (p->tport < DP_TABLE_PORTS) dp->tables.tmap[p->tport] = (int16_t)i;
   }
 }

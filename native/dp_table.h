@@ -163,6 +163,7 @@ int dp_table_map(int fd, uint32_t kind, bool writable, struct dp_table *t, const
 void dp_table_unmap(struct dp_table *t);
 int dp_table_protect(struct dp_table *t, bool writable);
 void dp_tables_bind_ports(struct dp *dp);
+uint16_t dp_tables_port_id(struct dp *dp, const char *name);
 void dp_tables_thaw(struct dp *dp);
 void dp_tables_freeze(struct dp *dp);
 void dp_tables_destroy(struct dp *dp);

@@ -110,6 +110,19 @@ describe('datapath engine: lifecycle and validation', () => {
     expect(native.dpStats(h)).toBe(-E.EBADF);
   });
 
+  it("gives a port a table id by name, and when the tables' port directory is full of names long gone, reuses one of theirs", () => {
+    const h = engine({ maxPorts: 2 });
+    const bridge = tableFd(1, 1024);
+    expect(native.dpTablesAttach(h, bridge, tableFd(2, 4096), true)).toBe(0);
+    for (let i = 0; i < 1100; i++) check(native.dpRemovePort(h, check(native.dpAddPort(h, 0, -1, `vm-${i}`), 'dpAddPort')), 'dpRemovePort');
+    check(native.dpAddPort(h, 0, -1, 'vm-last'), 'dpAddPort');
+    const d = native.tableDump(bridge, 1, 10);
+    if ('problem' in d) throw new Error(d.problem);
+    expect(d.ports.filter((n) => n !== null)).toHaveLength(1024);
+    expect(d.ports).toContain('vm-last');
+    expect(d.ports).toContain('vm-1023'); // the directory filled there; names after it took a slot no port held
+  });
+
   it('hands out port ids until maxPorts, and reuses freed ones', () => {
     const h = engine({ maxPorts: 2 });
     expect(native.dpAddPort(h, 0, -1, portName())).toBe(0);

@@ -103,6 +103,7 @@ describe('tables across an upgrade', () => {
     expect(r.exitCode, r.stderr).toBe(0);
     expect(r.report).toMatchObject({ result: 'committed', tables: { bridge: 'adopted', flow: 'adopted', flow_format: { old: 2, new: 2 } } });
     const freeAfter = meminfo();
+    console.log(`same-format upgrade with tables: switchover ${r.report['switchover_us']} us ${JSON.stringify(r.report['switchover_parts'])}`);
 
     // No new table: the new instance maps the same files (device and inode), and the store holds no other table file.
     const now = await rig!.dp.status();
@@ -147,6 +148,8 @@ describe('tables across an upgrade', () => {
     expect(r.exitCode, r.stderr).toBe(0);
     expect(r.report).toMatchObject({ result: 'committed', tables: { bridge: 'adopted', flow: 'converted', flow_format: { old: 1, new: 2 } } });
     const path = (r.report['tables'] as { path: string }).path;
+    const caught = ((await rig!.dp.status())['tables'] as { flow: { caughtUp: number } }).flow.caughtUp;
+    console.log(`format 1 -> 2 upgrade: switchover ${r.report['switchover_us']} us ${JSON.stringify(r.report['switchover_parts'])}, transfer ${(r.report['phases'] as Record<string, number>)['transfer']} ms, ${caught} flow entries caught up at the takeover`);
     expect(path).toMatch(/upgrade-.*\/flow$/);
     const now = await rig!.dp.status();
     expect(now['tables']).toMatchObject({ flow: { path, format: 2, writable: true, convertedFrom: { format: 1 } } });
