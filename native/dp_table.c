@@ -71,6 +71,8 @@ const char *dp_table_check(const uint8_t *map, uint64_t size, uint32_t kind, str
   }
   if (h->idle_s == 0 || h->idle_s > 86400u * 365u) return "the header gives an idle time out of range";
   if (t) {
+    t->aux_off = h->aux_off;
+    t->ent_off = h->entries_off;
     t->kind = h->kind;
     t->format = h->format;
     t->entries = h->entries;
@@ -85,7 +87,19 @@ const char *dp_table_check(const uint8_t *map, uint64_t size, uint32_t kind, str
   return NULL;
 }
 
-/* Map a table file (MAP_SHARED, populated), read-only or not, and check it: 0, -errno, or -EBADMSG with *why. */
+static void point(struct dp_table *t, uint8_t *base) {
+  t->map = base;
+  t->hdr = (struct dp_table_hdr *)base;
+  t->aux = base + t->aux_off;
+  t->ent = base + t->ent_off;
+}
+
+/*
+ * Map a table file and check it: 0, -errno, or -EBADMSG with *why. Both
+ * mappings are made now (struct dp_table): the writable one populated, off
+ * the packet path, so that taking the table later costs no syscall and no
+ * fault; the read-only one (in use unless writable) is not.
+ */
 int dp_table_map(int fd, uint32_t kind, bool writable, struct dp_table *t, const char **why) {
   *why = NULL;
   struct stat st;
@@ -99,31 +113,45 @@ int dp_table_map(int fd, uint32_t kind, bool writable, struct dp_table *t, const
     return -EBADMSG;
   }
   size_t len = (size_t)st.st_size;
-  void *m = mmap(NULL, len, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED | MAP_POPULATE, fd, 0);
-  if (m == MAP_FAILED) return -errno;
+  uint8_t *ro = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+  if (ro == MAP_FAILED) return -errno;
   struct dp_table x;
   memset(&x, 0, sizeof(x));
-  const char *w = dp_table_check(m, len, kind, &x);
+  const char *w = dp_table_check(ro, len, kind, &x);
   if (w) {
-    munmap(m, len);
+    munmap(ro, len);
     *why = w;
     return -EBADMSG;
   }
-  x.map = m;
+  uint8_t *rw = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+  if (rw == MAP_FAILED) {
+    int err = errno;
+    if (writable) {
+      munmap(ro, len);
+      return -err;
+    }
+    rw = NULL; /* a read-only fd (ziu tables show): never writable */
+  }
+  x.ro = ro;
+  x.rw = rw;
   x.len = len;
   x.writable = writable;
+  point(&x, writable ? rw : ro);
   *t = x;
   return 0;
 }
 
 void dp_table_unmap(struct dp_table *t) {
-  if (t->map) munmap(t->map, t->len);
+  if (t->ro) munmap(t->ro, t->len);
+  if (t->rw) munmap(t->rw, t->len);
   memset(t, 0, sizeof(*t));
 }
 
+/* Read-only or writable from now on: which mapping the pointers go to (call with dp->lock held, or before the engine sees t). */
 int dp_table_protect(struct dp_table *t, bool writable) {
   if (!t->map || t->writable == writable) return 0;
-  if (mprotect(t->map, t->len, PROT_READ | (writable ? PROT_WRITE : 0)) < 0) return -errno;
+  if (writable && !t->rw) return -EACCES;
+  point(t, writable ? t->rw : t->ro);
   t->writable = writable;
   return 0;
 }

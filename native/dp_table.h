@@ -7,8 +7,8 @@
  * read from the file again); entry contents are bounds-checked where used.
  *
  * One writer at a time: the instance that holds the rings (the baton). The
- * others map the files read-only (PROT_READ), and so does an instance while
- * it is frozen. The agent (`ziu tables age`) only sets one bit in a flow's
+ * others use the files read-only (their PROT_READ mapping, struct
+ * dp_table), and so does an instance while it is frozen. The agent (`ziu tables age`) only sets one bit in a flow's
  * state word, by compare-and-swap.
  */
 #ifndef ZIU_DP_TABLE_H
@@ -124,11 +124,21 @@ struct dp_flow {
   uint32_t created, last_seen;
 };
 
-/* One mapped table; the geometry is ours, checked once. */
+/*
+ * One mapped table; the geometry is ours, checked once. Mapped twice: ro
+ * (PROT_READ) and rw (PROT_READ | PROT_WRITE, populated; NULL if the fd is
+ * read-only). map and the pointers below are into one of them: ro while the
+ * engine may not write (frozen, before it holds the rings), rw while it
+ * may. Switching is a pointer swap under dp->lock, not an mprotect: an
+ * mprotect in the switchover gap cost ~80 us here (page-table work under a
+ * virtualised host), and a write through ro still faults.
+ */
 struct dp_table {
-  uint8_t *map; /* NULL: none */
+  uint8_t *map; /* the mapping in use; NULL: none */
+  uint8_t *ro, *rw;
   size_t len;
-  bool writable; /* PROT_WRITE now */
+  bool writable; /* map is rw */
+  uint64_t aux_off, ent_off;
   uint32_t kind, format, entries, window, entry_bytes, aux_count, idle_s;
   struct dp_table_hdr *hdr;
   uint8_t *aux, *ent;
