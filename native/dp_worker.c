@@ -198,7 +198,13 @@ static inline void deliver(struct dp *dp, struct dp_port *p, const uint8_t *fram
     tap_out(dp, p, frame, len);
 }
 
-/* The bridge: learn the source, forward to the known port or flood. */
+/*
+ * The bridge: learn the source, forward to the known port or flood. A
+ * unicast frame to a known port is counted on its flow (made from this
+ * frame if it is the first: dp_flow.c); one whose destination sits behind
+ * its own input port is dropped and counted on a drop flow. Table port ids
+ * come from a file another process wrote: checked before they index anything.
+ */
 static void forward(struct dp *dp, uint16_t in, const uint8_t *frame, uint32_t len) {
   struct dp_port *ip = &dp->ports[in];
   ip->st.rx_packets++;
@@ -206,10 +212,16 @@ static void forward(struct dp *dp, uint16_t in, const uint8_t *frame, uint32_t l
   const uint8_t *dst = frame, *src = frame + 6;
   uint32_t hash = 0;
   bool hashed = false;
-  if (!(src[0] & 1)) dp_mac_learn(dp, src, in);
+  uint16_t tin = ip->tport;
+  if (!(src[0] & 1) && tin < DP_TABLE_PORTS) dp_bridge_learn(dp, src, tin);
   if (!(dst[0] & 1)) {
-    int out = dp_mac_lookup(dp, dst);
+    int t = dp_bridge_lookup(dp, dst);
+    int out = t >= 0 && t < (int)DP_TABLE_PORTS ? dp->tables.tmap[t] : -1;
     if (out >= 0 && (uint32_t)out < dp->max_ports && dp->ports[out].in_use) {
+      struct dp_flow_key k;
+      uint8_t flags;
+      if (tin < DP_TABLE_PORTS && dp_flow_key_of(frame, len, tin, &k, &flags))
+        dp_flow_hit(dp, &k, len, flags, out == in ? DP_FLOW_DROP : DP_FLOW_FORWARD, (uint16_t)t);
       if (out != in) deliver(dp, &dp->ports[out], frame, len, &hash, &hashed);
       return; /* back to where it came from: the segment already has it */
     }
@@ -252,7 +264,8 @@ static unsigned tap_rx_burst(struct dp *dp, struct dp_port *p, unsigned *nframes
 static unsigned pass(struct dp *dp) {
   unsigned work = 0, looked = 0;
   uint64_t t0 = dp_now_ns();
-  dp->now_s = (uint32_t)((t0 - dp->t0_ns) / 1000000000ull) + 1;
+  dp->now_s = (uint32_t)(t0 / 1000000000ull);
+  dp_flow_sweep(dp, t0);
   for (uint32_t i = 0; i < dp->ports_hi; i++) {
     struct dp_port *p = &dp->ports[i];
     if (p->in_use && p->kind == DP_KIND_VHOST)

@@ -97,6 +97,8 @@ export const ERRORS = {
   ERR_ZIU_STATE_FORMAT: failed('a handover state format one side does not speak'),
   ERR_ZIU_STOP: failed('a process survived SIGKILL (stuck in the kernel): stop it by hand'),
   ERR_ZIU_SYSFS: failed('unexpected content in a sysfs file'),
+  ERR_ZIU_TABLE: failed('a table file is not a ziu table, is corrupted, holds a format this datapath cannot read, or cannot be used'),
+  ERR_ZIU_TABLE_FORMAT: failed("the new datapath cannot read the old instance's table format"),
   ERR_ZIU_TOO_MANY_FDS: failed('more fds than one message carries (SCM_MAX_FD), or a peer left too many fds with a message it did not finish'),
   ERR_ZIU_UNTRUSTED_PATH: refused('a file or directory ziu would use is a symlink, or another local user owns or can write it'),
   ERR_ZIU_USAGE: refused('bad input: a flag, an option or a config value (UsageError)'),

@@ -11,7 +11,11 @@ export function memfileCommand(program: Command): void {
   const mf = program
     .command('memfile')
     .description("create, list and remove a datapath instance's --mem-file files (allocated and zeroed up front)")
-    .addHelpText('after', '\nNames are <instance>/<role>, e.g. vr-2/pool-0, vr-2/flow, vr-2/bridge; characters [A-Za-z0-9._-].');
+    .addHelpText(
+      'after',
+      '\nNames are <instance>/<role>, e.g. vr-2/pool-0, vr-2/flow, vr-2/bridge; characters [A-Za-z0-9._-].\n' +
+        'A flow or bridge file is what ziu-datapath takes as --flow-table or --bridge-table (sized by the file; docs/tables.md).',
+    );
 
   mf.command('create')
     .description('create <instance>/<role> and prepopulate it: every page allocated and zeroed now, not when the datapath starts')

@@ -10,6 +10,7 @@ import { openTrustedFile } from '../trusted-dir.js';
 import { VERSION } from '../version.js';
 import type { DatapathConfig, TapSpec } from './config.js';
 import { Engine, type EngineFault, type PortStats } from './engine.js';
+import { DatapathTables } from './tables.js';
 import { Handover, type Fault, type HandoverHost, type TapPort } from './handover/index.js';
 import { serve } from './handover/serve.js';
 import { Notifier } from './notify.js';
@@ -73,12 +74,14 @@ export class Datapath {
   #handover: Handover | null = null;
   #stopping: Promise<void> | null = null;
   #placement: PlacementReport | null = null;
+  #tables: DatapathTables;
 
   constructor(config: DatapathConfig, opts: DatapathOptions = {}) {
     this.config = config;
     this.#opts = opts;
     this.log = logger('datapath', { instance: config.instance });
     this.#service = Notifier.to(opts.launch?.notifySocket ?? null);
+    this.#tables = new DatapathTables(config, this.log);
   }
 
   /** Map memory, start the engine, open every port and the control socket, then say READY=1. */
@@ -97,8 +100,10 @@ export class Datapath {
       setLogContext(() => (handover.upgradeId === null ? {} : { upgradeId: handover.upgradeId }));
       if (standby) {
         // Nothing is ours to poll until resume: the engine writes no guest memory while frozen.
+        // No tables either until import: the predecessor's are the ones to map.
         this.#engine.freeze();
       } else {
+        this.#tables.open(this.#engine);
         for (const t of this.config.taps) this.#taps.push(await this.#openTap(t));
         for (const spec of this.config.vhostUser) await this.#openPort(spec);
       }
@@ -179,7 +184,7 @@ export class Datapath {
     const fd = check(native.tapOpen(spec.ifname), 'open /dev/net/tun (TUNSETIFF)', { path: spec.ifname });
     try {
       await execa('ip', ['link', 'set', 'dev', spec.ifname, 'up']);
-      return { spec, fd, enginePort: this.#engine!.addPort('tap', fd) };
+      return { spec, fd, enginePort: this.#engine!.addPort('tap', fd, spec.name) };
     } catch (err) {
       native.close(fd);
       throw err;
@@ -197,6 +202,7 @@ export class Datapath {
       ports: this.#ports,
       taps: this.#taps,
       faults: this.#opts.faults ?? new Set(),
+      tables: this.#tables,
       stateFormats: this.#opts.stateFormats ?? STATE_FORMATS,
       portOptions: (spec) => this.#portOptions(spec),
       control: () => ({ path: this.#control!.path, listenerFd: this.#control!.listenerFd }),
@@ -295,6 +301,7 @@ export class Datapath {
       role: this.#handover?.role ?? 'starting',
       handover: this.#handover?.status() ?? null,
       memFiles: this.#memFiles.map((m) => ({ path: m.path, bytes: m.size })),
+      tables: this.#tables.status(this.#engine),
       worker: this.workerPlacement(),
       ports: [
         ...this.#ports.map((p) => ({ kind: 'vhost-user', ...p.status(), counters: counters(p.enginePort) })),
@@ -315,6 +322,9 @@ export class Datapath {
       await this.#notifier.notify({ STOPPING: 1 });
       const role = this.#handover?.role;
       const shared = role === 'frozen' || role === 'handed-over' || role === 'exporting';
+      // Stop forwarding first: the ports that go below leave the tables as they are (what was
+      // learned stays for the next instance that maps them: a restart or a successor).
+      this.#engine?.freeze();
       if (shared) for (const p of this.#ports) p.detach();
       // A new instance that has not committed may already serve the predecessor's control
       // listener (a commit that failed half-way): that path is still the old instance's.
@@ -327,6 +337,7 @@ export class Datapath {
         native.close(t.fd);
       }
       this.#engine?.destroy();
+      this.#tables.close();
       closeFds(this.#memFiles.map((m) => m.fd));
       this.log.info({ role }, 'datapath stopped');
     })();

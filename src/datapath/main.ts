@@ -4,7 +4,7 @@ import { handoverInfo, handoverInfoCodec } from '../handover/messages/index.js';
 import { STATE_FORMATS, isStateFormat, type StateFormat } from '../handover/state.js';
 import type { Fault } from './handover/index.js';
 import { VERSION } from '../version.js';
-import { checkConfig, GUEST_MEMORY_DEFAULTS, parseGuestMemMax, parseGuestRegionsMax, parseTap, parseVhostUser, readConfigFile, reusableArgs, type DatapathConfig } from './config.js';
+import { checkConfig, GUEST_MEMORY_DEFAULTS, parseFlowFormats, parseGuestMemMax, parseGuestRegionsMax, parseTap, parseVhostUser, readConfigFile, reusableArgs, type DatapathConfig } from './config.js';
 import { DEFAULT_GUEST_MEMORY } from './guest-memory.js';
 import { parseCpuList, parsePriority } from '../sched/placement.js';
 
@@ -19,7 +19,11 @@ function buildCommand(): Command {
     .option('--vhost-user <name=path[,server|client]>', 'a vhost-user port; server (default): we listen, client: we connect to a listening frontend (repeatable)', collect(parseVhostUser))
     .option('--tap <name=ifname>', 'a tap uplink (repeatable; needs root)', collect(parseTap))
     .option('--instance <id>', 'instance id shown in status and logs')
-    .option('--mac-entries <n>', 'MAC table entries', (v) => Number(v))
+    .option('--mac-entries <n>', 'MAC table entries when the bridge table is in memory (no --bridge-table)', (v) => Number(v))
+    .option('--bridge-table <path>', 'the bridge table file (e.g. made by ziu memfile create <dp>/bridge): kept across restarts and handovers (default: in memory)')
+    .option('--flow-table <path>', 'the flow table file (e.g. <dp>/flow); the same (default: in memory)')
+    .option('--flow-formats <list>', 'flow table formats this instance reads; it serves the highest, e.g. 1 or 1,2 (default: 1,2)', (v) => parseFlowFormats(v))
+    .option('--flow-idle <seconds>', 'a flow idle this long is aged out (written into a new flow table; default 300)', (v) => Number(v))
     .option('--worker-cpus <list>', 'CPUs for the packet worker thread, e.g. 1 or 2-3; the rest of the process stays off them (default: any CPU)', (v) => parseCpuList(v, '--worker-cpus'))
     .option('--worker-priority <1-99>', 'run the packet worker SCHED_FIFO at this priority; it still sleeps when idle (default: SCHED_OTHER)', (v) => parsePriority(v, '--worker-priority'))
     .option('--guest-mem-max <size>', "per port: the most guest memory a frontend's SET_MEM_TABLE may map, e.g. 64G; a larger table is refused (default 64G)", (v) => parseGuestMemMax(v))
@@ -62,10 +66,10 @@ export async function main(argv: string[]): Promise<number | null> {
   const standby = process.env['ZIU_HANDOVER'] === 'standby';
   try {
     cmd.parse(argv, { from: 'user' });
-    const o = cmd.opts<{ control?: string; memFile?: string[]; vhostUser?: DatapathConfig['vhostUser']; tap?: DatapathConfig['taps']; instance?: string; macEntries?: number; config?: string; stateFormats?: StateFormat[]; handoverInfo?: boolean; workerCpus?: number[]; workerPriority?: number; guestMemMax?: bigint; guestRegionsMax?: number }>();
+    const o = cmd.opts<{ control?: string; memFile?: string[]; vhostUser?: DatapathConfig['vhostUser']; tap?: DatapathConfig['taps']; instance?: string; macEntries?: number; config?: string; stateFormats?: StateFormat[]; handoverInfo?: boolean; bridgeTable?: string; flowTable?: string; flowFormats?: DatapathConfig['flowFormats']; flowIdle?: number; workerCpus?: number[]; workerPriority?: number; guestMemMax?: bigint; guestRegionsMax?: number }>();
     if (o.handoverInfo) {
       const formats = o.stateFormats ?? [...STATE_FORMATS];
-      process.stdout.write(`${JSON.stringify(handoverInfoCodec.encode(handoverInfo(formats)))}\n`);
+      process.stdout.write(`${JSON.stringify(handoverInfoCodec.encode(handoverInfo(formats, o.flowFormats)))}\n`);
       return 0;
     }
     stateFormats = o.stateFormats;
@@ -78,6 +82,10 @@ export async function main(argv: string[]): Promise<number | null> {
       ...(o.tap ? { taps: o.tap } : {}),
       ...(o.instance ? { instance: o.instance } : {}),
       ...(o.macEntries !== undefined ? { macEntries: o.macEntries } : {}),
+      ...(o.bridgeTable !== undefined ? { bridgeTable: o.bridgeTable } : {}),
+      ...(o.flowTable !== undefined ? { flowTable: o.flowTable } : {}),
+      ...(o.flowFormats !== undefined ? { flowFormats: o.flowFormats } : {}),
+      ...(o.flowIdle !== undefined ? { flowIdleS: o.flowIdle } : {}),
       ...(o.guestMemMax !== undefined || o.guestRegionsMax !== undefined
         ? {
             guestMemory: {

@@ -72,6 +72,12 @@ export interface UpgradeReport {
   /** how the new instance was started: the running instance's configuration reused, or the command line given (set in preflight) */
   newCommand?: NewCommand;
   stateFormat: number | null;
+  /**
+   * The tables (docs/tables.md): the flow table format on each side, and
+   * whether the new instance took the very same files (adopted) or built its
+   * own from the old one's (converted, into `path`). null: no tables.
+   */
+  tables?: { bridge: 'adopted'; flow: 'adopted' | 'converted'; flowFormat: { old: number; new: number }; path: string | null } | null;
   deadManMs: number;
   /** the new instance's memory; instance names it in the mem file store (`ziu memfile remove <instance>`) */
   memory: { instance: string; path: string; bytes: number; pageSize: number; backing: string; prepopulateMs: number; notes: string[] } | null;

@@ -97,6 +97,8 @@ export class Upgrade {
   #mem: { bytes: number; pageSize: number } | null = null;
   /** the new instance committed but could not tell its service manager it is the main process now */
   #notMain = false;
+  /** the new flow table format, when it differs from the old instance's (its table is converted) */
+  #flowTo: number | null = null;
 
   constructor(o: UpgradeOptions) {
     this.o = { ...DEFAULTS, ...o };
@@ -273,6 +275,7 @@ export class Upgrade {
     }
     this.#format = formats.reduce((a, b) => (b > a ? b : a));
     this.#report.stateFormat = this.#format;
+    this.#checkTables(h, info);
     if (this.#mem !== null) this.#report.preflight.memory = await this.#checkMemory(this.#mem.bytes, this.#mem.pageSize);
     if (o.dryRun) {
       this.#checkUnlocked();
@@ -332,6 +335,36 @@ export class Upgrade {
     }
   }
 
+  /**
+   * The new datapath must read the old instance's table formats (else it
+   * could not take the tables: refused here, nothing changed). A different
+   * flow format it serves means a conversion: a table file of its own.
+   */
+  #checkTables(h: Hello, info: HandoverInfo): void {
+    const t = h.tables ?? null;
+    if (t === null) {
+      this.#report.tables = null;
+      return;
+    }
+    const f = info.tableFormats;
+    if (f === undefined) {
+      this.#report.warnings.push(`the new datapath (${info.version}) does not say which table formats it reads: it will not take the old instance's tables and starts with empty ones`);
+      this.#report.tables = null;
+      return;
+    }
+    for (const kind of ['bridge', 'flow'] as const) {
+      if (!f[kind].read.includes(t[kind].format)) {
+        throw new Refusal(
+          'ERR_ZIU_TABLE_FORMAT',
+          `the old instance's ${kind} table${t[kind].path ? ` (${t[kind].path})` : ''} is in format ${t[kind].format}; the new datapath (${info.version}) reads ${kind} formats ${f[kind].read.join(', ')}`,
+        );
+      }
+    }
+    const converted = f.flow.write !== t.flow.format;
+    if (converted) this.#flowTo = f.flow.write;
+    this.#report.tables = { bridge: 'adopted', flow: converted ? 'converted' : 'adopted', flowFormat: { old: t.flow.format, new: f.flow.write }, path: converted ? null : t.flow.path };
+  }
+
   /** Whether --mem fits (a refusal if not), and how: what a dry run reports. */
   async #checkMemory(bytes: number, pageSize: number): Promise<MemoryPlan> {
     const store = this.o.store;
@@ -360,13 +393,26 @@ export class Upgrade {
 
   async #reserve(): Promise<string[]> {
     const o = this.o;
-    const argv = this.#cmd!.argv;
-    if (this.#mem === null) return argv;
-    this.#memInstance = `upgrade-${this.id}`;
-    this.#journal!.update({ newMem: this.#memInstance });
-    const m = await o.store.create({ instance: this.#memInstance, role: 'packets', size: this.#mem.bytes, pageSize: this.#mem.pageSize, backing: 'auto' });
-    this.#report.memory = { instance: this.#memInstance, path: m.path!, bytes: m.bytes, pageSize: m.pageSize, backing: m.backing, prepopulateMs: round(m.prepopulateMs, 3), notes: m.notes };
-    return [...argv, '--mem-file', m.path!];
+    let argv = this.#cmd!.argv;
+    if (this.#mem !== null) {
+      this.#memInstance = `upgrade-${this.id}`;
+      this.#journal!.update({ newMem: this.#memInstance });
+      const m = await o.store.create({ instance: this.#memInstance, role: 'packets', size: this.#mem.bytes, pageSize: this.#mem.pageSize, backing: 'auto' });
+      this.#report.memory = { instance: this.#memInstance, path: m.path!, bytes: m.bytes, pageSize: m.pageSize, backing: m.backing, prepopulateMs: round(m.prepopulateMs, 3), notes: m.notes };
+      argv = [...argv, '--mem-file', m.path!];
+    }
+    // Another flow format: the new instance converts the old table into one of its own, a file
+    // of the same size made here beside its memory (hugepages, or tmpfs as mem files fall back).
+    // (A reused configuration names the old table: this --flow-table, given last, is the one taken.)
+    const old = this.#oldHello!.tables ?? null;
+    if (this.#flowTo !== null && old !== null && old.flow.path !== null) {
+      this.#memInstance ??= `upgrade-${this.id}`;
+      this.#journal!.update({ newMem: this.#memInstance });
+      const t = await o.store.create({ instance: this.#memInstance, role: 'flow', size: old.flow.bytes, pageSize: this.#mem?.pageSize ?? o.pageSize ?? PAGE_2M, backing: 'auto' });
+      if (this.#report.tables) this.#report.tables.path = t.path;
+      argv = [...argv, '--flow-table', t.path!];
+    }
+    return argv;
   }
 
   get #standbyControl(): string {
@@ -424,7 +470,7 @@ export class Upgrade {
     try {
       // The old worker's placement travels with the state: the new worker takes it before the rings.
       const worker = this.#oldHello!.worker;
-      await this.#new!.call('import', { format: x.body.format, state: x.body.state, fds: x.body.fds, upgradeId: this.id, ...(worker ? { worker } : {}) }, x.fds);
+      await this.#new!.call('import', { format: x.body.format, state: x.body.state, tables: x.body.tables ?? null, fds: x.body.fds, upgradeId: this.id, ...(worker ? { worker } : {}) }, x.fds);
       this.#imported = true;
     } finally {
       closeFds(x.fds);
@@ -514,6 +560,7 @@ export class Upgrade {
       stopped = false;
     }
     this.#report.phases['commit'] = round((this.#report.phases['commit'] ?? 0) + performance.now() - t, 3);
+    if (stopped) await this.#retireOldFlowTable();
     if (!stopped) {
       this.#report.message =
         `committed: the new instance (pid ${this.#newPid ?? '?'}) serves every device, but the old instance (pid ${oldPid}) was not retired ` +
@@ -521,6 +568,23 @@ export class Upgrade {
       return this.#finish('failed', { keepJournal: true });
     }
     return this.#finish('committed');
+  }
+
+  /**
+   * After a format change the old flow table serves nobody: if ziu made its
+   * file, it goes (its pages back to the pool). The bridge table stays: the
+   * new instance maps the very same file.
+   */
+  async #retireOldFlowTable(): Promise<void> {
+    const path = this.#oldHello?.tables?.flow.path ?? null;
+    if (this.#report.tables?.flow !== 'converted' || path === null) return;
+    try {
+      const f = (await this.o.store.list()).find((x) => x.path === path);
+      if (f) await this.o.store.remove(f.instance, f.role);
+      else this.#report.warnings.push(`the old flow table ${path} (format ${this.#report.tables.flowFormat.old}) is no longer used; ziu did not make it, so it is left for you to remove`);
+    } catch (err) {
+      this.#report.warnings.push(`could not remove the old flow table ${path}: ${(err as Error).message}`);
+    }
   }
 
   // ---- rollback ----

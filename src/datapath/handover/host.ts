@@ -6,6 +6,7 @@ import type { Placement } from '../../sched/placement.js';
 import type { DatapathConfig, TapSpec } from '../config.js';
 import type { Engine } from '../engine.js';
 import type { VhostPort, VhostPortOptions } from '../vhost/port.js';
+import type { DatapathTables } from '../tables.js';
 
 /** Faults a test can inject through ZIU_FAULT (comma-separated); never set in production. */
 export type Fault = 'exit-before-ready' | 'never-ready' | 'import-fail' | 'crash-after-resume' | 'hang-after-resume' | 'no-forward' | 'commit-fail';
@@ -24,6 +25,8 @@ export interface HandoverHost {
   readonly ports: VhostPort[];
   readonly taps: TapPort[];
   readonly faults: ReadonlySet<Fault>;
+  /** the bridge and flow tables: exported by the old side, adopted (or converted) by the new one */
+  readonly tables: DatapathTables;
   readonly stateFormats: readonly StateFormat[];
   portOptions(spec: { name: string; path: string; mode: 'server' | 'client' }): VhostPortOptions;
   /** the control socket's path and listening fd (a successor takes it over) */

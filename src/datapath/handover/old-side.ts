@@ -74,12 +74,15 @@ export class OldSide {
     const { state, fds } = this.#collect(() => true);
     fds.set(BATON_FD, this.#baton.fd);
     fds.set(GO_FD, this.#go!);
+    // The tables travel as the files themselves: the new instance maps them (read-only until it holds the rings).
+    const tables = this.#host.tables.exportTables(this.#host.engine);
+    for (const [name, fd] of tables?.fds ?? []) fds.set(name, fd);
     this.#exported = { format, generations: new Map(this.#host.ports.map((p) => [p.name, p.generation])), order: state.devices.map((d) => d.name) };
     this.#s.upgradeId = upgradeId;
     this.#s.role = 'exporting';
     this.#log.info({ upgradeId, format, devices: state.devices.length, fds: fds.size }, 'exported device state');
     void this.#host.notify({ STATUS: `handing over to a new instance (upgrade ${upgradeId})` });
-    const body: ExportReply = { format, state: encodeState(format, state), fds: fds.toWire().names };
+    const body: ExportReply = { format, state: encodeState(format, state), tables: tables?.wire ?? null, fds: fds.toWire().names };
     return { body, fds };
   }
 
