@@ -79,14 +79,7 @@ export async function startDatapath(o: DatapathOptions = {}): Promise<RunningDat
   // socket it sent from: once its main thread sleeps again, an fd count taken now holds.
   for (const deadline = Date.now() + 1000; processState(dp.pid) === 'R' && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 1));
 
-  const status = async (): Promise<Status> => {
-    const peer = await Peer.connect('test', control);
-    try {
-      return await peer.status();
-    } finally {
-      peer.close();
-    }
-  };
+  const status = (): Promise<Status> => statusAt(control);
   return {
     dir,
     pid: dp.pid,
@@ -211,14 +204,7 @@ export async function startServiceDatapath(o: ServiceOptions & { env?: Record<st
     cleanup();
     throw err;
   }
-  const status = async (): Promise<Status> => {
-    const peer = await Peer.connect('test', control);
-    try {
-      return await peer.status();
-    } finally {
-      peer.close();
-    }
-  };
+  const status = (): Promise<Status> => statusAt(control);
   return {
     dir,
     pid,
@@ -249,4 +235,14 @@ export async function startServiceDatapath(o: ServiceOptions & { env?: Record<st
       }
     },
   };
+}
+
+/** One status request to a datapath's control socket. */
+async function statusAt(control: string): Promise<Status> {
+  const peer = await Peer.connect('test', control);
+  try {
+    return await peer.status();
+  } finally {
+    peer.close();
+  }
 }
