@@ -24,8 +24,8 @@ description:
     change (the datapath answers and is not in another upgrade, the new command speaks its
     handover protocol and state format, the memory fits), and changes nothing. No process is
     left, no mem file made, the hugepage pool is not changed, no lock or journal is written.
-  - The exit codes and the report's JSON shape are documented in the ziu repository,
-    docs/ansible.md and C(ziu upgrade --help).
+  - The exit codes and the report's JSON shape (also of C(--dry-run) and C(ziu status)) are
+    documented in one place, docs/cli.md in the ziu repository; see also docs/ansible.md.
 options:
   control:
     description: Control socket of the running (old) datapath.
