@@ -12,6 +12,9 @@
         "native/dp_worker.c",
         "native/dp_mac.c",
         "native/dp_mem.c",
+        "native/dp_offload.c",
+        "native/dp_offload_fake.c",
+        "native/fakenic.c",
         "native/probe.c",
         "native/probe_loop.c",
         "native/sched.c"

@@ -24,6 +24,7 @@
 #define DP_HDR_BYTES 4096ull
 
 void dp_mem_register(napi_env env, napi_value exports); /* dp_mem.c */
+void dp_offload_register_napi(napi_env env, napi_value exports); /* dp_offload.c */
 
 static const napi_type_tag DP_TAG = {0x7a69752d64702d68ull, 0x616e646c65000001ull};
 
@@ -95,6 +96,7 @@ static void destroy(struct dp *dp) {
   pthread_mutex_unlock(&dp->lock);
   dp_kick_worker(dp);
   pthread_join(dp->worker, NULL);
+  dp_offload_destroy(dp); /* the module keeps what it holds */
   disarm(dp);
   beat_off(dp);
   for (uint32_t i = 0; i < dp->ports_hi; i++) {
@@ -137,6 +139,12 @@ static struct dp_handle *get_handle(napi_env env, napi_value v, napi_value *res)
     return NULL;
   }
   return h;
+}
+
+/* For the other N-API files (dp_offload.c): the dp behind a handle, or NULL with *res set. */
+struct dp *dp_from_handle(napi_env env, napi_value v, napi_value *res) {
+  struct dp_handle *h = get_handle(env, v, res);
+  return h ? h->dp : NULL;
 }
 
 #define GET_DP(var, value)                              \
@@ -339,8 +347,15 @@ static napi_value n_dp_destroy(napi_env env, napi_callback_info info) {
 static napi_value n_dp_add_port(napi_env env, napi_callback_info info) {
   ZIU_ARGS(env, info, 3);
   GET_DP(dp, argv[0]);
-  int32_t kind, fd;
+  int32_t kind, fd, hw = DP_OFFLOAD_NO_HW; /* hw (optional 4th): the hardware behind a representor */
   if (!ziu_get_i32(env, argv[1], &kind) || !ziu_get_i32(env, argv[2], &fd)) return NULL;
+  napi_value hw_v;
+  size_t argc4 = 4;
+  napi_value argv4[4];
+  if (napi_get_cb_info(env, info, &argc4, argv4, NULL, NULL) == napi_ok && argc4 >= 4) {
+    hw_v = argv4[3];
+    if (!ziu_get_i32(env, hw_v, &hw)) return NULL;
+  }
   if (kind != DP_KIND_VHOST && kind != DP_KIND_TAP) return ziu_errno(env, EINVAL);
   if (kind == DP_KIND_TAP && fd < 0) return ziu_errno(env, EBADF);
   lock_ctl(dp);
@@ -358,8 +373,10 @@ static napi_value n_dp_add_port(napi_env env, napi_callback_info info) {
   p->hdr_len = 12;
   for (int q = 0; q < DP_MAX_RINGS; q++) p->rings[q].kick_fd = p->rings[q].call_fd = -1;
   p->nrings = 2; /* one queue pair: what every frontend sets up */
+  p->offload_hw = hw;
   p->in_use = true;
   if ((uint32_t)id >= dp->ports_hi) dp->ports_hi = (uint32_t)id + 1;
+  dp_offload_port_add(dp, (uint32_t)id, hw);
   changed_unlock(dp);
   return ziu_int(env, id);
 }
@@ -379,6 +396,7 @@ static napi_value n_dp_remove_port(napi_env env, napi_callback_info info) {
     for (int q = 0; q < DP_MAX_RINGS; q++) stop_ring(dp, &p->rings[q], q);
   unmap_regions(p);
   dp_mac_forget_port(dp, (uint16_t)port);
+  dp_offload_port_del(dp, (uint32_t)port, p->offload_hw);
   p->in_use = false;
   while (dp->ports_hi > 0 && !dp->ports[dp->ports_hi - 1].in_use) dp->ports_hi--;
   changed_unlock(dp);
@@ -986,5 +1004,6 @@ napi_value ziu_init_dp(napi_env env, napi_value exports) {
   ziu_register_const(env, exports, "DP_MAX_CHAIN", DP_MAX_CHAIN);
   ziu_register(env, exports, "tapOpen", n_tap_open);
   dp_mem_register(env, exports);
+  dp_offload_register_napi(env, exports);
   return exports;
 }

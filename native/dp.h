@@ -22,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "virtq.h"
+#include "dp_offload.h"
 
 #define DP_KIND_VHOST 0
 #define DP_KIND_TAP 1
@@ -132,6 +133,7 @@ struct dp_port {
   uint32_t nrings;
   struct dp_vring rings[DP_MAX_RINGS];
   struct dp_stats st;
+  int32_t offload_hw; /* the hardware behind it for an offload module (dp_offload.h); DP_OFFLOAD_NO_HW: none */
 };
 
 struct dp_mac_entry {
@@ -215,6 +217,8 @@ struct dp {
    * returns EINTR (see dp_guest_signal). Armed lazily, disarmed to sleep. */
   timer_t guard;
   bool guard_ok, guard_armed;
+  /* The registered offload module (dp_offload.c), or NULL: every hook is then an untaken branch. */
+  struct dp_offload *offload;
 };
 
 /* dp_mac.c */

@@ -53,13 +53,18 @@ void dp_mac_learn(struct dp *dp, const uint8_t *mac, uint16_t port) {
     }
     if (mac_key(e->mac) == key) {
       /* Write only on change: the common case touches no cache line for writing. */
-      if (e->port != port) e->port = port;
+      if (e->port != port) {
+        e->port = port;
+        dp_offload_bridge_add(dp, mac, port); /* moved */
+      }
       if (e->last_seen != dp->now_s) e->last_seen = dp->now_s;
       return;
     }
     if (!stalest || e->last_seen < stalest->last_seen) stalest = e;
   }
   struct dp_mac_entry *e = free_slot ? free_slot : stalest;
+  if (!free_slot) dp_offload_bridge_del(dp, e->mac, e->port); /* evicted */
+  dp_offload_bridge_add(dp, mac, port);
   memcpy(e->mac, mac, 6);
   e->port = port;
   e->last_seen = dp->now_s;
@@ -80,7 +85,10 @@ int dp_mac_lookup(struct dp *dp, const uint8_t *mac) {
 
 void dp_mac_forget_port(struct dp *dp, uint16_t port) {
   for (uint32_t i = 0; i <= dp->mac_mask; i++)
-    if (dp->mac[i].port == port) dp->mac[i].port = DP_MAC_EMPTY;
+    if (dp->mac[i].port == port) {
+      dp_offload_bridge_del(dp, dp->mac[i].mac, port);
+      dp->mac[i].port = DP_MAC_EMPTY;
+    }
 }
 
 uint32_t dp_mac_count(struct dp *dp) {

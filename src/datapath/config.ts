@@ -6,6 +6,7 @@ import { DEFAULT_GUEST_MEMORY, MAX_GUEST_REGIONS, type GuestMemoryLimits } from 
 import { checkSocketPath } from '../net/socket.js';
 import { NO_PLACEMENT, parseCpuList, parsePriority, type Placement } from '../sched/placement.js';
 import type { PortMode } from './vhost/port.js';
+import { parseOffload, type OffloadSpec } from './offload.js';
 
 export interface VhostUserSpec {
   name: string;
@@ -30,6 +31,8 @@ export interface DatapathConfig {
   worker: Placement;
   /** per-port caps on a frontend's memory table (--guest-mem-max, --guest-regions-max) */
   guestMemory: GuestMemoryLimits;
+  /** --offload: an acceleration module and its device (docs/offload.md); null: none */
+  offload: OffloadSpec | null;
 }
 
 /** --guest-mem-max: a size (64G); at least 1M, at most 1024T. */
@@ -91,7 +94,7 @@ export function checkConfig(c: Partial<DatapathConfig>, options: { standby?: boo
   const vhostUser = c.vhostUser ?? [];
   const taps = c.taps ?? [];
   // A standby instance with no ports of its own takes whatever its predecessor hands over.
-  if (vhostUser.length + taps.length === 0 && !options.standby) throw new UsageError('no ports: give --vhost-user and/or --tap');
+  if (vhostUser.length + taps.length === 0 && !c.offload && !options.standby) throw new UsageError('no ports: give --vhost-user and/or --tap');
   const names = new Set<string>();
   for (const p of [...vhostUser, ...taps]) {
     if (names.has(p.name)) throw new UsageError(`port name '${p.name}' is used twice`);
@@ -109,7 +112,7 @@ export function checkConfig(c: Partial<DatapathConfig>, options: { standby?: boo
     throw new UsageError(`macEntries ${macEntries}: use 16 to ${1 << 22}`);
   }
   const guestMemory = c.guestMemory ?? DEFAULT_GUEST_MEMORY;
-  return { instance, control: c.control, memFiles: c.memFiles, vhostUser, taps, macEntries, worker: c.worker ?? NO_PLACEMENT, guestMemory };
+  return { instance, control: c.control, memFiles: c.memFiles, vhostUser, taps, macEntries, worker: c.worker ?? NO_PLACEMENT, guestMemory, offload: c.offload ?? null };
 }
 
 /** A JSON or YAML file with the same fields as the flags (vhostUser entries as objects or strings). */
@@ -128,13 +131,14 @@ export function readConfigFile(path: string): Partial<DatapathConfig> {
   }
   if (typeof doc !== 'object' || doc === null) throw new UsageError(`config file '${path}' must hold an object`);
   const d = doc as Record<string, unknown>;
-  const known = new Set(['instance', 'control', 'memFiles', 'vhostUser', 'taps', 'macEntries', 'workerCpus', 'workerPriority', 'guestMemMax', 'guestRegionsMax']);
+  const known = new Set(['instance', 'control', 'memFiles', 'vhostUser', 'taps', 'macEntries', 'workerCpus', 'workerPriority', 'guestMemMax', 'guestRegionsMax', 'offload']);
   for (const k of Object.keys(d)) if (!known.has(k)) throw new UsageError(`config file '${path}': unknown field '${k}' (known: ${[...known].join(', ')})`);
   const list = (k: string): unknown[] => (Array.isArray(d[k]) ? (d[k] as unknown[]) : d[k] === undefined ? [] : [d[k]]);
   return {
     ...(typeof d['instance'] === 'string' ? { instance: d['instance'] } : {}),
     ...(typeof d['control'] === 'string' ? { control: d['control'] } : {}),
     ...(typeof d['macEntries'] === 'number' ? { macEntries: d['macEntries'] } : {}),
+    ...(typeof d['offload'] === 'string' ? { offload: parseOffload(d['offload']) } : {}),
     ...(d['workerCpus'] !== undefined || d['workerPriority'] !== undefined
       ? {
           worker: {

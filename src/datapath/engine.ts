@@ -111,8 +111,14 @@ export class Engine {
     return this.#h;
   }
 
-  addPort(kind: PortKind, tapFd = -1): number {
-    return check(native.dpAddPort(this.#handle, kind === 'vhost' ? 0 : 1, tapFd), 'dpAddPort', tapFd >= 0 ? { fd: tapFd } : {});
+  /** hw: the hardware behind a representor port (an offload module binds it; docs/offload.md). */
+  addPort(kind: PortKind, tapFd = -1, hw = -1): number {
+    return check(native.dpAddPort(this.#handle, kind === 'vhost' ? 0 : 1, tapFd, hw), 'dpAddPort', tapFd >= 0 ? { fd: tapFd } : {});
+  }
+
+  /** The native handle, for the offload hooks that live on it (src/datapath/offload.ts). */
+  get nativeHandle(): DpHandle {
+    return this.#handle;
   }
 
   removePort(port: number): void {

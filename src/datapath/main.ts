@@ -8,6 +8,7 @@ import { checkConfig, GUEST_MEMORY_DEFAULTS, parseGuestMemMax, parseGuestRegions
 import { Datapath } from './datapath.js';
 import { DEFAULT_GUEST_MEMORY } from './guest-memory.js';
 import { parseCpuList, parsePriority } from '../sched/placement.js';
+import { parseOffload, type OffloadSpec } from './offload.js';
 
 const collect = <T>(parse: (s: string) => T) => (value: string, prev: T[] = []) => [...prev, parse(value)];
 
@@ -25,6 +26,7 @@ function buildCommand(): Command {
     .option('--worker-priority <1-99>', 'run the packet worker SCHED_FIFO at this priority; it still sleeps when idle (default: SCHED_OTHER)', (v) => parsePriority(v, '--worker-priority'))
     .option('--guest-mem-max <size>', "per port: the most guest memory a frontend's SET_MEM_TABLE may map, e.g. 64G; a larger table is refused (default 64G)", (v) => parseGuestMemMax(v))
     .option('--guest-regions-max <1-8>', 'per port: the most memory regions in one SET_MEM_TABLE (default 8)', (v) => parseGuestRegionsMax(v))
+    .option('--offload <module=device>', 'hardware offload (docs/offload.md): an acceleration module and the device it drives, e.g. fake=<ziu-fakenic control socket>', (v) => parseOffload(v))
     .option('--config <file>', 'the same settings from a JSON or YAML file (flags override it)')
     .option('--state-formats <list>', `handover state formats to export and import, e.g. 1 or 1,2 (default: ${STATE_FORMATS.join(',')})`, parseFormats)
     .option('--handover-info', 'print the handover protocol and state formats this binary speaks as JSON, and exit')
@@ -58,7 +60,7 @@ export async function main(argv: string[]): Promise<number | null> {
   const standby = process.env['ZIU_HANDOVER'] === 'standby';
   try {
     cmd.parse(argv, { from: 'user' });
-    const o = cmd.opts<{ control?: string; memFile?: string[]; vhostUser?: DatapathConfig['vhostUser']; tap?: DatapathConfig['taps']; instance?: string; macEntries?: number; config?: string; stateFormats?: StateFormat[]; handoverInfo?: boolean; workerCpus?: number[]; workerPriority?: number; guestMemMax?: bigint; guestRegionsMax?: number }>();
+    const o = cmd.opts<{ control?: string; memFile?: string[]; vhostUser?: DatapathConfig['vhostUser']; tap?: DatapathConfig['taps']; instance?: string; macEntries?: number; config?: string; stateFormats?: StateFormat[]; handoverInfo?: boolean; workerCpus?: number[]; workerPriority?: number; guestMemMax?: bigint; guestRegionsMax?: number; offload?: OffloadSpec }>();
     if (o.handoverInfo) {
       const formats = o.stateFormats ?? [...STATE_FORMATS];
       process.stdout.write(`${JSON.stringify(handoverInfoCodec.encode(handoverInfo(formats)))}\n`);
@@ -74,6 +76,7 @@ export async function main(argv: string[]): Promise<number | null> {
       ...(o.tap ? { taps: o.tap } : {}),
       ...(o.instance ? { instance: o.instance } : {}),
       ...(o.macEntries !== undefined ? { macEntries: o.macEntries } : {}),
+      ...(o.offload ? { offload: o.offload } : {}),
       ...(o.guestMemMax !== undefined || o.guestRegionsMax !== undefined
         ? {
             guestMemory: {

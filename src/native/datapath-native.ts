@@ -164,7 +164,8 @@ export interface DatapathAddon {
   dpDestroy(h: DpHandle): 0 | Errno;
 
   /** A new port (the lowest free id); tapFd -1 for vhost. -ENOSPC when maxPorts are in use. */
-  dpAddPort(h: DpHandle, kind: DpPortKind, tapFd: number): number | Errno;
+  /** hw: the hardware behind a representor port, for an offload module (docs/offload.md); default none (-1). */
+  dpAddPort(h: DpHandle, kind: DpPortKind, tapFd: number, hw?: number): number | Errno;
   /** Stop its rings, unmap its memory, forget its MAC addresses. The tap fd stays open. */
   dpRemovePort(h: DpHandle, port: number): 0 | Errno;
 

@@ -326,6 +326,8 @@ export class NewSide {
     const fd = this.#controlFd;
     this.#controlFd = null;
     const same = this.#controlPath === host.config.control;
+    // While the predecessor alone still answers on its control socket.
+    const offloadFlows = host.offload ? await host.offload.predecessorFlows(this.#controlPath) : null;
     await host.takeOverControl(same ? fd : null);
     if (fd !== null && !same) native.close(fd);
     await host.openMissingPorts();
@@ -337,6 +339,7 @@ export class NewSide {
     }
     // Before the beat stops: the old side must not take a silent successor for a hung one.
     this.#baton?.markCommitted();
+    await host.offload?.adopt(offloadFlows);
     this.#release();
     this.#s.role = 'active';
     this.#log.info({ control: host.config.control }, 'handover committed: this instance is the datapath now');

@@ -344,6 +344,7 @@ export class OldSide {
     for (const p of this.#host.ports) p.detach();
     // The successor accepts on the control listener now: exactly one instance does.
     this.#host.stopAccepting();
+    this.#host.offload?.release();
     const body: CommitReply = { role: this.#s.role };
     return { body };
   }
