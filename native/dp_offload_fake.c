@@ -29,6 +29,9 @@ struct fake {
   struct fn_shm *shm;
   size_t size;
   uint64_t epoch; /* ours once claimed; 0 before */
+  /* Read once at attach and checked against the mapping: every other process
+   * can write the shared header, so sizes and bounds are never re-read from it. */
+  uint32_t nvf, max_flows;
   uint32_t vf_port[FN_MAX_VF];   /* UINT32_MAX: no port bound */
   int32_t port_vf[DP_MAX_PORTS]; /* -1: not ours */
 };
@@ -97,8 +100,9 @@ static int fake_attach(void **ctx, int fd, const char *instance) {
   if (map == MAP_FAILED) return -errno;
   struct fn_shm *s = map;
   /* A header we do not know is not ours to write into. */
-  if (s->magic != FN_MAGIC || s->version != FN_VERSION || s->nvf == 0 || s->nvf > FN_MAX_VF || s->max_flows > FN_MAX_FLOWS ||
-      s->capacity > s->max_flows || s->size != fn_bytes(s->max_flows) || s->size > (uint64_t)st.st_size) {
+  uint32_t nvf = __atomic_load_n(&s->nvf, __ATOMIC_RELAXED), mf = __atomic_load_n(&s->max_flows, __ATOMIC_RELAXED);
+  if (s->magic != FN_MAGIC || s->version != FN_VERSION || nvf == 0 || nvf > FN_MAX_VF || mf > FN_MAX_FLOWS ||
+      fn_bytes(mf) > (uint64_t)st.st_size) {
     munmap(map, (size_t)st.st_size);
     return -EPROTO;
   }
@@ -109,6 +113,8 @@ static int fake_attach(void **ctx, int fd, const char *instance) {
   }
   f->shm = s;
   f->size = (size_t)st.st_size;
+  f->nvf = nvf;
+  f->max_flows = mf;
   for (uint32_t i = 0; i < FN_MAX_VF; i++) f->vf_port[i] = UINT32_MAX;
   for (uint32_t i = 0; i < DP_MAX_PORTS; i++) f->port_vf[i] = -1;
   *ctx = f;
@@ -146,7 +152,7 @@ static int fake_soft_reset(void *ctx) {
   struct fn_shm *s = f->shm;
   int r = owned(f);
   if (r < 0) return r;
-  for (uint32_t i = 0; i < s->max_flows; i++) memset(&s->flows[i], 0, sizeof(s->flows[i]));
+  for (uint32_t i = 0; i < f->max_flows; i++) memset(&s->flows[i], 0, sizeof(s->flows[i]));
   memset(s->bridge, 0, sizeof(s->bridge));
   s->nflows = s->nbridge = 0;
   s->soft_resets++;
@@ -157,7 +163,7 @@ static int fake_soft_reset(void *ctx) {
 static int fake_port_add(void *ctx, const struct dp_offload_port *p) {
   struct fake *f = ctx;
   if (p->hw == DP_OFFLOAD_NO_HW) return -EOPNOTSUPP; /* a vhost-user or tap port: the host's */
-  if (p->hw < 0 || (uint32_t)p->hw >= f->shm->nvf || p->port >= DP_MAX_PORTS) return -EINVAL;
+  if (p->hw < 0 || (uint32_t)p->hw >= f->nvf || p->port >= DP_MAX_PORTS) return -EINVAL;
   int r = injected(f, FN_OP_PORT);
   if (r < 0) return r;
   /* A binding on our side only: it changes nothing the NIC forwards, so an
@@ -252,8 +258,9 @@ static bool to_fn_key(struct fake *f, const struct dp_flow_key *k, struct fn_key
   return true;
 }
 
-static struct fn_flow *find(struct fn_shm *s, const struct fn_key *k) {
-  for (uint32_t i = 0; i < s->max_flows; i++)
+static struct fn_flow *find(struct fake *f, const struct fn_key *k) {
+  struct fn_shm *s = f->shm;
+  for (uint32_t i = 0; i < f->max_flows; i++)
     if (s->flows[i].used && memcmp(&s->flows[i].key, k, sizeof(*k)) == 0) return &s->flows[i];
   return NULL;
 }
@@ -267,13 +274,13 @@ static int fake_flow_set(void *ctx, const struct dp_flow_key *k, const struct dp
   if (r < 0) return r;
   if ((r = owned(f)) < 0) return r;
   struct fn_shm *s = f->shm;
-  struct fn_flow *e = find(s, &key);
+  struct fn_flow *e = find(f, &key);
   if (!e) {
     if (s->nflows >= s->capacity) {
       pthread_mutex_unlock(&s->lock);
       return -ENOSPC;
     }
-    for (uint32_t i = 0; i < s->max_flows && !e; i++)
+    for (uint32_t i = 0; i < f->max_flows && !e; i++)
       if (!s->flows[i].used) e = &s->flows[i];
     if (!e) {
       pthread_mutex_unlock(&s->lock);
@@ -301,7 +308,7 @@ static int fake_flow_del(void *ctx, const struct dp_flow_key *k) {
   if (r < 0) return r;
   if ((r = owned(f)) < 0) return r;
   struct fn_shm *s = f->shm;
-  struct fn_flow *e = find(s, &key);
+  struct fn_flow *e = find(f, &key);
   if (e) {
     memset(e, 0, sizeof(*e));
     s->nflows--;
@@ -317,7 +324,7 @@ static int fake_flow_dump(void *ctx, struct dp_flow_entry *out, uint32_t max) {
   int r = fn_lock(s);
   if (r < 0) return r;
   uint32_t n = 0;
-  for (uint32_t i = 0; i < s->max_flows && n < max; i++) {
+  for (uint32_t i = 0; i < f->max_flows && n < max; i++) {
     const struct fn_flow *e = &s->flows[i];
     if (!e->used) continue;
     struct dp_flow_entry *o = &out[n++];

@@ -43,7 +43,7 @@ struct fn {
   struct fn_shm *shm;
   size_t size;
   int shm_fd;
-  uint32_t nvf;
+  uint32_t nvf, max_flows; /* ours: the shared header is written by datapaths too */
   int wire_nic[FN_MAX_VF], wire_vm[FN_MAX_VF];
   int rep_nic[FN_MAX_VF], rep_host[FN_MAX_VF];
   int ep_fd, stop_fd;
@@ -123,7 +123,7 @@ static void from_vm(struct fn *n, uint32_t vf, const uint8_t *buf, size_t len) {
   uint8_t action = 0;
   uint32_t out = FN_NO_VF;
   if (parse(buf, len, vf, &k) && lock(s) == 0) {
-    for (uint32_t i = 0; i < s->max_flows; i++) {
+    for (uint32_t i = 0; i < n->max_flows; i++) {
       struct fn_flow *e = &s->flows[i];
       if (!e->used || memcmp(&e->key, &k, sizeof(k)) != 0) continue;
       action = e->action;
@@ -249,6 +249,7 @@ static napi_value n_create(napi_env env, napi_callback_info info) {
   n->shm_fd = n->ep_fd = n->stop_fd = -1;
   for (int i = 0; i < FN_MAX_VF; i++) n->wire_nic[i] = n->wire_vm[i] = n->rep_nic[i] = n->rep_host[i] = -1;
   n->nvf = (uint32_t)nvf;
+  n->max_flows = (uint32_t)max_flows;
   n->size = fn_bytes((uint32_t)max_flows);
   int err = 0;
   n->shm_fd = memfd_create("ziu-fakenic", MFD_CLOEXEC | MFD_ALLOW_SEALING);
@@ -369,7 +370,7 @@ static napi_value n_inject(napi_env env, napi_callback_info info) {
     napi_value x;
     if (napi_get_named_property(env, argv[1], names[i], &x) != napi_ok || !ziu_get_i64(env, x, &v[i])) return NULL;
   }
-  if (v[1] > 1000000 || v[2] > 10000000 || v[4] > (int64_t)s->max_flows) return ziu_errno(env, EINVAL);
+  if (v[1] > 1000000 || v[2] > 10000000 || v[4] > (int64_t)(*h)->max_flows) return ziu_errno(env, EINVAL);
   if (v[0] >= 0) __atomic_store_n(&s->inj_fail_next, (uint32_t)v[0], __ATOMIC_RELAXED);
   if (v[1] >= 0) __atomic_store_n(&s->inj_fail_ppm, (uint32_t)v[1], __ATOMIC_RELAXED);
   if (v[2] >= 0) __atomic_store_n(&s->inj_slow_us, (uint32_t)v[2], __ATOMIC_RELAXED);
@@ -411,7 +412,7 @@ static napi_value n_status(napi_env env, napi_callback_info info) {
   NUM(o, "portDels", s->port_dels);
   NUM(o, "injectedFailures", s->inj_failed);
   napi_create_array(env, &vfs);
-  for (uint32_t i = 0; i < s->nvf; i++) {
+  for (uint32_t i = 0; i < n->nvf; i++) {
     const struct fn_vf_stats *v = &s->vf[i];
     napi_value vo;
     napi_create_object(env, &vo);
@@ -428,7 +429,7 @@ static napi_value n_status(napi_env env, napi_callback_info info) {
   }
   napi_create_array(env, &flows);
   uint32_t k = 0;
-  for (uint32_t i = 0; i < s->max_flows; i++) {
+  for (uint32_t i = 0; i < n->max_flows; i++) {
     const struct fn_flow *e = &s->flows[i];
     if (!e->used) continue;
     napi_value fo, buf;
