@@ -33,24 +33,24 @@ struct dp_handle {
   struct dp *dp;
 };
 
-static inline uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+/* The mem file holds the staging buffers (the tables have files of their own). */
+static uint64_t mem_required(void) { return DP_HDR_BYTES + (uint64_t)DP_BATCH * DP_SLOT_SIZE; }
 
-static uint64_t mem_required(uint32_t mac_entries) {
-  return DP_HDR_BYTES + align_up(dp_mac_bytes(mac_entries), 4096) + (uint64_t)DP_BATCH * DP_SLOT_SIZE;
-}
-
-static void lock_ctl(struct dp *dp) {
+void dp_lock_ctl(struct dp *dp) {
   __atomic_add_fetch(&dp->ctl_waiting, 1, __ATOMIC_SEQ_CST);
   pthread_mutex_lock(&dp->lock);
   __atomic_sub_fetch(&dp->ctl_waiting, 1, __ATOMIC_SEQ_CST);
 }
 
 /* After a change the worker must see: unlock and wake it. */
-static void changed_unlock(struct dp *dp) {
+void dp_changed_unlock(struct dp *dp) {
   dp->gen++;
   pthread_mutex_unlock(&dp->lock);
   dp_kick_worker(dp);
 }
+
+#define lock_ctl dp_lock_ctl
+#define changed_unlock dp_changed_unlock
 
 static void unmap_regions(struct dp_port *p) {
   dp_mem_unmap(p->regions, p->nregions);
@@ -105,10 +105,12 @@ static void destroy(struct dp *dp) {
       for (int q = 0; q < DP_MAX_RINGS; q++) stop_ring(dp, &p->rings[q], q);
     unmap_regions(p);
   }
+  dp_tables_destroy(dp);
   munmap(dp->mem, dp->mem_size);
   close(dp->ctl_fd);
   close(dp->fault_fd);
   if (dp->ep_fd >= 0) close(dp->ep_fd);
+  pthread_cond_destroy(&dp->warmed);
   pthread_mutex_destroy(&dp->lock);
   free(dp->ports);
   free(dp);
@@ -145,6 +147,17 @@ static struct dp_handle *get_handle(napi_env env, napi_value v, napi_value *res)
 struct dp *dp_from_handle(napi_env env, napi_value v, napi_value *res) {
   struct dp_handle *h = get_handle(env, v, res);
   return h ? h->dp : NULL;
+}
+
+struct dp *dp_from_value(napi_env env, napi_value v) {
+  napi_value res;
+  struct dp_handle *h = get_handle(env, v, &res);
+  if (!h) {
+    /* A destroyed handle: a TypeError here too (the caller returns NULL). */
+    if (res) napi_throw_error(env, "EBADF", "ziu native: the datapath handle was destroyed");
+    return NULL;
+  }
+  return h->dp;
 }
 
 #define GET_DP(var, value)                              \
@@ -221,7 +234,7 @@ static napi_value n_dp_mem_required(napi_env env, napi_callback_info info) {
   int32_t entries;
   if (!ziu_get_i32(env, argv[0], &entries)) return NULL;
   if (entries < 1 || (uint32_t)entries > DP_MAX_MAC_ENTRIES) return ziu_errno(env, EINVAL);
-  return ziu_int(env, (int64_t)mem_required((uint32_t)entries));
+  return ziu_int(env, (int64_t)mem_required());
 }
 
 static napi_value n_dp_create(napi_env env, napi_callback_info info) {
@@ -233,7 +246,7 @@ static napi_value n_dp_create(napi_env env, napi_callback_info info) {
     return NULL;
   if (size <= 0 || mac_entries < 1 || mac_entries > DP_MAX_MAC_ENTRIES || max_ports < 1 || max_ports > DP_MAX_PORTS)
     return ziu_errno(env, EINVAL);
-  if ((uint64_t)size < mem_required((uint32_t)mac_entries)) return ziu_errno(env, ENOSPC);
+  if ((uint64_t)size < mem_required()) return ziu_errno(env, ENOSPC);
   /* Touching a MAP_SHARED page beyond the end of the file is SIGBUS, not an error. */
   struct stat st;
   if (fstat(fd, &st) < 0) return ziu_errno(env, errno);
@@ -282,22 +295,24 @@ static napi_value n_dp_create(napi_env env, napi_callback_info info) {
   for (uint32_t i = 0; i < dp->max_ports; i++)
     for (int q = 0; q < DP_MAX_RINGS; q++) ports[i].rings[q].kick_fd = ports[i].rings[q].call_fd = -1;
 
-  /* Carve the mem file: header page, MAC table, staging buffers. */
+  /* Carve the mem file: header page, staging buffers. The tables come with dpTablesAttach. */
   struct dp_shm_hdr *hdr = mem;
   memset(hdr, 0, DP_HDR_BYTES);
   hdr->magic = DP_SHM_MAGIC;
-  hdr->version = 1;
-  hdr->mac_entries = (uint32_t)(dp_mac_bytes((uint32_t)mac_entries) / sizeof(struct dp_mac_entry));
-  hdr->mac_off = DP_HDR_BYTES;
-  hdr->staging_off = DP_HDR_BYTES + align_up(dp_mac_bytes((uint32_t)mac_entries), 4096);
+  hdr->version = 2;
+  hdr->staging_off = DP_HDR_BYTES;
   hdr->slot_size = DP_SLOT_SIZE;
   hdr->slots = DP_BATCH;
-  dp->mac = (struct dp_mac_entry *)(dp->mem + hdr->mac_off);
   dp->staging = dp->mem + hdr->staging_off;
-  dp_mac_init(dp, (uint32_t)mac_entries);
+  for (uint32_t i = 0; i < DP_TABLE_PORTS; i++) dp->tables.tmap[i] = -1;
   dp->t0_ns = dp_now_ns();
-  dp->now_s = 1;
+  dp->now_s = dp_now_s();
   pthread_mutex_init(&dp->lock, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&dp->warmed, &ca);
+  pthread_condattr_destroy(&ca);
 
   /* The worker takes no signals: they belong to Node's threads. Except
    * SIGBUS, which it raises itself on guest memory a frontend truncated:
@@ -309,6 +324,7 @@ static napi_value n_dp_create(napi_env env, napi_callback_info info) {
   err = pthread_create(&dp->worker, NULL, dp_worker_main, dp);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (err) {
+    pthread_cond_destroy(&dp->warmed);
     pthread_mutex_destroy(&dp->lock);
     munmap(mem, (size_t)size);
     close(ctl);
@@ -345,16 +361,17 @@ static napi_value n_dp_destroy(napi_env env, napi_callback_info info) {
 /* ---- ports ---- */
 
 static napi_value n_dp_add_port(napi_env env, napi_callback_info info) {
-  ZIU_ARGS(env, info, 3);
+  ZIU_ARGS(env, info, 4);
   GET_DP(dp, argv[0]);
-  int32_t kind, fd, hw = DP_OFFLOAD_NO_HW; /* hw (optional 4th): the hardware behind a representor */
-  if (!ziu_get_i32(env, argv[1], &kind) || !ziu_get_i32(env, argv[2], &fd)) return NULL;
-  napi_value hw_v;
-  size_t argc4 = 4;
-  napi_value argv4[4];
-  if (napi_get_cb_info(env, info, &argc4, argv4, NULL, NULL) == napi_ok && argc4 >= 4) {
-    hw_v = argv4[3];
-    if (!ziu_get_i32(env, hw_v, &hw)) return NULL;
+  int32_t kind, fd, hw = DP_OFFLOAD_NO_HW; /* hw (optional 5th, after the name): the hardware behind a representor */
+  char name[DP_PORT_NAME + 1];
+  size_t nlen = 0;
+  if (!ziu_get_i32(env, argv[1], &kind) || !ziu_get_i32(env, argv[2], &fd) || !ziu_get_str(env, argv[3], name, sizeof(name), &nlen)) return NULL;
+  size_t argc5 = 5;
+  napi_value argv5[5];
+  if (napi_get_cb_info(env, info, &argc5, argv5, NULL, NULL) == napi_ok && argc5 >= 5) {
+    napi_valuetype t;
+    if (napi_typeof(env, argv5[4], &t) == napi_ok && t != napi_undefined && !ziu_get_i32(env, argv5[4], &hw)) return NULL;
   }
   if (kind != DP_KIND_VHOST && kind != DP_KIND_TAP) return ziu_errno(env, EINVAL);
   if (kind == DP_KIND_TAP && fd < 0) return ziu_errno(env, EBADF);
@@ -374,6 +391,10 @@ static napi_value n_dp_add_port(napi_env env, napi_callback_info info) {
   for (int q = 0; q < DP_MAX_RINGS; q++) p->rings[q].kick_fd = p->rings[q].call_fd = -1;
   p->nrings = 2; /* one queue pair: what every frontend sets up */
   p->offload_hw = hw;
+  memcpy(p->name, name, nlen + 1);
+  /* Its id in the tables by name; a frozen engine (read-only tables) gets a new name an id when it thaws. */
+  p->tport = dp_tables_port_id(dp, p->name);
+  if (p->tport < DP_TABLE_PORTS) dp->tables.tmap[p->tport] = (int16_t)id;
   p->in_use = true;
   if ((uint32_t)id >= dp->ports_hi) dp->ports_hi = (uint32_t)id + 1;
   dp_offload_port_add(dp, (uint32_t)id, hw);
@@ -395,7 +416,9 @@ static napi_value n_dp_remove_port(napi_env env, napi_callback_info info) {
   if (p->kind == DP_KIND_VHOST)
     for (int q = 0; q < DP_MAX_RINGS; q++) stop_ring(dp, &p->rings[q], q);
   unmap_regions(p);
-  dp_mac_forget_port(dp, (uint16_t)port);
+  /* Only the writer forgets: a frozen instance's port goes with it, not from the shared tables. */
+  if (!dp->frozen && p->tport < DP_TABLE_PORTS) dp_bridge_forget_port(dp, p->tport);
+  if (p->tport < DP_TABLE_PORTS && dp->tables.tmap[p->tport] == port) dp->tables.tmap[p->tport] = -1;
   dp_offload_port_del(dp, (uint32_t)port, p->offload_hw);
   p->in_use = false;
   while (dp->ports_hi > 0 && !dp->ports[dp->ports_hi - 1].in_use) dp->ports_hi--;
@@ -566,7 +589,6 @@ static napi_value n_dp_set_vring(napi_env env, napi_callback_info info) {
     } else {
       next.addr_set = true;
       next.last_avail = (uint16_t)la;
-      dp_ring_warm(&next);
       /* Set up again: a ring a bad chain broke is served again. */
       next.broken = false;
       if (next.fault == DP_FAULT_CHAIN) next.fault = DP_FAULT_NONE, next.fault_new = false;
@@ -692,6 +714,8 @@ static napi_value n_dp_freeze(napi_env env, napi_callback_info info) {
         r = write(signal_fd, &one, sizeof(one));
       } while (r < 0 && errno == EINTR);
     }
+    /* The tables are the successor's to write now: a stray write of ours would fault, not corrupt. */
+    dp_tables_freeze(dp);
   }
   uint64_t t = dp->frozen_ns;
   changed_unlock(dp);
@@ -709,6 +733,7 @@ void dp_thaw_locked(struct dp *dp) {
     for (uint32_t q = 0; q < p->nrings; q++)
       if (p->rings[q].started && p->rings[q].addr_set) resync_ring(&p->rings[q], (int)q);
   }
+  dp_tables_thaw(dp);
   dp->frozen = false;
   dp->thawed_ns = dp_now_ns();
   dp->first_pass_ns = 0;
@@ -734,13 +759,28 @@ static napi_value n_dp_arm_takeover(napi_env env, napi_callback_info info) {
     return ziu_errno(env, EBUSY);
   }
   disarm(dp);
-  if (go >= 0) {
-    dp->go_fd = go;
-    dp->done_fd = done;
-    dp->baton = map;
-    dp->taken_over = false;
+  if (go < 0) {
+    changed_unlock(dp);
+    return ziu_int(env, 0);
   }
+  dp->go_fd = go;
+  dp->done_fd = done;
+  dp->baton = map;
+  dp->taken_over = false;
+  /* The go signal comes soon after this returns: let the worker read every
+   * ring now, so that its thaw does not pay the first touch (dp_ring_warm).
+   * Bounded: a worker that does not get to it only makes the thaw slower. */
+  uint64_t want = ++dp->warm_req;
   changed_unlock(dp);
+  struct timespec until;
+  clock_gettime(CLOCK_MONOTONIC, &until);
+  until.tv_nsec += DP_WARM_WAIT_MS * 1000000L;
+  until.tv_sec += until.tv_nsec / 1000000000L;
+  until.tv_nsec %= 1000000000L;
+  lock_ctl(dp);
+  while (dp->warm_done < want && !dp->stopping)
+    if (pthread_cond_timedwait(&dp->warmed, &dp->lock, &until) == ETIMEDOUT) break;
+  pthread_mutex_unlock(&dp->lock);
   return ziu_int(env, 0);
 }
 
@@ -828,13 +868,16 @@ static napi_value n_dp_worker_stats(napi_env env, napi_callback_info info) {
   /* The thread is alive until dpDestroy, so its CPU clock is valid here. */
   if (pthread_getcpuclockid(dp->worker, &cid) == 0) clock_gettime(cid, &ts);
   lock_ctl(dp);
-  double passes = (double)dp->passes, sleeps = (double)dp->sleeps, wakeups = (double)dp->wakeups;
-  double macs = dp_mac_count(dp);
+  double passes = (double)dp->passes, cut = (double)dp->passes_cut, sleeps = (double)dp->sleeps, wakeups = (double)dp->wakeups;
+  struct dp_table bridge = dp->tables.bridge;
   pthread_mutex_unlock(&dp->lock);
+  /* Counted outside the lock: a big table's scan must not stall the worker (see dpTablesInfo). */
+  double macs = dp_bridge_count_table(&bridge);
   napi_value o;
   napi_create_object(env, &o);
   ziu_set_prop(env, o, "workerCpuMs", ziu_double(env, (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6));
   ziu_set_prop(env, o, "passes", ziu_double(env, passes));
+  ziu_set_prop(env, o, "passesCut", ziu_double(env, cut));
   ziu_set_prop(env, o, "sleeps", ziu_double(env, sleeps));
   ziu_set_prop(env, o, "wakeups", ziu_double(env, wakeups));
   ziu_set_prop(env, o, "macEntries", ziu_double(env, macs));
@@ -1004,6 +1047,7 @@ napi_value ziu_init_dp(napi_env env, napi_value exports) {
   ziu_register_const(env, exports, "DP_MAX_CHAIN", DP_MAX_CHAIN);
   ziu_register(env, exports, "tapOpen", n_tap_open);
   dp_mem_register(env, exports);
+  dp_table_register(env, exports);
   dp_offload_register_napi(env, exports);
   return exports;
 }

@@ -10,7 +10,9 @@
  *
  * Files: dp.c (N-API glue, lifecycle, control), dp_worker.c (loop, idle,
  * bridge, tap I/O), dp_ring.c (guest memory, chain walk, TX/RX on split rings),
- * dp_mac.c (MAC table in the mem file).
+ * dp_bridge.c, dp_flow.c, dp_table.c (the bridge and flow tables, in table
+ * files of their own: dp_table.h), dp_offload.c (the offload hook API:
+ * dp_offload.h).
  */
 #ifndef ZIU_DP_H
 #define ZIU_DP_H
@@ -22,12 +24,15 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "virtq.h"
+#include "dp_table.h"
 #include "dp_offload.h"
+#include <node_api.h>
 
 #define DP_KIND_VHOST 0
 #define DP_KIND_TAP 1
 
 #define DP_BATCH 32           /* chains or tap reads per port per pass */
+#define DP_PASS_BUDGET_NS 1000000ull /* a pass stops after the port it is on once it has run this long (floods) */
 #define DP_MAX_REGIONS 8      /* what SET_MEM_TABLE can carry */
 #define DP_MAX_QP 8           /* queue pairs per vhost-user port (GET_QUEUE_NUM) */
 #define DP_MAX_RINGS (2 * DP_MAX_QP) /* virtio-net numbering: ring 2k = RX of pair k, 2k+1 = TX of pair k */
@@ -38,14 +43,13 @@
 #define DP_MAX_PORTS 1024
 #define DP_POPULATE_MAX (1ull << 30) /* guest memory prefaulted at SET_MEM_TABLE, per port */
 #define DP_MAX_MAC_ENTRIES (1u << 24)
-#define DP_MAC_WINDOW 16      /* probe window of the MAC table: bounded work per frame */
-#define DP_MAC_AGE_S 300      /* an entry not refreshed for this long is unknown again */
-#define DP_MAC_EMPTY 0xffff
 #define DP_SPIN_NS 100000ull  /* keep polling this long after the last work before sleeping */
 #define DP_SPIN_RT_NS 20000ull /* the same for a real-time worker: it must leave its CPU to others when idle */
 #define DP_POLICY_CHECK_NS 10000000ull /* how often the worker looks at its own scheduling policy */
 #define DP_SHARED_NS 1000000000ull /* preempted this recently: the CPU is shared, spin only DP_SPIN_SHARED_NS */
 #define DP_SPIN_SHARED_NS 30000ull
+#define DP_WARM_WAIT_MS 50    /* arming waits at most this long for the worker to warm the rings */
+#define DP_REWARM_MS 2        /* armed: the worker reads the rings again this often until the go */
 #define DP_SLEEP_MS 100       /* epoll timeout: rings without a kick fd are polled this often */
 #define DP_BEAT_MS 10         /* the epoll timeout instead while the worker beats */
 #define DP_BEAT_OFFSET 8      /* the worker's heartbeat in the baton page (a u64) */
@@ -116,6 +120,8 @@ struct dp_stats {
 struct dp_port {
   bool in_use;
   int kind;
+  char name[DP_PORT_NAME + 1]; /* its name in the tables' port directory */
+  uint16_t tport;              /* its table port id (DP_TPORT_NONE: none yet) */
   int tap_fd; /* owned by TypeScript */
   bool down;  /* tap: its device is gone; neither read nor written */
   uint8_t fault;
@@ -136,19 +142,13 @@ struct dp_port {
   int32_t offload_hw; /* the hardware behind it for an offload module (dp_offload.h); DP_OFFLOAD_NO_HW: none */
 };
 
-struct dp_mac_entry {
-  uint8_t mac[6];
-  uint16_t port; /* DP_MAC_EMPTY when free */
-  uint32_t last_seen; /* dp->now_s when last learnt; 0 never */
-};
-
-/* First page of the mem file: says how the rest is carved. */
+/* First page of the mem file: says how the rest is carved (version 2: the
+ * MAC table moved to the bridge table file). */
 #define DP_SHM_MAGIC 0x3170642d75697aull /* "ziu-dp1" */
 struct dp_shm_hdr {
   uint64_t magic;
   uint32_t version;
-  uint32_t mac_entries;
-  uint64_t mac_off;
+  uint32_t pad;
   uint64_t staging_off;
   uint32_t slot_size;
   uint32_t slots;
@@ -161,6 +161,10 @@ struct dp_frame {
 
 struct dp {
   pthread_mutex_t lock;
+  /* Arming asks the frozen worker to read every ring once (warm_req), and
+   * waits on `warmed` until it has (warm_done): see dp_ring_warm. */
+  uint64_t warm_req, warm_done;
+  pthread_cond_t warmed;
   int ctl_waiting; /* JS threads queued for lock: the worker lets them in first */
   bool stopping;
   pthread_t worker;
@@ -170,9 +174,9 @@ struct dp {
 
   uint8_t *mem;
   size_t mem_size;
-  struct dp_mac_entry *mac;
-  uint32_t mac_mask;
   uint8_t *staging;
+  /* The bridge and flow tables (dp_table.h): none until attached; read-only while frozen. */
+  struct dp_tables tables;
   struct dp_frame frames[DP_BATCH];
 
   struct dp_port *ports;
@@ -200,8 +204,10 @@ struct dp {
   uint64_t *beat;
 
   uint64_t t0_ns;
-  uint32_t now_s; /* coarse clock for MAC ageing, updated once per pass */
+  uint32_t now_s; /* CLOCK_MONOTONIC seconds, updated once per pass: shared by every process that maps the tables */
   uint64_t passes, sleeps, wakeups;
+  uint64_t passes_cut; /* passes stopped by DP_PASS_BUDGET_NS */
+  uint32_t pass_next; /* the port the next pass starts at: one cut short by DP_PASS_BUDGET_NS goes on from there */
   int worker_tid; /* gettid() of the worker, for placing it (sched.c); set before dpCreate returns */
   bool realtime;  /* the worker runs SCHED_FIFO/RR: it never spins on sched_yield, which would not let CFS threads run */
   uint64_t nivcsw, preempted_ns; /* the worker's involuntary context switches, and when they last rose */
@@ -221,13 +227,6 @@ struct dp {
   struct dp_offload *offload;
 };
 
-/* dp_mac.c */
-uint64_t dp_mac_bytes(uint32_t entries); /* rounded up to a power of two */
-void dp_mac_init(struct dp *dp, uint32_t entries);
-void dp_mac_learn(struct dp *dp, const uint8_t *mac, uint16_t port);
-int dp_mac_lookup(struct dp *dp, const uint8_t *mac);
-void dp_mac_forget_port(struct dp *dp, uint16_t port);
-uint32_t dp_mac_count(struct dp *dp);
 
 /* dp_ring.c */
 void *dp_gpa(const struct dp_port *p, uint64_t addr, uint64_t len);
@@ -254,6 +253,12 @@ void dp_mem_unmap(struct dp_region *r, uint32_t n);
 
 /* dp.c: called with dp->lock held */
 void dp_thaw_locked(struct dp *dp);
+/* dp.c: for the other N-API files. NULL (an exception or a result pending) if v is no live handle. */
+struct dp *dp_from_value(napi_env env, napi_value v);
+void dp_lock_ctl(struct dp *dp);
+void dp_changed_unlock(struct dp *dp);
+/* dp_table.c */
+void dp_table_register(napi_env env, napi_value exports);
 
 /* dp_worker.c */
 void *dp_worker_main(void *arg);

@@ -41,8 +41,8 @@ static const char *const REQ_NAMES[REQ_COUNT] = {"claim",      "port_add", "port
                                                  "flow_set",   "flow_del", "reconcile", "soft_reset", "stats_get"};
 
 struct off_desired {
-  struct dp_flow_key key;
-  struct dp_flow_action act;
+  struct dp_offload_flow_key key;
+  struct dp_offload_flow_action act;
   uint64_t cookie;
 };
 
@@ -53,8 +53,8 @@ struct off_req {
   uint32_t port;
   uint64_t cookie;
   uint8_t mac[6];
-  struct dp_flow_key key;
-  struct dp_flow_action act;
+  struct dp_offload_flow_key key;
+  struct dp_offload_flow_action act;
   struct off_desired *desired; /* REQ_RECONCILE: owned by the request */
   uint32_t ndesired;
 };
@@ -103,7 +103,7 @@ struct dp_offload {
   uint32_t max_ports;
   int32_t *hw; /* the module thread's own copy of the port bindings */
   struct dp_offload_stats *snap;
-  struct dp_flow_entry *flows;
+  struct dp_offload_flow_entry *flows;
   int32_t nflows; /* -errno if the last dump failed */
   uint64_t stats_rounds;
 };
@@ -178,25 +178,25 @@ static void count(struct dp_offload *o, int op, int rc) {
   }
 }
 
-static bool key_eq(const struct dp_flow_key *a, const struct dp_flow_key *b) {
+static bool key_eq(const struct dp_offload_flow_key *a, const struct dp_offload_flow_key *b) {
   return a->in_port == b->in_port && a->ipver == b->ipver && a->proto == b->proto && a->sport == b->sport &&
          a->dport == b->dport && memcmp(a->src, b->src, 16) == 0 && memcmp(a->dst, b->dst, 16) == 0;
 }
 
-static bool act_eq(const struct dp_flow_action *a, const struct dp_flow_action *b) {
-  return a->kind == b->kind && (a->kind != DP_FLOW_FORWARD || a->out_port == b->out_port);
+static bool act_eq(const struct dp_offload_flow_action *a, const struct dp_offload_flow_action *b) {
+  return a->kind == b->kind && (a->kind != DP_OFFLOAD_FORWARD || a->out_port == b->out_port);
 }
 
 /* A NULL callback is "the module cannot": the host does it. */
 #define CALL(fn, ...) ((fn) ? (fn)(__VA_ARGS__) : -EOPNOTSUPP)
 
-static int flow_set(struct dp_offload *o, const struct dp_flow_key *k, const struct dp_flow_action *a) {
+static int flow_set(struct dp_offload *o, const struct dp_offload_flow_key *k, const struct dp_offload_flow_action *a) {
   int rc = CALL(o->ops->flow_set, o->ctx, k, a);
   count(o, REQ_FLOW_SET, rc);
   return rc;
 }
 
-static int flow_del(struct dp_offload *o, const struct dp_flow_key *k) {
+static int flow_del(struct dp_offload *o, const struct dp_offload_flow_key *k) {
   int rc = CALL(o->ops->flow_del, o->ctx, k);
   count(o, REQ_FLOW_DEL, rc);
   return rc;
@@ -212,7 +212,7 @@ static int flow_del(struct dp_offload *o, const struct dp_flow_key *k) {
  */
 static void reconcile(struct dp_offload *o, struct off_req *r) {
   struct off_event ev = {.kind = EV_RECONCILE};
-  struct dp_flow_entry *have = calloc(OFF_DUMP_MAX, sizeof(*have));
+  struct dp_offload_flow_entry *have = calloc(OFF_DUMP_MAX, sizeof(*have));
   bool *matched = calloc(OFF_DUMP_MAX, sizeof(*matched));
   int n = !have || !matched ? -ENOMEM : CALL(o->ops->flow_dump, o->ctx, have, OFF_DUMP_MAX);
   if (n < 0) {
@@ -260,7 +260,7 @@ static void reconcile(struct dp_offload *o, struct off_req *r) {
 /* Read the module's counters for every bound port and its flows. */
 static void stats_round(struct dp_offload *o) {
   struct dp_offload_stats *tmp = calloc(o->max_ports, sizeof(*tmp));
-  struct dp_flow_entry *flows = o->ops->flow_dump ? calloc(OFF_DUMP_MAX, sizeof(*flows)) : NULL;
+  struct dp_offload_flow_entry *flows = o->ops->flow_dump ? calloc(OFF_DUMP_MAX, sizeof(*flows)) : NULL;
   if (!tmp) {
     free(flows);
     return;
@@ -275,7 +275,7 @@ static void stats_round(struct dp_offload *o) {
   int nf = flows ? o->ops->flow_dump(o->ctx, flows, OFF_DUMP_MAX) : -EOPNOTSUPP;
   pthread_mutex_lock(&o->snap_lock);
   struct dp_offload_stats *old = o->snap;
-  struct dp_flow_entry *old_flows = o->flows;
+  struct dp_offload_flow_entry *old_flows = o->flows;
   o->snap = tmp;
   o->flows = flows;
   o->nflows = nf;
@@ -421,14 +421,14 @@ void dp_offload_bridge_del(struct dp *dp, const uint8_t *mac, uint16_t port) {
   q_push(o, &r);
 }
 
-bool dp_offload_flow_set(struct dp *dp, const struct dp_flow_key *k, const struct dp_flow_action *a, uint64_t cookie) {
+bool dp_offload_flow_set(struct dp *dp, const struct dp_offload_flow_key *k, const struct dp_offload_flow_action *a, uint64_t cookie) {
   struct dp_offload *o = dp->offload;
   if (!o) return false;
   struct off_req r = {.op = REQ_FLOW_SET, .key = *k, .act = *a, .cookie = cookie};
   return q_push(o, &r);
 }
 
-bool dp_offload_flow_del(struct dp *dp, const struct dp_flow_key *k, uint64_t cookie) {
+bool dp_offload_flow_del(struct dp *dp, const struct dp_offload_flow_key *k, uint64_t cookie) {
   struct dp_offload *o = dp->offload;
   if (!o) return false;
   struct off_req r = {.op = REQ_FLOW_DEL, .key = *k, .cookie = cookie};
@@ -516,7 +516,7 @@ static bool prop_bytes16(napi_env env, napi_value obj, const char *name, uint8_t
 }
 
 /* {inPort, ipver, proto, sport, dport, src, dst}; false with an exception, or *bad for a value out of range. */
-static bool get_key(napi_env env, napi_value v, struct dp_flow_key *k, bool *bad) {
+static bool get_key(napi_env env, napi_value v, struct dp_offload_flow_key *k, bool *bad) {
   int64_t in, ipver, proto, sport, dport;
   memset(k, 0, sizeof(*k));
   if (!prop_i64(env, v, "inPort", &in) || !prop_i64(env, v, "ipver", &ipver) || !prop_i64(env, v, "proto", &proto) ||
@@ -533,12 +533,12 @@ static bool get_key(napi_env env, napi_value v, struct dp_flow_key *k, bool *bad
   return true;
 }
 
-static bool get_action(napi_env env, napi_value v, struct dp_flow_action *a, bool *bad) {
+static bool get_action(napi_env env, napi_value v, struct dp_offload_flow_action *a, bool *bad) {
   int64_t kind, out;
   if (!prop_i64(env, v, "kind", &kind) || !prop_i64(env, v, "outPort", &out)) return false;
-  *bad = (kind != DP_FLOW_FORWARD && kind != DP_FLOW_DROP) || (kind == DP_FLOW_FORWARD && (out < 0 || out >= DP_MAX_PORTS));
+  *bad = (kind != DP_OFFLOAD_FORWARD && kind != DP_OFFLOAD_DROP) || (kind == DP_OFFLOAD_FORWARD && (out < 0 || out >= DP_MAX_PORTS));
   a->kind = (uint8_t)kind;
-  a->out_port = kind == DP_FLOW_FORWARD ? (uint32_t)out : 0;
+  a->out_port = kind == DP_OFFLOAD_FORWARD ? (uint32_t)out : 0;
   return true;
 }
 
@@ -557,10 +557,19 @@ static void queue_claim(struct dp *dp, struct dp_offload *o, bool adopt, int32_t
   struct off_req claim = {.op = REQ_CLAIM, .adopt = adopt, .pid = pid};
   o->adopt = adopt;
   q_push(o, &claim);
-  for (uint32_t i = 0; i <= dp->mac_mask; i++) {
-    if (dp->mac[i].port == DP_MAC_EMPTY) continue;
-    struct off_req r = {.op = REQ_BRIDGE_ADD, .port = dp->mac[i].port};
-    memcpy(r.mac, dp->mac[i].mac, 6);
+  /* The bridge table holds table port ids (+1, 0 free) of every instance
+   * that maps it: only entries of ports here, and not aged out, are ours. */
+  const struct dp_table *t = &dp->tables.bridge;
+  if (!t->map) return;
+  const struct dp_bridge_entry *e = (const struct dp_bridge_entry *)t->ent;
+  for (uint32_t i = 0; i < t->entries; i++) {
+    uint16_t stored = e[i].port;
+    if (stored == 0 || stored > DP_TABLE_PORTS) continue;
+    if ((int32_t)(dp->now_s - e[i].last_seen) > (int32_t)t->idle_s) continue;
+    int16_t port = dp->tables.tmap[stored - 1];
+    if (port < 0) continue;
+    struct off_req r = {.op = REQ_BRIDGE_ADD, .port = (uint16_t)port};
+    memcpy(r.mac, e[i].mac, 6);
     q_push(o, &r);
   }
 }
@@ -674,8 +683,8 @@ static napi_value n_unregister(napi_env env, napi_callback_info info) {
 static napi_value n_flow_set(napi_env env, napi_callback_info info) {
   ZIU_ARGS(env, info, 4);
   GET_DP_OR_RETURN(dp, argv[0]);
-  struct dp_flow_key k;
-  struct dp_flow_action a;
+  struct dp_offload_flow_key k;
+  struct dp_offload_flow_action a;
   uint64_t cookie;
   bool bad_k = false, bad_a = false;
   if (!get_key(env, argv[1], &k, &bad_k) || !get_action(env, argv[2], &a, &bad_a) || !get_cookie(env, argv[3], &cookie)) return NULL;
@@ -687,7 +696,7 @@ static napi_value n_flow_set(napi_env env, napi_callback_info info) {
 static napi_value n_flow_del(napi_env env, napi_callback_info info) {
   ZIU_ARGS(env, info, 3);
   GET_DP_OR_RETURN(dp, argv[0]);
-  struct dp_flow_key k;
+  struct dp_offload_flow_key k;
   uint64_t cookie;
   bool bad = false;
   if (!get_key(env, argv[1], &k, &bad) || !get_cookie(env, argv[2], &cookie)) return NULL;
@@ -815,7 +824,7 @@ static napi_value stats_obj(napi_env env, const struct dp_offload_stats *s) {
   return o;
 }
 
-static napi_value key_obj(napi_env env, const struct dp_flow_key *k) {
+static napi_value key_obj(napi_env env, const struct dp_offload_flow_key *k) {
   napi_value o, buf;
   void *data;
   napi_create_object(env, &o);
@@ -882,7 +891,7 @@ static napi_value n_status(napi_env env, napi_callback_info info) {
     napi_set_element(env, ports, k++, po);
   }
   for (int32_t i = 0; o->flows && i < o->nflows; i++) {
-    const struct dp_flow_entry *f = &o->flows[i];
+    const struct dp_offload_flow_entry *f = &o->flows[i];
     napi_value fo;
     napi_create_object(env, &fo);
     ziu_set_prop(env, fo, "key", key_obj(env, &f->key));
@@ -900,8 +909,8 @@ static napi_value n_status(napi_env env, napi_callback_info info) {
 }
 
 void dp_offload_register_napi(napi_env env, napi_value exports) {
-  ziu_register_const(env, exports, "DP_FLOW_FORWARD", DP_FLOW_FORWARD);
-  ziu_register_const(env, exports, "DP_FLOW_DROP", DP_FLOW_DROP);
+  ziu_register_const(env, exports, "DP_OFFLOAD_FORWARD", DP_OFFLOAD_FORWARD);
+  ziu_register_const(env, exports, "DP_OFFLOAD_DROP", DP_OFFLOAD_DROP);
   ziu_register(env, exports, "dpOffloadRegister", n_register);
   ziu_register(env, exports, "dpOffloadClaim", n_claim);
   ziu_register(env, exports, "dpOffloadUnregister", n_unregister);

@@ -50,7 +50,7 @@ struct dp_offload_bridge {
 /* A flow key: the port a frame comes in on and its 5-tuple. IPv4 addresses
  * sit in the first 4 bytes of src/dst (the rest zero). ipver 4 or 6; proto
  * an IP protocol number; ports 0 for a protocol without them. Host order. */
-struct dp_flow_key {
+struct dp_offload_flow_key {
   uint32_t in_port;
   uint8_t ipver;
   uint8_t proto;
@@ -58,25 +58,25 @@ struct dp_flow_key {
   uint8_t src[16], dst[16];
 };
 
-#define DP_FLOW_FORWARD 1 /* out of out_port */
-#define DP_FLOW_DROP 2
+#define DP_OFFLOAD_FORWARD 1 /* out of out_port */
+#define DP_OFFLOAD_DROP 2
 
-struct dp_flow_action {
-  uint8_t kind; /* DP_FLOW_FORWARD or DP_FLOW_DROP */
+struct dp_offload_flow_action {
+  uint8_t kind; /* DP_OFFLOAD_FORWARD or DP_OFFLOAD_DROP */
   uint32_t out_port;
 };
 
 /* Per-flow counters a module keeps for the frames it handled itself. */
-struct dp_flow_counters {
+struct dp_offload_flow_counters {
   uint64_t packets, bytes;
   uint64_t last_ns; /* CLOCK_MONOTONIC of the last frame; 0 never */
 };
 
 /* A flow as a module holds it (flow_dump). */
-struct dp_flow_entry {
-  struct dp_flow_key key;
-  struct dp_flow_action action;
-  struct dp_flow_counters counters;
+struct dp_offload_flow_entry {
+  struct dp_offload_flow_key key;
+  struct dp_offload_flow_action action;
+  struct dp_offload_flow_counters counters;
 };
 
 /* What a module forwarded for a port without the host ever seeing it:
@@ -110,10 +110,10 @@ struct dp_offload_ops {
   int (*bridge_add)(void *ctx, const struct dp_offload_bridge *b);
   int (*bridge_del)(void *ctx, const struct dp_offload_bridge *b);
   /* Install or replace (never duplicate) the flow. */
-  int (*flow_set)(void *ctx, const struct dp_flow_key *k, const struct dp_flow_action *a);
-  int (*flow_del)(void *ctx, const struct dp_flow_key *k);
+  int (*flow_set)(void *ctx, const struct dp_offload_flow_key *k, const struct dp_offload_flow_action *a);
+  int (*flow_del)(void *ctx, const struct dp_offload_flow_key *k);
   /* Up to max flows it holds, with their counters; returns how many (or -errno). */
-  int (*flow_dump)(void *ctx, struct dp_flow_entry *out, uint32_t max);
+  int (*flow_dump)(void *ctx, struct dp_offload_flow_entry *out, uint32_t max);
   /* What it forwarded for this port itself. */
   int (*stats_get)(void *ctx, const struct dp_offload_port *p, struct dp_offload_stats *out);
 };
@@ -133,8 +133,8 @@ void dp_offload_port_add(struct dp *dp, uint32_t port, int32_t hw);
 void dp_offload_port_del(struct dp *dp, uint32_t port, int32_t hw);
 void dp_offload_bridge_add(struct dp *dp, const uint8_t *mac, uint16_t port);
 void dp_offload_bridge_del(struct dp *dp, const uint8_t *mac, uint16_t port);
-bool dp_offload_flow_set(struct dp *dp, const struct dp_flow_key *k, const struct dp_flow_action *a, uint64_t cookie);
-bool dp_offload_flow_del(struct dp *dp, const struct dp_flow_key *k, uint64_t cookie);
+bool dp_offload_flow_set(struct dp *dp, const struct dp_offload_flow_key *k, const struct dp_offload_flow_action *a, uint64_t cookie);
+bool dp_offload_flow_del(struct dp *dp, const struct dp_offload_flow_key *k, uint64_t cookie);
 /* dpDestroy: stop the module thread and detach (nothing is wiped). */
 void dp_offload_destroy(struct dp *dp);
 

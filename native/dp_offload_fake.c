@@ -244,7 +244,7 @@ static int fake_bridge_del(void *ctx, const struct dp_offload_bridge *b) {
 }
 
 /* The NIC's key for a flow key, or false if a port is not one of our VFs. */
-static bool to_fn_key(struct fake *f, const struct dp_flow_key *k, struct fn_key *out) {
+static bool to_fn_key(struct fake *f, const struct dp_offload_flow_key *k, struct fn_key *out) {
   int vf = vf_of(f, k->in_port);
   if (vf < 0) return false;
   memset(out, 0, sizeof(*out));
@@ -265,10 +265,10 @@ static struct fn_flow *find(struct fake *f, const struct fn_key *k) {
   return NULL;
 }
 
-static int fake_flow_set(void *ctx, const struct dp_flow_key *k, const struct dp_flow_action *a) {
+static int fake_flow_set(void *ctx, const struct dp_offload_flow_key *k, const struct dp_offload_flow_action *a) {
   struct fake *f = ctx;
   struct fn_key key;
-  int out = a->kind == DP_FLOW_FORWARD ? vf_of(f, a->out_port) : 0;
+  int out = a->kind == DP_OFFLOAD_FORWARD ? vf_of(f, a->out_port) : 0;
   if (!to_fn_key(f, k, &key) || out < 0) return -EOPNOTSUPP; /* from or to a port the NIC does not have */
   int r = injected(f, FN_OP_FLOW_SET);
   if (r < 0) return r;
@@ -292,7 +292,7 @@ static int fake_flow_set(void *ctx, const struct dp_flow_key *k, const struct dp
   }
   /* Set, or replaced in place: never a second entry, and its counters go on. */
   e->action = a->kind;
-  e->out_vf = a->kind == DP_FLOW_FORWARD ? (uint32_t)out : FN_NO_VF;
+  e->out_vf = a->kind == DP_OFFLOAD_FORWARD ? (uint32_t)out : FN_NO_VF;
   e->set_epoch = f->epoch;
   __atomic_store_n(&e->used, 1, __ATOMIC_RELEASE);
   s->flow_sets++;
@@ -300,7 +300,7 @@ static int fake_flow_set(void *ctx, const struct dp_flow_key *k, const struct dp
   return 0;
 }
 
-static int fake_flow_del(void *ctx, const struct dp_flow_key *k) {
+static int fake_flow_del(void *ctx, const struct dp_offload_flow_key *k) {
   struct fake *f = ctx;
   struct fn_key key;
   if (!to_fn_key(f, k, &key)) return -EOPNOTSUPP;
@@ -318,7 +318,7 @@ static int fake_flow_del(void *ctx, const struct dp_flow_key *k) {
   return e ? 0 : -ENOENT;
 }
 
-static int fake_flow_dump(void *ctx, struct dp_flow_entry *out, uint32_t max) {
+static int fake_flow_dump(void *ctx, struct dp_offload_flow_entry *out, uint32_t max) {
   struct fake *f = ctx;
   struct fn_shm *s = f->shm;
   int r = fn_lock(s);
@@ -327,7 +327,7 @@ static int fake_flow_dump(void *ctx, struct dp_flow_entry *out, uint32_t max) {
   for (uint32_t i = 0; i < f->max_flows && n < max; i++) {
     const struct fn_flow *e = &s->flows[i];
     if (!e->used) continue;
-    struct dp_flow_entry *o = &out[n++];
+    struct dp_offload_flow_entry *o = &out[n++];
     memset(o, 0, sizeof(*o));
     o->key.in_port = e->key.vf < FN_MAX_VF ? f->vf_port[e->key.vf] : UINT32_MAX;
     o->key.ipver = e->key.ipver;
@@ -337,7 +337,7 @@ static int fake_flow_dump(void *ctx, struct dp_flow_entry *out, uint32_t max) {
     memcpy(o->key.src, e->key.src, 16);
     memcpy(o->key.dst, e->key.dst, 16);
     o->action.kind = e->action;
-    o->action.out_port = e->action == DP_FLOW_FORWARD && e->out_vf < FN_MAX_VF ? f->vf_port[e->out_vf] : UINT32_MAX;
+    o->action.out_port = e->action == DP_OFFLOAD_FORWARD && e->out_vf < FN_MAX_VF ? f->vf_port[e->out_vf] : UINT32_MAX;
     o->counters.packets = e->packets;
     o->counters.bytes = e->bytes;
     o->counters.last_ns = e->last_ns;

@@ -372,13 +372,15 @@ void dp_ring_set_no_notify(struct dp_vring *vr, bool no_notify) {
 }
 
 /*
- * Read each of the ring's three structures once, from the control thread
- * (under dp->lock, so the SIGBUS guard covers it), without writing anything.
- * On a host with shadow paging (this project's PVM VMs) the first touch of a
- * page by a process costs a hypervisor exit even when its page table entry
- * exists: 17 us a ring measured, 8.7 ms for a new instance's first thaw of
- * 256 ports, which sat in the switchover. Touched when the address is set
- * (at import, long before the freeze), the thaw takes 48 us for 256 ports.
+ * Read each of the ring's three structures once, without writing anything
+ * (the rings are still someone else's). On a host with shadow paging (this
+ * project's PVM VMs) a thread's first touch of a page costs a hypervisor exit
+ * even when its page table entry exists, and the cost comes back after the
+ * process's mappings change (a GC's munmap): reads by the control thread at
+ * import did not spare the worker. A new instance's thaw at 256 ports (512
+ * rings) spent 1.7-2.0 ms in its first read of used->idx alone, about 3.5 us
+ * a ring, inside the switchover. So the frozen worker reads every ring when
+ * it is armed for the takeover, just before the freeze (dpArmTakeover).
  */
 void dp_ring_warm(const struct dp_vring *vr) {
   (void)__atomic_load_n(&vr->used->idx, __ATOMIC_RELAXED);

@@ -198,7 +198,13 @@ static inline void deliver(struct dp *dp, struct dp_port *p, const uint8_t *fram
     tap_out(dp, p, frame, len);
 }
 
-/* The bridge: learn the source, forward to the known port or flood. */
+/*
+ * The bridge: learn the source, forward to the known port or flood. A
+ * unicast frame to a known port is counted on its flow (made from this
+ * frame if it is the first: dp_flow.c); one whose destination sits behind
+ * its own input port is dropped and counted on a drop flow. Table port ids
+ * come from a file another process wrote: checked before they index anything.
+ */
 static void forward(struct dp *dp, uint16_t in, const uint8_t *frame, uint32_t len) {
   struct dp_port *ip = &dp->ports[in];
   ip->st.rx_packets++;
@@ -206,10 +212,16 @@ static void forward(struct dp *dp, uint16_t in, const uint8_t *frame, uint32_t l
   const uint8_t *dst = frame, *src = frame + 6;
   uint32_t hash = 0;
   bool hashed = false;
-  if (!(src[0] & 1)) dp_mac_learn(dp, src, in);
+  uint16_t tin = ip->tport;
+  if (!(src[0] & 1) && tin < DP_TABLE_PORTS) dp_bridge_learn(dp, src, tin);
   if (!(dst[0] & 1)) {
-    int out = dp_mac_lookup(dp, dst);
+    int t = dp_bridge_lookup(dp, dst);
+    int out = t >= 0 && t < (int)DP_TABLE_PORTS ? dp->tables.tmap[t] : -1;
     if (out >= 0 && (uint32_t)out < dp->max_ports && dp->ports[out].in_use) {
+      struct dp_flow_key k;
+      uint8_t flags;
+      if (tin < DP_TABLE_PORTS && dp_flow_key_of(frame, len, tin, &k, &flags))
+        dp_flow_hit(dp, &k, len, flags, out == in ? DP_FLOW_DROP : DP_FLOW_FORWARD, (uint16_t)t);
       if (out != in) deliver(dp, &dp->ports[out], frame, len, &hash, &hashed);
       return; /* back to where it came from: the segment already has it */
     }
@@ -244,10 +256,16 @@ static unsigned tap_rx_burst(struct dp *dp, struct dp_port *p, unsigned *nframes
 }
 
 /* One look at every port. Everything consumed is completed and published
- * before returning, so the lock can be released after any pass. */
+ * before returning, so the lock can be released after any pass. A pass is
+ * bounded: once it has run DP_PASS_BUDGET_NS (a flood of frames to hundreds
+ * of rings, each copied to every port, can take 100 ms) it stops after the
+ * port it is on, and the next pass starts at the following port. So the
+ * heartbeat and the control thread never wait for more than about that. */
 static unsigned pass(struct dp *dp) {
-  unsigned work = 0;
-  dp->now_s = (uint32_t)((dp_now_ns() - dp->t0_ns) / 1000000000ull) + 1;
+  unsigned work = 0, looked = 0;
+  uint64_t t0 = dp_now_ns();
+  dp->now_s = (uint32_t)(t0 / 1000000000ull);
+  dp_flow_sweep(dp, t0);
   for (uint32_t i = 0; i < dp->ports_hi; i++) {
     struct dp_port *p = &dp->ports[i];
     if (p->in_use && p->kind == DP_KIND_VHOST)
@@ -262,19 +280,31 @@ static unsigned pass(struct dp *dp) {
         vr->signal_once = false;
       }
   }
-  for (uint32_t i = 0; i < dp->ports_hi; i++) {
+  uint32_t n = dp->ports_hi, start = dp->pass_next < n ? dp->pass_next : 0;
+  dp->pass_next = 0;
+  for (uint32_t k = 0; k < n; k++) {
+    uint32_t i = start + k < n ? start + k : start + k - n;
     struct dp_port *p = &dp->ports[i];
     if (!p->in_use || p->down) continue;
     unsigned nf;
     if (p->kind == DP_KIND_TAP) {
       work += tap_rx_burst(dp, p, &nf);
       for (unsigned f = 0; f < nf; f++) forward(dp, (uint16_t)i, dp->frames[f].data, dp->frames[f].len);
-      continue;
+    } else {
+      /* Every TX ring, DP_BATCH chains each: the staging slots are reused per ring. */
+      for (uint32_t q = 1; q < p->nrings; q += 2) {
+        work += dp_vhost_tx_burst(dp, p, &p->rings[q], &nf);
+        for (unsigned f = 0; f < nf; f++) forward(dp, (uint16_t)i, dp->frames[f].data, dp->frames[f].len);
+      }
     }
-    /* Every TX ring, DP_BATCH chains each: the staging slots are reused per ring. */
-    for (uint32_t q = 1; q < p->nrings; q += 2) {
-      work += dp_vhost_tx_burst(dp, p, &p->rings[q], &nf);
-      for (unsigned f = 0; f < nf; f++) forward(dp, (uint16_t)i, dp->frames[f].data, dp->frames[f].len);
+    /* The clock only once a batch of frames went through since we last looked: idle passes never read it. */
+    if (work - looked >= DP_BATCH) {
+      looked = work;
+      if (dp_now_ns() - t0 >= DP_PASS_BUDGET_NS) {
+        dp->pass_next = i + 1 < n ? i + 1 : 0;
+        dp->passes_cut++;
+        break;
+      }
     }
   }
   for (uint32_t i = 0; i < dp->ports_hi; i++) {
@@ -376,15 +406,34 @@ static void sleep_until_work(struct dp *dp) {
   set_no_notify(dp, true);
 }
 
+/* Read every ring once from this thread, when asked (dpArmTakeover): see
+ * dp_ring_warm. dp->lock is held, which keeps the mappings in place; a page
+ * past the end of a truncated file is absorbed by the SIGBUS handler. */
+static void warm_rings(struct dp *dp) {
+  if (dp->warm_done == dp->warm_req) return;
+  for (uint32_t i = 0; i < dp->ports_hi; i++) {
+    struct dp_port *p = &dp->ports[i];
+    if (!p->in_use || p->kind != DP_KIND_VHOST) continue;
+    for (uint32_t q = 0; q < p->nrings; q++)
+      if (p->rings[q].addr_set && !p->rings[q].faulted) dp_ring_warm(&p->rings[q]);
+  }
+  dp->warm_done = dp->warm_req;
+  pthread_cond_broadcast(&dp->warmed);
+}
+
 /* Frozen: no passes, no epoll on guest fds; only a control change (thaw,
  * stop) wakes us. Called and returns with dp->lock held. */
 static void frozen_wait(struct dp *dp) {
   struct pollfd pfd[2] = {{.fd = dp->ctl_fd, .events = POLLIN}, {.fd = dp->go_fd, .events = POLLIN}};
   nfds_t n = dp->go_fd >= 0 && dp->baton ? 2 : 1;
+  warm_rings(dp);
   guard_set(dp, false);
   pthread_mutex_unlock(&dp->lock);
-  int r = poll(pfd, n, DP_SLEEP_MS);
+  int r = poll(pfd, n, n == 2 ? DP_REWARM_MS : DP_SLEEP_MS);
   pthread_mutex_lock(&dp->lock);
+  /* Armed, and the go is late: the process's mappings may have changed
+   * meanwhile (its GC), so read the rings again. Cheap while they are warm. */
+  if (r == 0 && n == 2) dp->warm_req++;
   if (r <= 0) return;
   if (pfd[0].revents) dp_drain(dp->ctl_fd);
   /* Armed (checked again: JS may have disarmed meanwhile) and signalled. */

@@ -136,11 +136,11 @@ static void from_vm(struct fn *n, uint32_t vf, const uint8_t *buf, size_t len) {
     pthread_mutex_unlock(&s->lock);
   }
   struct fn_vf_stats *v = &s->vf[vf];
-  if (action == DP_FLOW_DROP) {
+  if (action == DP_OFFLOAD_DROP) {
     ADD(v->rx_packets, 1);
     ADD(v->rx_bytes, len);
     ADD(v->drops, 1);
-  } else if (action == DP_FLOW_FORWARD && out < n->nvf) {
+  } else if (action == DP_OFFLOAD_FORWARD && out < n->nvf) {
     ADD(v->rx_packets, 1);
     ADD(v->rx_bytes, len);
     if (put(n->wire_nic[out], buf, len)) {

@@ -38,7 +38,7 @@ struct fn_key {
 
 struct fn_flow {
   uint32_t used;
-  uint8_t action; /* DP_FLOW_FORWARD / DP_FLOW_DROP */
+  uint8_t action; /* DP_OFFLOAD_FORWARD / DP_OFFLOAD_DROP */
   uint8_t pad[3];
   uint32_t out_vf;
   struct fn_key key;

@@ -250,16 +250,21 @@ static napi_value n_probe_start_tx(napi_env env, napi_callback_info info) {
 
 /* probeStartRx(h, streamId, echoIp, echoMac): echoIp 0 measures, otherwise answers ARP/ICMP for it */
 static napi_value n_probe_start_rx(napi_env env, napi_callback_info info) {
-  ZIU_ARGS(env, info, 4);
+  ZIU_ARGS(env, info, 5);
   struct probe *p = get_probe(env, argv[0]);
   if (!p) return NULL;
   int64_t stream, ip;
+  int32_t announce;
   struct probe_rx_cfg c;
   memset(&c, 0, sizeof(c));
-  if (!ziu_get_i64(env, argv[1], &stream) || !ziu_get_i64(env, argv[2], &ip) || !get_mac(env, argv[3], c.mac)) return NULL;
+  if (!ziu_get_i64(env, argv[1], &stream) || !ziu_get_i64(env, argv[2], &ip) || !get_mac(env, argv[3], c.mac) ||
+      !ziu_get_i32(env, argv[4], &announce))
+    return NULL;
   if (p->destroyed) return ziu_errno(env, EBADF);
   if (p->rx_started) return ziu_errno(env, EBUSY);
   if (p->nports == 0 || stream < 0 || stream > 0xffffffffll || ip < 0 || ip > 0xffffffffll) return ziu_errno(env, EINVAL);
+  if (announce < -1 || announce >= p->nports) return ziu_errno(env, EINVAL);
+  c.announce_port = announce;
   if (ip != 0 && p->tx_started) return ziu_errno(env, EBUSY);
   c.stream = (uint32_t)stream;
   c.echo = ip != 0;
@@ -352,6 +357,8 @@ static napi_value n_probe_stats(napi_env env, napi_callback_info info) {
   SET("arpReplies", ld64(&s->arp_replies));
   SET("icmpReplies", ld64(&s->icmp_replies));
   SET("echoRingFull", ld64(&s->echo_ring_full));
+  SET("announces", ld64(&s->announces));
+  SET("announcesSeen", ld64(&s->announces_seen));
   SET("nextSeq", ld64(&s->next_seq));
   SET("maxGapNs", ld64(&s->max_gap_ns));
   SET("maxGapAtNs", ld64(&s->max_gap_at_ns));
@@ -359,10 +366,11 @@ static napi_value n_probe_stats(napi_env env, napi_callback_info info) {
   SET("lastRxNs", ld64(&s->last_rx_ns));
   SET("txCpuNs", thread_cpu(p->tx_started, p->tx_thread, &s->tx_cpu_ns));
   SET("rxCpuNs", thread_cpu(p->rx_started, p->rx_thread, &s->rx_cpu_ns));
-  /* frames we published on a TX ring that the device has not consumed yet */
+  /* frames we published on a TX ring that the device has not consumed yet
+   * (not the receiving port's announcements: they are no frames of the stream) */
   uint64_t pending = 0;
   for (int i = 0; i < p->nports && !p->destroyed; i++)
-    for (uint32_t k = 0; k < p->nq; k++) {
+    for (uint32_t k = 0; k < p->nq && !(p->rx_started && i == p->rx.announce_port); k++) {
       struct probe_ring *r = &p->ports[i].rings[2 * k + 1];
       uint16_t avail = __atomic_load_n(&r->avail->idx, __ATOMIC_ACQUIRE);
       uint16_t used = __atomic_load_n(&r->used->idx, __ATOMIC_ACQUIRE);

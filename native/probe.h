@@ -25,6 +25,11 @@
 #define PROBE_BUF_SIZE 10240u
 #define PROBE_NET_HDR 12u
 #define PROBE_ETHERTYPE 0x88B5u
+#define PROBE_ETHERTYPE_RARP 0x8035u
+/* A receiving port announces its MAC this often, as QEMU's announce-self does
+ * after a migration (a RARP from it to broadcast): a port that only receives
+ * is otherwise never learnt by a switch, which floods every frame to it. */
+#define PROBE_ANNOUNCE_NS 1000000000ull
 #define PROBE_MAGIC 0x5A495550u /* "ZIUP" read as a big-endian u32 */
 /* eth (14) + magic u32 + stream u32 + seq u64 + timestamp u64 */
 #define PROBE_FRAME_MIN_BYTES 38u
@@ -64,6 +69,8 @@ struct probe_stats {
   uint64_t received, duplicated, reordered, lost_gaps, too_old, unknown, foreign, rx_bad_used;
   uint64_t rx_kicks, rx_sleeps, rx_wakeups;
   uint64_t arp_replies, icmp_replies, echo_ring_full;
+  /* RARP self-announcements of the receiving port's MAC: sent, and seen from others */
+  uint64_t announces, announces_seen;
   uint64_t lat_count, lat_min, lat_max, lat_sum;
   uint64_t lat_max_at_ns; /* TX stamp of the frame with the largest latency */
   /* The sender's own lateness: TX stamp minus the frame's slot in the
@@ -94,6 +101,7 @@ struct probe_rx_cfg {
   bool echo;
   uint32_t ip; /* host order */
   uint8_t mac[6];
+  int announce_port; /* the port whose MAC is announced every PROBE_ANNOUNCE_NS; -1: none */
 };
 
 struct probe {

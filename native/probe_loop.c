@@ -428,9 +428,45 @@ static uint32_t echo_reply(const struct probe_rx_cfg *c, const uint8_t *f, uint3
   return n;
 }
 
+/* A RARP "reverse request" from our MAC to broadcast, as QEMU announces a
+ * guest after migration: sender and target hardware address both ours. */
+static uint32_t announce_frame(const uint8_t mac[6], uint8_t *d) {
+  memset(d, 0, 60);
+  memset(d, 0xff, 6);
+  memcpy(d + 6, mac, 6);
+  put16be(d + 12, PROBE_ETHERTYPE_RARP);
+  put16be(d + 14, 1);      /* Ethernet */
+  put16be(d + 16, 0x0800); /* IPv4 */
+  d[18] = 6;
+  d[19] = 4;
+  put16be(d + 20, 3); /* reverse request */
+  memcpy(d + 22, mac, 6);
+  memcpy(d + 32, mac, 6);
+  return 60;
+}
+
+/* From the RX thread, the only user of the receiving port's TX ring (queue 0). */
+static void announce(struct probe *p) {
+  struct probe_stats *st = &p->st;
+  struct probe_ring *tx = &p->ports[p->rx.announce_port].rings[1];
+  tx_reclaim(tx, &st->tx_bad_used);
+  if (tx->nfree == 0) return; /* the switch takes nothing: the next one will do */
+  uint16_t id = tx->free_ids[--tx->nfree];
+  uint8_t *b = tx->bufs + (size_t)id * PROBE_BUF_SIZE;
+  memset(b, 0, PROBE_NET_HDR);
+  tx_post(tx, id, PROBE_NET_HDR + announce_frame(p->rx.mac, b + PROBE_NET_HDR));
+  __atomic_store_n(&tx->avail->idx, tx->avail_idx, __ATOMIC_RELEASE);
+  kick(tx, &st->tx_kicks);
+  add64(&st->announces, 1);
+}
+
 /* rxq: the queue pair it came in on; an echo answers on that pair's TX ring. */
 static void handle_frame(struct probe *p, struct probe_port *pt, uint32_t rxq, const uint8_t *f, uint32_t len, uint64_t now) {
   struct probe_stats *st = &p->st;
+  if (f[12] == (PROBE_ETHERTYPE_RARP >> 8) && f[13] == (PROBE_ETHERTYPE_RARP & 0xff)) {
+    add64(&st->announces_seen, 1); /* another port announcing itself: not ours to answer */
+    return;
+  }
   if (p->rx.echo) {
     struct probe_ring *tx = &pt->rings[2 * rxq + 1];
     tx_reclaim(tx, &st->tx_bad_used);
@@ -543,7 +579,15 @@ void *probe_rx_main(void *arg) {
 
   set_rx_interrupts(p, false);
   unsigned idle = 0;
+  uint64_t announce_at = 0;
   while (!__atomic_load_n(&p->rx_stop, __ATOMIC_ACQUIRE)) {
+    if (p->rx.announce_port >= 0) {
+      uint64_t now = probe_now_ns();
+      if (now >= announce_at) {
+        announce(p);
+        announce_at = now + PROBE_ANNOUNCE_NS;
+      }
+    }
     unsigned n = 0;
     for (int i = 0; i < p->nports; i++) n += rx_port(p, &p->ports[i]);
     if (n > 0) {

@@ -25,7 +25,8 @@ const MAY: Record<string, string[]> = {
   workspace: ['upgrade', 'datapath', 'hugepages', 'memfile', 'process'],
   bench: ['upgrade', 'datapath', 'probe', 'sched', 'hugepages', 'memfile', 'process', 'workspace'],
   demo: ['bench', 'upgrade', 'datapath', 'probe', 'sched', 'hugepages', 'memfile', 'process', 'workspace'],
-  cli: ['bench', 'demo', 'upgrade', 'probe', 'sched', 'hugepages', 'memfile', 'workspace'],
+  tables: ['control', 'native'],
+  cli: ['bench', 'demo', 'upgrade', 'probe', 'sched', 'hugepages', 'memfile', 'workspace', 'tables'],
 };
 /** Rooms entered only through these files when imported from another room. */
 const FRONT_DOOR: Record<string, string[]> = {

@@ -63,8 +63,10 @@ describe('the error-code registry', () => {
       'ERR_ZIU_NOT_TMPFS',
       'ERR_ZIU_NO_CONTROL',
       'ERR_ZIU_NO_HUGEPAGES',
+      'ERR_ZIU_NO_LAUNCH',
       'ERR_ZIU_NO_MEMFILE',
       'ERR_ZIU_POOL_LOCKED',
+      'ERR_ZIU_SHARED_MEMFILE',
       'ERR_ZIU_SOCKET_PATH',
       'ERR_ZIU_UNTRUSTED_PATH',
       'ERR_ZIU_USAGE',
@@ -90,7 +92,7 @@ describe('the error-code registry', () => {
   });
 
   it('maps upgrade and recover results onto the same exit codes', () => {
-    expect(EXIT_FOR).toEqual({ committed: 0, rolled_back: 1, refused: 2, failed: 3 });
+    expect(EXIT_FOR).toEqual({ committed: 0, 'would-upgrade': 0, 'up-to-date': 0, rolled_back: 1, refused: 2, failed: 3 });
     expect(RECOVER_EXIT).toEqual({ nothing_to_do: 0, committed: 0, rolled_back: 1, failed: 3 });
   });
 });

@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { EXIT, exitCodeFor, UsageError } from '../errors.js';
 import { hugepagesCommand } from './hugepages.js';
 import { memfileCommand } from './memfile.js';
+import { tablesCommand } from './tables.js';
 import { probeCommand } from './probe.js';
 import { upgradeCommands } from './upgrade.js';
 import { demoCommand } from './demo.js';
@@ -23,6 +24,7 @@ export function buildProgram(run: Run): Command {
     });
   hugepagesCommand(program, run);
   memfileCommand(program);
+  tablesCommand(program);
   probeCommand(program, run);
   upgradeCommands(program, run);
   demoCommand(program, run);

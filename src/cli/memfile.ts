@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { UsageError } from '../errors.js';
+import { hasCode, UsageError } from '../errors.js';
 import { formatBytes, parsePageSize, parseSize } from '../hugepages/index.js';
 import { checkNamePart, parseMemFileName, vrouterAgentLines, type Backing } from '../memfile/index.js';
 import { context } from './context.js';
@@ -11,7 +11,11 @@ export function memfileCommand(program: Command): void {
   const mf = program
     .command('memfile')
     .description("create, list and remove a datapath instance's --mem-file files (allocated and zeroed up front)")
-    .addHelpText('after', '\nNames are <instance>/<role>, e.g. vr-2/pool-0, vr-2/flow, vr-2/bridge; characters [A-Za-z0-9._-].');
+    .addHelpText(
+      'after',
+      '\nNames are <instance>/<role>, e.g. vr-2/pool-0, vr-2/flow, vr-2/bridge; characters [A-Za-z0-9._-].\n' +
+        'A flow or bridge file is what ziu-datapath takes as --flow-table or --bridge-table (sized by the file; docs/tables.md).',
+    );
 
   mf.command('create')
     .description('create <instance>/<role> and prepopulate it: every page allocated and zeroed now, not when the datapath starts')
@@ -78,13 +82,28 @@ export function memfileCommand(program: Command): void {
       'remove <instance>/<role>, or every mem file of <instance>; hugepages ziu reserved for them go back to the kernel ' +
         '(pages a process still maps: once it exits, by the next ziu command)',
     )
-    .argument('<name>', '<instance>/<role> or <instance>')
+    .argument('[name]', '<instance>/<role> or <instance>')
+    .option('--unused', 'instead of a name: every mem file no process maps or holds open, such as what a stopped service leaves (its ExecStopPost; never while a datapath is starting)')
     .option('--json', 'print one JSON document')
-    .action(async (name: string, opts: { json?: boolean }) => {
-      const { instance, role } = name.includes('/') ? parseMemFileName(name) : { instance: checkNamePart('instance', name), role: undefined };
-      const removed = await context().store.remove(instance, role);
+    .action(async (name: string | undefined, opts: { unused?: boolean; json?: boolean }) => {
+      if ((name === undefined) === !opts.unused) throw new UsageError('give <instance>[/<role>] or --unused (not both)');
+      const store = context().store;
+      let removed: Awaited<ReturnType<typeof store.remove>> = [];
+      if (name !== undefined) {
+        const { instance, role } = name.includes('/') ? parseMemFileName(name) : { instance: checkNamePart('instance', name), role: undefined };
+        removed = await store.remove(instance, role);
+      } else {
+        for (const f of await store.unused()) {
+          try {
+            removed.push(...(await store.remove(f.instance, f.role)));
+          } catch (err) {
+            // removed by someone else meanwhile
+            if (!hasCode(err, 'ERR_ZIU_NO_MEMFILE')) throw err;
+          }
+        }
+      }
       output(!!opts.json).result(removed, () =>
-        removed.map(
+        removed.length === 0 ? ['nothing to remove'] : removed.map(
           (r) =>
             `removed ${r.path} (${formatBytes(r.bytes)} ${r.backing})` +
             (r.releasedPages > 0 ? `, ${r.releasedPages} pages given back` : '') +

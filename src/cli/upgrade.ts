@@ -22,6 +22,8 @@ interface UpgradeCliOpts {
   report?: string;
   config?: string;
   json?: boolean;
+  dryRun?: boolean;
+  skipIfCurrent?: boolean;
 }
 
 const CONFIG_KEYS = ['control', 'new', 'mem', 'pageSize', 'verifyMs', 'readyTimeoutMs', 'deadManMs', 'healthUrl', 'report'] as const;
@@ -31,7 +33,7 @@ export function upgradeCommands(program: Command, run: Run): void {
     .command('upgrade')
     .description('replace a running datapath by a new instance beside it: its vhost-user connections, memory and taps are handed over (fds over SCM_RIGHTS), no VM reconnects; rolls back on any failure before commit')
     .option('--control <socket>', 'control socket of the running (old) datapath')
-    .option('--new <command line>', "the new datapath's command line, e.g. 'ziu-datapath --control /run/ziu/dp.sock --vhost-user vm1=/run/vm1.sock'")
+    .option('--new <command line>', "the new datapath: its binary alone (e.g. ziu-datapath or /opt/ziu-2/bin/ziu-datapath) to run it as the old instance runs, or its whole command line for a changed configuration")
     .option('--mem <size>', 'create and prepopulate this much memory for the new instance (e.g. 1G) and add it as --mem-file')
     .option('--page-size <2M|1G>', 'hugepage size for --mem (default 2M; tmpfs without root or hugepages)')
     .option('--verify-ms <n>', `how long the new instance must forward before commit (default ${DEFAULTS.verifyMs})`)
@@ -41,19 +43,26 @@ export function upgradeCommands(program: Command, run: Run): void {
     .option('--report <file>', 'also write the JSON report to this file')
     .option('--config <file>', 'the same options from a JSON or YAML file (flags override it)')
     .option('--json', 'print the report as one JSON document')
+    .option('--dry-run', "preflight only: every check up to the first change, then result 'would-upgrade' (or the refusal); nothing is started, created or locked")
+    .option('--skip-if-current', "change nothing (result 'up-to-date', exit 0) when the running instance already runs the datapath and version the new command reports")
     .addHelpText(
       'after',
       [
         '',
         'Phases: preflight, reserve, start, ready, transfer, freeze, resume, verify, commit (docs/handover-protocol.md).',
-        'Exit codes: 0 committed, 1 rolled back (traffic stays on the old instance), 2 bad input or refused in',
-        'preflight (nothing changed), 3 failed and not rolled back (the message says what to do; see ziu recover).',
+        '--new <binary> (no options): the new instance gets the old one\'s flags (its --config file among them) and working',
+        'directory, as its hello reports them, but never its --mem-file: --mem, or else as much memory as the old instance has,',
+        "is created for it. The report's new_command says which (source: reused or given). Under systemd the new instance",
+        'tells the service manager MAINPID=<its pid> when it commits (docs/systemd.md).',
+        'Exit codes: 0 committed (or would-upgrade, up-to-date), 1 rolled back (traffic stays on the old instance),',
+        '2 bad input or refused in preflight (nothing changed), 3 failed and not rolled back (the message says what',
+        'to do; see ziu recover).',
       ].join('\n'),
     )
     .action(async (flags: UpgradeCliOpts) => {
       const o = { ...readUpgradeConfig(flags.config), ...definedOnly(flags) };
       if (!o.control) throw new UsageError('--control <socket> is required: the running datapath to upgrade');
-      if (!o.new) throw new UsageError("--new '<command line>' is required: how to start the new datapath");
+      if (!o.new) throw new UsageError("--new '<command line>' is required: the new datapath's binary alone (it then runs as the old instance runs) or its whole command line");
       const newCommand = parseCommandString(o.new);
       const mem = o.mem !== undefined ? parseSize(o.mem) : undefined;
       const pageSize = o.pageSize !== undefined ? parsePageSize(o.pageSize) : undefined;
@@ -68,6 +77,8 @@ export function upgradeCommands(program: Command, run: Run): void {
         deadManMs: ms('--dead-man-ms', o.deadManMs, DEFAULTS.deadManMs, DEAD_MAN_MS.min, DEAD_MAN_MS.max),
         ...(o.healthUrl ? { healthUrl: checkUrl(o.healthUrl) } : {}),
         store: context().store,
+        ...(flags.dryRun ? { dryRun: true } : {}),
+        ...(flags.skipIfCurrent ? { skipIfCurrent: true } : {}),
       });
       if (o.report) fs.writeFileSync(o.report, `${JSON.stringify(snakeCase(report), null, 2)}\n`);
       output(flags.json === true).result(report, () => humanReport(report));
@@ -121,9 +132,17 @@ export function humanReport(r: UpgradeReport): string[] {
     .map(([k, v]) => `${k} ${v < 10 ? v.toFixed(2) : Math.round(v)}`)
     .join(', ');
   const lines = [`upgrade ${r.upgradeId}: ${r.result.replace('_', ' ')} in ${Math.round(r.totalMs)} ms`];
+  const pre = r.preflight;
+  if (pre && (r.result === 'would-upgrade' || r.result === 'up-to-date')) {
+    lines.push(`  running: ${r.old ? `pid ${r.old.pid}, ${r.old.version}` : '?'}; new command: ${pre.target.datapath} ${pre.target.version}${pre.upToDate ? ' (the same)' : ''}`);
+    if (r.stateFormat !== null) lines.push(`  state format: ${r.stateFormat}`);
+    if (pre.memory) lines.push(`  memory: ${formatBytes(pre.memory.bytes)} ${pre.memory.backing}, ${pre.memory.verdict}`);
+    return lines;
+  }
   if (r.switchoverUs !== null) lines.push(`  switchover: ${r.switchoverUs} us (old instance froze -> new instance polled, CLOCK_MONOTONIC)`);
   if (r.old) lines.push(`  old: pid ${r.old.pid}, ${r.old.instance}, ${r.old.version}`);
   if (r.new) lines.push(`  new: pid ${r.new.pid}, ${r.new.instance}, ${r.new.version}`);
+  if (r.newCommand) lines.push(`  new command (${r.newCommand.source === 'reused' ? "the old instance's configuration" : 'as given'}): ${r.newCommand.argv.join(' ')}`);
   if (r.memory) lines.push(`  memory: ${formatBytes(r.memory.bytes)} ${r.memory.backing}, prepopulated in ${r.memory.prepopulateMs} ms`);
   if (r.ports.length > 0) lines.push(`  ports: ${r.ports.map((p) => `${p.name}${p.moving ? ' (traffic)' : ''}`).join(', ')}`);
   lines.push(`  phases (ms): ${phases}`);

@@ -1,12 +1,14 @@
 import fs from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { UsageError } from '../errors.js';
-import { checkNamePart, formatBytes, parseSize } from '../memfile/index.js';
+import { formatBytes, parseSize } from '../memfile/sizes.js';
+import { checkNamePart } from '../memfile/names.js';
 import { DEFAULT_GUEST_MEMORY, MAX_GUEST_REGIONS, type GuestMemoryLimits } from './guest-memory.js';
 import { checkSocketPath } from '../net/socket.js';
 import { NO_PLACEMENT, parseCpuList, parsePriority, type Placement } from '../sched/placement.js';
 import type { PortMode } from './vhost/port.js';
 import { parseOffload, type OffloadSpec } from './offload.js';
+import { TABLE_FORMATS, type FlowFormat } from './tables.js';
 
 export interface VhostUserSpec {
   name: string;
@@ -25,8 +27,16 @@ export interface DatapathConfig {
   memFiles: string[];
   vhostUser: VhostUserSpec[];
   taps: TapSpec[];
-  /** MAC table entries, kept in the first mem file */
+  /** bridge table entries when the table is a memfd (no bridgeTable) */
   macEntries: number;
+  /** the bridge table file (--bridge-table); none: a memfd of macEntries entries */
+  bridgeTable?: string;
+  /** the flow table file (--flow-table); none: a memfd */
+  flowTable?: string;
+  /** flow table formats this instance reads (converts from); it serves the highest (--flow-formats) */
+  flowFormats: readonly FlowFormat[];
+  /** a flow idle this long is aged out (a new flow table's header carries it) */
+  flowIdleS: number;
   /** where the packet worker runs (--worker-cpus, --worker-priority); the rest of the process stays off those CPUs */
   worker: Placement;
   /** per-port caps on a frontend's memory table (--guest-mem-max, --guest-regions-max) */
@@ -112,7 +122,41 @@ export function checkConfig(c: Partial<DatapathConfig>, options: { standby?: boo
     throw new UsageError(`macEntries ${macEntries}: use 16 to ${1 << 22}`);
   }
   const guestMemory = c.guestMemory ?? DEFAULT_GUEST_MEMORY;
-  return { instance, control: c.control, memFiles: c.memFiles, vhostUser, taps, macEntries, worker: c.worker ?? NO_PLACEMENT, guestMemory, offload: c.offload ?? null };
+  const flowFormats = c.flowFormats ?? TABLE_FORMATS.flow;
+  if (flowFormats.length === 0 || !flowFormats.every((f) => (TABLE_FORMATS.flow as readonly number[]).includes(f))) {
+    throw new UsageError(`flow formats ${flowFormats.join(',')}: use a list of ${TABLE_FORMATS.flow.join(', ')}`);
+  }
+  const flowIdleS = c.flowIdleS ?? 300;
+  if (!Number.isInteger(flowIdleS) || flowIdleS < 1 || flowIdleS > 86400) throw new UsageError(`flow idle time ${flowIdleS}: use 1 to 86400 seconds`);
+  const tables = [c.bridgeTable, c.flowTable].filter((t): t is string => t !== undefined);
+  for (const t of tables) {
+    if (t === '' || c.memFiles.includes(t)) throw new UsageError(`table file '${t}': give each table a file of its own (not a --mem-file)`);
+  }
+  if (tables.length === 2 && tables[0] === tables[1]) throw new UsageError(`--bridge-table and --flow-table are the same file '${tables[0]}'`);
+  return {
+    instance,
+    control: c.control,
+    memFiles: c.memFiles,
+    vhostUser,
+    taps,
+    macEntries,
+    ...(c.bridgeTable !== undefined ? { bridgeTable: c.bridgeTable } : {}),
+    ...(c.flowTable !== undefined ? { flowTable: c.flowTable } : {}),
+    flowFormats,
+    flowIdleS,
+    worker: c.worker ?? NO_PLACEMENT,
+    guestMemory,
+    offload: c.offload ?? null,
+  };
+}
+
+/** --flow-formats: "1", "2" or "1,2". */
+export function parseFlowFormats(v: string, label = '--flow-formats'): FlowFormat[] {
+  const list = v.split(',').map((x) => Number(x.trim()));
+  if (list.length === 0 || !list.every((f) => (TABLE_FORMATS.flow as readonly number[]).includes(f))) {
+    throw new UsageError(`${label} '${v}': use a list of ${TABLE_FORMATS.flow.join(', ')}`);
+  }
+  return list as FlowFormat[];
 }
 
 /** A JSON or YAML file with the same fields as the flags (vhostUser entries as objects or strings). */
@@ -131,7 +175,7 @@ export function readConfigFile(path: string): Partial<DatapathConfig> {
   }
   if (typeof doc !== 'object' || doc === null) throw new UsageError(`config file '${path}' must hold an object`);
   const d = doc as Record<string, unknown>;
-  const known = new Set(['instance', 'control', 'memFiles', 'vhostUser', 'taps', 'macEntries', 'workerCpus', 'workerPriority', 'guestMemMax', 'guestRegionsMax', 'offload']);
+  const known = new Set(['instance', 'control', 'memFiles', 'vhostUser', 'taps', 'macEntries', 'bridgeTable', 'flowTable', 'flowFormats', 'flowIdleS', 'workerCpus', 'workerPriority', 'guestMemMax', 'guestRegionsMax', 'offload']);
   for (const k of Object.keys(d)) if (!known.has(k)) throw new UsageError(`config file '${path}': unknown field '${k}' (known: ${[...known].join(', ')})`);
   const list = (k: string): unknown[] => (Array.isArray(d[k]) ? (d[k] as unknown[]) : d[k] === undefined ? [] : [d[k]]);
   return {
@@ -139,6 +183,10 @@ export function readConfigFile(path: string): Partial<DatapathConfig> {
     ...(typeof d['control'] === 'string' ? { control: d['control'] } : {}),
     ...(typeof d['macEntries'] === 'number' ? { macEntries: d['macEntries'] } : {}),
     ...(typeof d['offload'] === 'string' ? { offload: parseOffload(d['offload']) } : {}),
+    ...(typeof d['bridgeTable'] === 'string' ? { bridgeTable: d['bridgeTable'] } : {}),
+    ...(typeof d['flowTable'] === 'string' ? { flowTable: d['flowTable'] } : {}),
+    ...(d['flowFormats'] !== undefined ? { flowFormats: parseFlowFormats(String(d['flowFormats']), `config file '${path}': flowFormats`) } : {}),
+    ...(typeof d['flowIdleS'] === 'number' ? { flowIdleS: d['flowIdleS'] } : {}),
     ...(d['workerCpus'] !== undefined || d['workerPriority'] !== undefined
       ? {
           worker: {
@@ -159,4 +207,29 @@ export function readConfigFile(path: string): Partial<DatapathConfig> {
     vhostUser: list('vhostUser').map((v) => (typeof v === 'string' ? parseVhostUser(v) : parseVhostUser(`${(v as VhostUserSpec).name}=${(v as VhostUserSpec).path},${(v as VhostUserSpec).mode ?? 'server'}`))),
     taps: list('taps').map((v) => (typeof v === 'string' ? parseTap(v) : parseTap(`${(v as TapSpec).name}=${(v as TapSpec).ifname}`))),
   };
+}
+
+/**
+ * The flags a successor can be started with to run as this instance does
+ * (reported in hello): the command line without --mem-file, since two
+ * instances never share memory; the orchestrator gives the new one its own.
+ * A --config file stays: the successor reads it again (its memFiles are
+ * overridden by the new --mem-file).
+ */
+export function reusableArgs(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--') {
+      out.push(...argv.slice(i));
+      break;
+    }
+    if (a === '--mem-file') {
+      i++;
+      continue;
+    }
+    if (a.startsWith('--mem-file=') || a === '--handover-info') continue;
+    out.push(a);
+  }
+  return out;
 }

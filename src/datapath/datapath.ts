@@ -3,13 +3,14 @@ import { execa } from 'execa';
 import { ControlServer, type Handler } from '../control/server.js';
 import { hasCode, ZiuError } from '../errors.js';
 import { STATE_FORMATS, type StateFormat } from '../handover/state.js';
-import type { Status } from '../handover/messages/index.js';
+import type { Launch, Status } from '../handover/messages/index.js';
 import { logger, setLogContext, type Logger } from '../log.js';
 import { check, native } from '../native/index.js';
 import { openTrustedFile } from '../trusted-dir.js';
 import { VERSION } from '../version.js';
 import type { DatapathConfig, TapSpec } from './config.js';
 import { Engine, type EngineFault, type PortStats } from './engine.js';
+import { DatapathTables } from './tables.js';
 import { Handover, type Fault, type HandoverHost, type TapPort } from './handover/index.js';
 import { serve } from './handover/serve.js';
 import { Notifier } from './notify.js';
@@ -39,6 +40,12 @@ export interface DatapathOptions {
   testHooks?: boolean;
   /** the upgrade a standby instance was started for (ZIU_UPGRADE_ID): its log lines carry it from the start */
   upgradeId?: string;
+  /**
+   * How it was started, reported in hello so that `ziu upgrade --new <binary>`
+   * can start a successor the same way; its notifySocket is the service
+   * manager's (NOTIFY_SOCKET, or for a standby ZIU_SERVICE_NOTIFY_SOCKET).
+   */
+  launch?: Launch;
 }
 
 /**
@@ -61,16 +68,22 @@ export class Datapath {
   #control: ControlServer | null = null;
   /** standby: the temporary control server, kept for its open connections after commit */
   #standbyControl: ControlServer | null = null;
+  /** where sd_notify messages go now: whoever started us (a service manager, or an orchestrator until commit) */
   #notifier = new Notifier();
+  /** the service manager's notify socket, ours from a commit on (docs/systemd.md) */
+  #service: Notifier;
   #handover: Handover | null = null;
   #stopping: Promise<void> | null = null;
   #placement: PlacementReport | null = null;
   #offload: Offload | null = null;
+  #tables: DatapathTables;
 
   constructor(config: DatapathConfig, opts: DatapathOptions = {}) {
     this.config = config;
     this.#opts = opts;
     this.log = logger('datapath', { instance: config.instance });
+    this.#service = Notifier.to(opts.launch?.notifySocket ?? null);
+    this.#tables = new DatapathTables(config, this.log);
   }
 
   /** Map memory, start the engine, open every port and the control socket, then say READY=1. */
@@ -89,8 +102,10 @@ export class Datapath {
       setLogContext(() => (handover.upgradeId === null ? {} : { upgradeId: handover.upgradeId }));
       if (standby) {
         // Nothing is ours to poll until resume: the engine writes no guest memory while frozen.
+        // No tables either until import: the predecessor's are the ones to map.
         this.#engine.freeze();
       } else {
+        this.#tables.open(this.#engine);
         for (const t of this.config.taps) this.#taps.push(await this.#openTap(t));
         for (const spec of this.config.vhostUser) await this.#openPort(spec);
       }
@@ -195,7 +210,7 @@ export class Datapath {
     const fd = check(native.tapOpen(spec.ifname), 'open /dev/net/tun (TUNSETIFF)', { path: spec.ifname });
     try {
       await execa('ip', ['link', 'set', 'dev', spec.ifname, 'up']);
-      return { spec, fd, enginePort: this.#engine!.addPort('tap', fd) };
+      return { spec, fd, enginePort: this.#engine!.addPort('tap', fd, spec.name) };
     } catch (err) {
       native.close(fd);
       throw err;
@@ -217,6 +232,7 @@ export class Datapath {
         return offload();
       },
       faults: this.#opts.faults ?? new Set(),
+      tables: this.#tables,
       stateFormats: this.#opts.stateFormats ?? STATE_FORMATS,
       portOptions: (spec) => this.#portOptions(spec),
       control: () => ({ path: this.#control!.path, listenerFd: this.#control!.listenerFd }),
@@ -237,9 +253,42 @@ export class Datapath {
         for (const v of this.config.vhostUser) if (!this.#ports.some((p) => p.name === v.name)) await this.#openPort(v);
       },
       notify: (fields) => this.#notifier.notify(fields),
+      launch: () => this.#opts.launch ?? null,
+      becomeMain: (status) => this.#becomeMain(status),
+      leaveService: () => {
+        if (this.#notifier.path !== null) this.log.info('the successor is the main process now: no more notices to the service manager');
+        this.#notifier = Notifier.to(null);
+      },
       worker: () => this.#placement?.requested ?? null,
       placeWorker: (want) => this.placeWorker(want),
     };
+  }
+
+  /**
+   * From a commit on, this process is the one the service manager must
+   * watch: MAINPID= before the old instance exits, or systemd would take its
+   * exit for the service's and stop it (docs/systemd.md). A datagram refused
+   * because the manager's queue is full is sent again, for a second at most.
+   */
+  async #becomeMain(status: string): Promise<boolean | null> {
+    this.#notifier = this.#service;
+    if (this.#service.path === null) return null;
+    for (let attempt = 0; ; attempt++) {
+      const sent = await this.#service.send({ MAINPID: process.pid, READY: 1, STATUS: status });
+      if (sent === 'sent') {
+        this.log.info({ notifySocket: this.#opts.launch?.notifySocket }, 'told the service manager: MAINPID is this process');
+        return true;
+      }
+      if (sent === 'absent') {
+        // A launcher's readiness socket, long closed: no service manager watches the old process's exit.
+        this.log.info({ notifySocket: this.#opts.launch?.notifySocket }, 'nobody listens on the notify socket any more: no service manager to tell');
+        return null;
+      }
+      if (attempt >= 20) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    this.log.error({ notifySocket: this.#opts.launch?.notifySocket }, 'could not tell the service manager that this process is its main process now');
+    return false;
   }
 
   #handlers(): Record<string, Handler> {
@@ -283,6 +332,7 @@ export class Datapath {
       role: this.#handover?.role ?? 'starting',
       handover: this.#handover?.status() ?? null,
       memFiles: this.#memFiles.map((m) => ({ path: m.path, bytes: m.size })),
+      tables: this.#tables.status(this.#engine),
       worker: this.workerPlacement(),
       ports: [
         ...this.#ports.map((p) => ({ kind: 'vhost-user', ...p.status(), counters: counters(p.enginePort) })),
@@ -305,6 +355,9 @@ export class Datapath {
       await this.#notifier.notify({ STOPPING: 1 });
       const role = this.#handover?.role;
       const shared = role === 'frozen' || role === 'handed-over' || role === 'exporting';
+      // Stop forwarding first: the ports that go below leave the tables as they are (what was
+      // learned stays for the next instance that maps them: a restart or a successor).
+      this.#engine?.freeze();
       if (shared) for (const p of this.#ports) p.detach();
       // A new instance that has not committed may already serve the predecessor's control
       // listener (a commit that failed half-way): that path is still the old instance's.
@@ -319,6 +372,7 @@ export class Datapath {
       this.#offload?.close(); // unregistered: the NIC keeps its flows
       this.#engine?.destroy();
       this.#offload?.closeFds();
+      this.#tables.close();
       closeFds(this.#memFiles.map((m) => m.fd));
       this.log.info({ role }, 'datapath stopped');
     })();

@@ -1,6 +1,7 @@
 import util from 'node:util';
 import { check, native, type PollHandle } from '../native/index.js';
-import type { DpFault, DpHandle, DpMemFault, DpPortStats, DpRingStatus, DpTimes, DpWorkerStats } from '../native/datapath-native.js';
+import type { DpFault, DpHandle, DpMemFault, DpPortStats, DpRingStatus, DpTablesInfo, DpTimes, DpWorkerStats } from '../native/datapath-native.js';
+import { ZiuError } from '../errors.js';
 import { DEFAULT_GUEST_MEMORY, refuseTable, type GuestMemoryLimits } from './guest-memory.js';
 
 /** A region of a frontend's memory as the engine maps it. */
@@ -111,14 +112,49 @@ export class Engine {
     return this.#h;
   }
 
-  /** hw: the hardware behind a representor port (an offload module binds it; docs/offload.md). */
-  addPort(kind: PortKind, tapFd = -1, hw = -1): number {
-    return check(native.dpAddPort(this.#handle, kind === 'vhost' ? 0 : 1, tapFd, hw), 'dpAddPort', tapFd >= 0 ? { fd: tapFd } : {});
+  /**
+   * name: the port's name, its key in the tables' port directory (the same id in every instance).
+   * hw: the hardware behind a representor port (an offload module binds it; docs/offload.md).
+   */
+  addPort(kind: PortKind, tapFd: number, name: string, hw = -1): number {
+    return check(native.dpAddPort(this.#handle, kind === 'vhost' ? 0 : 1, tapFd, name, hw), 'dpAddPort', tapFd >= 0 ? { fd: tapFd } : {});
   }
 
   /** The native handle, for the offload hooks that live on it (src/datapath/offload.ts). */
   get nativeHandle(): DpHandle {
     return this.#handle;
+  }
+
+  /** Map the bridge and flow tables (docs/tables.md); read-only while frozen. A file that is no table: ERR_ZIU_TABLE. */
+  attachTables(bridgeFd: number, flowFd: number, writable: boolean): void {
+    const r = native.dpTablesAttach(this.#handle, bridgeFd, flowFd, writable);
+    if (r !== 0) throw new ZiuError('ERR_ZIU_TABLE', `the ${r.flow ? 'flow' : 'bridge'} table: ${r.problem}`);
+  }
+
+  /** New side: copy another format's flow table into ours now (caught up when we thaw). Returns the entries copied. */
+  convertFlows(srcFd: number, what: string): number {
+    const r = native.dpTablesConvertFrom(this.#handle, srcFd);
+    if (typeof r !== 'number') throw new ZiuError('ERR_ZIU_TABLE', `${what}: ${r.problem}`);
+    return r;
+  }
+
+  /** Old side, at export: log every flow touched from now on (a converter catches it up). */
+  trackTables(): void {
+    native.dpTablesTrack(this.#handle);
+  }
+
+  /** New side, frozen for a handback: our flow changes go back into the table we converted from. */
+  tablesHandback(): number {
+    return native.dpTablesHandback(this.#handle);
+  }
+
+  /** Committed: the table we converted from is no longer needed. */
+  releaseTables(): void {
+    native.dpTablesRelease(this.#handle);
+  }
+
+  tablesInfo(): DpTablesInfo {
+    return native.dpTablesInfo(this.#handle);
   }
 
   removePort(port: number): void {

@@ -3,7 +3,7 @@ import os from 'node:os';
 import { closeFds } from '../native/fds.js';
 import { check, native } from '../native/index.js';
 import type { DpMemFault, DpMemLimits } from '../native/datapath-native.js';
-import { formatBytes } from '../memfile/index.js';
+import { formatBytes } from '../memfile/sizes.js';
 
 /**
  * Guest memory (docs/datapath.md, "Guest memory"): what a frontend's memory

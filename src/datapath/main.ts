@@ -4,8 +4,7 @@ import { handoverInfo, handoverInfoCodec } from '../handover/messages/index.js';
 import { STATE_FORMATS, isStateFormat, type StateFormat } from '../handover/state.js';
 import type { Fault } from './handover/index.js';
 import { VERSION } from '../version.js';
-import { checkConfig, GUEST_MEMORY_DEFAULTS, parseGuestMemMax, parseGuestRegionsMax, parseTap, parseVhostUser, readConfigFile, type DatapathConfig } from './config.js';
-import { Datapath } from './datapath.js';
+import { checkConfig, GUEST_MEMORY_DEFAULTS, parseFlowFormats, parseGuestMemMax, parseGuestRegionsMax, parseTap, parseVhostUser, readConfigFile, reusableArgs, type DatapathConfig } from './config.js';
 import { DEFAULT_GUEST_MEMORY } from './guest-memory.js';
 import { parseCpuList, parsePriority } from '../sched/placement.js';
 import { parseOffload, type OffloadSpec } from './offload.js';
@@ -21,7 +20,11 @@ function buildCommand(): Command {
     .option('--vhost-user <name=path[,server|client]>', 'a vhost-user port; server (default): we listen, client: we connect to a listening frontend (repeatable)', collect(parseVhostUser))
     .option('--tap <name=ifname>', 'a tap uplink (repeatable; needs root)', collect(parseTap))
     .option('--instance <id>', 'instance id shown in status and logs')
-    .option('--mac-entries <n>', 'MAC table entries', (v) => Number(v))
+    .option('--mac-entries <n>', 'MAC table entries when the bridge table is in memory (no --bridge-table)', (v) => Number(v))
+    .option('--bridge-table <path>', 'the bridge table file (e.g. made by ziu memfile create <dp>/bridge): kept across restarts and handovers (default: in memory)')
+    .option('--flow-table <path>', 'the flow table file (e.g. <dp>/flow); the same (default: in memory)')
+    .option('--flow-formats <list>', 'flow table formats this instance reads; it serves the highest, e.g. 1 or 1,2 (default: 1,2)', (v) => parseFlowFormats(v))
+    .option('--flow-idle <seconds>', 'a flow idle this long is aged out (written into a new flow table; default 300)', (v) => Number(v))
     .option('--worker-cpus <list>', 'CPUs for the packet worker thread, e.g. 1 or 2-3; the rest of the process stays off them (default: any CPU)', (v) => parseCpuList(v, '--worker-cpus'))
     .option('--worker-priority <1-99>', 'run the packet worker SCHED_FIFO at this priority; it still sleeps when idle (default: SCHED_OTHER)', (v) => parsePriority(v, '--worker-priority'))
     .option('--guest-mem-max <size>', "per port: the most guest memory a frontend's SET_MEM_TABLE may map, e.g. 64G; a larger table is refused (default 64G)", (v) => parseGuestMemMax(v))
@@ -35,11 +38,16 @@ function buildCommand(): Command {
       [
         '',
         'Readiness: READY=1 to $NOTIFY_SOCKET once every port is set up (sd_notify); STOPPING=1 on exit.',
+        'Under systemd (Type=notify, NotifyAccess=all; examples/ziu-datapath.service, docs/systemd.md) a new instance',
+        'started by `ziu upgrade` sends MAINPID=<its pid> when it commits, and the old one then exits without STOPPING=1.',
+        'Config file: every flag but --mem-file as a key (control, memFiles, vhostUser, taps, instance, macEntries,',
+        'workerCpus, workerPriority, guestMemMax, guestRegionsMax); flags given too override it (docs/datapath.md).',
         `Guest memory (per port, default ${GUEST_MEMORY_DEFAULTS}): only memfd, tmpfs and hugetlbfs files are mapped (FUSE, NFS or`,
         'disk files are refused: their page faults can block the packet worker); a frontend that shrinks its file later loses',
         'its connection, never the process.',
         'Handover (docs/handover-protocol.md): started with ZIU_HANDOVER=standby, the instance opens no port and',
-        'listens for control on $ZIU_CONTROL_PATH until the handover commits; then it serves --control.',
+        'listens for control on $ZIU_CONTROL_PATH until the handover commits; then it serves --control, and reports to',
+        'the service manager named by $ZIU_SERVICE_NOTIFY_SOCKET.',
       ].join('\n'),
     )
     .configureOutput({ outputError: (str, write) => write(`ziu-datapath: ${str.replace(/^error: /, '').trimEnd()}\n`) })
@@ -60,10 +68,10 @@ export async function main(argv: string[]): Promise<number | null> {
   const standby = process.env['ZIU_HANDOVER'] === 'standby';
   try {
     cmd.parse(argv, { from: 'user' });
-    const o = cmd.opts<{ control?: string; memFile?: string[]; vhostUser?: DatapathConfig['vhostUser']; tap?: DatapathConfig['taps']; instance?: string; macEntries?: number; config?: string; stateFormats?: StateFormat[]; handoverInfo?: boolean; workerCpus?: number[]; workerPriority?: number; guestMemMax?: bigint; guestRegionsMax?: number; offload?: OffloadSpec }>();
+    const o = cmd.opts<{ control?: string; memFile?: string[]; vhostUser?: DatapathConfig['vhostUser']; tap?: DatapathConfig['taps']; instance?: string; macEntries?: number; config?: string; stateFormats?: StateFormat[]; handoverInfo?: boolean; bridgeTable?: string; flowTable?: string; flowFormats?: DatapathConfig['flowFormats']; flowIdle?: number; workerCpus?: number[]; workerPriority?: number; guestMemMax?: bigint; guestRegionsMax?: number; offload?: OffloadSpec }>();
     if (o.handoverInfo) {
       const formats = o.stateFormats ?? [...STATE_FORMATS];
-      process.stdout.write(`${JSON.stringify(handoverInfoCodec.encode(handoverInfo(formats)))}\n`);
+      process.stdout.write(`${JSON.stringify(handoverInfoCodec.encode(handoverInfo(formats, o.flowFormats)))}\n`);
       return 0;
     }
     stateFormats = o.stateFormats;
@@ -77,6 +85,10 @@ export async function main(argv: string[]): Promise<number | null> {
       ...(o.instance ? { instance: o.instance } : {}),
       ...(o.macEntries !== undefined ? { macEntries: o.macEntries } : {}),
       ...(o.offload ? { offload: o.offload } : {}),
+      ...(o.bridgeTable !== undefined ? { bridgeTable: o.bridgeTable } : {}),
+      ...(o.flowTable !== undefined ? { flowTable: o.flowTable } : {}),
+      ...(o.flowFormats !== undefined ? { flowFormats: o.flowFormats } : {}),
+      ...(o.flowIdle !== undefined ? { flowIdleS: o.flowIdle } : {}),
       ...(o.guestMemMax !== undefined || o.guestRegionsMax !== undefined
         ? {
             guestMemory: {
@@ -96,12 +108,21 @@ export async function main(argv: string[]): Promise<number | null> {
     return hasCode(err, 'ERR_ZIU_SOCKET_PATH') ? EXIT.failed : exitCodeFor(err);
   }
   const faults = new Set((process.env['ZIU_FAULT'] ?? '').split(',').filter(Boolean) as Fault[]);
+  // Loaded only to run: `--handover-info` (what ziu upgrade's preflight asks) must not pay for the
+  // native addon, pino and the whole datapath, about half its start-up here.
+  const { Datapath } = await import('./datapath.js');
   const dp = new Datapath(config, {
     standby,
     ...(process.env['ZIU_CONTROL_PATH'] ? { standbyControl: process.env['ZIU_CONTROL_PATH'] } : {}),
     ...(stateFormats ? { stateFormats } : {}),
     faults,
     testHooks: process.env['ZIU_TEST_HOOKS'] === '1',
+    launch: {
+      args: reusableArgs(argv),
+      cwd: process.cwd(),
+      // A standby's own NOTIFY_SOCKET is the orchestrator's; the service's comes separately.
+      notifySocket: (standby ? process.env['ZIU_SERVICE_NOTIFY_SOCKET'] : process.env['NOTIFY_SOCKET']) || null,
+    },
     ...(standby && process.env['ZIU_UPGRADE_ID'] ? { upgradeId: process.env['ZIU_UPGRADE_ID'] } : {}),
   });
   try {

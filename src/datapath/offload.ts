@@ -122,7 +122,7 @@ export class Offload {
       this.#shmFd = fds[0]!;
       for (let vf = 0; vf < vfs; vf++) {
         const fd = fds[vf + 1]!;
-        this.reps.push({ name: `rep${vf}`, vf, fd, enginePort: this.#engine.addPort('tap', fd, vf), down: null });
+        this.reps.push({ name: `rep${vf}`, vf, fd, enginePort: this.#engine.addPort('tap', fd, `rep${vf}`, vf), down: null });
       }
       fds = [];
     } catch (err) {
@@ -234,7 +234,7 @@ export class Offload {
 
   #action(spec: FlowSpec): { kind: number; outPort: number } | null {
     const out = this.#portOf(spec.forward);
-    return out === null ? null : { kind: native.DP_FLOW_FORWARD, outPort: out };
+    return out === null ? null : { kind: native.DP_OFFLOAD_FORWARD, outPort: out };
   }
 
   /** Post a set or delete; false (the flow then stays with the host) if there is no module or its queue is full. */

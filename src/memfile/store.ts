@@ -17,7 +17,7 @@ import {
 import { logger } from '../log.js';
 import { ensureTrustedDir, TrustedDir } from '../trusted-dir.js';
 import { check, native } from '../native/index.js';
-import { processAlive, processRef, type ProcessRef } from '../process/index.js';
+import { fileId, processAlive, processesHolding, processRef, type ProcessRef } from '../process/index.js';
 import { removeEntry, scan, statEntry } from './files.js';
 import { Ledger, type LedgerEntry } from './ledger.js';
 import { checkNamePart } from './names.js';
@@ -370,6 +370,23 @@ export class MemFileStore {
   }
 
   /** Every mem file under ziu's directories, hugetlbfs (each page size) and tmpfs. */
+  /**
+   * Mem files no process maps or holds open: what a stopped service leaves,
+   * whatever its upgrades named their memory. A file created for a datapath
+   * that has not started yet is unused too, so this is for after a stop.
+   */
+  async unused(): Promise<MemFile[]> {
+    return (await this.list()).filter((f) => {
+      if (f.path === null) return false;
+      try {
+        return processesHolding(fileId(fs.statSync(f.path, { bigint: true }))).length === 0;
+      } catch {
+        // gone meanwhile
+        return false;
+      }
+    });
+  }
+
   async list(): Promise<MemFile[]> {
     const out: MemFile[] = [];
     for (const { bytes: pageSize } of PAGE_SIZES) {

@@ -97,11 +97,107 @@ export interface DpRingStatus {
   availIdx: number | null;
 }
 
+/** A table file's header as the engine checked it (tableCheck, tableDump). */
+export interface TableHeader {
+  /** 1 bridge, 2 flow */
+  kind: 1 | 2;
+  format: number;
+  entries: number;
+  entryBytes: number;
+  /** MAC age (bridge) or flow idle timeout (flow), in seconds */
+  idleS: number;
+  /** the file's size */
+  bytes: number;
+  generation: bigint;
+  /** the process that last took the table to write it (informational) */
+  writerPid: number;
+  /** live flows (0 for a bridge table) */
+  live: number;
+}
+
+/** A table file that is not one: what is wrong with it, in words. */
+export interface TableProblem {
+  problem: string;
+  errno: number;
+  /** dpTablesAttach: the flow table was the bad one (else the bridge table) */
+  flow?: boolean;
+}
+
+export interface BridgeDumpEntry {
+  slot: number;
+  mac: string;
+  /** table port id (the bridge file's port directory) */
+  port: number;
+  /** CLOCK_MONOTONIC seconds */
+  lastSeenS: number;
+}
+
+export interface FlowDumpEntry {
+  slot: number;
+  /** 0 L2 (MACs in src/dst), 4 IPv4, 6 IPv6 */
+  family: number;
+  proto: number;
+  ethertype: number;
+  src: Uint8Array;
+  dst: Uint8Array;
+  sport: number;
+  dport: number;
+  inPort: number;
+  /** 0 forward, 1 drop */
+  action: number;
+  outPort: number;
+  packets: number;
+  bytes: number;
+  createdS: number;
+  lastSeenS: number;
+  tcpFlags: number;
+  /** the agent asked for it to be aged out (it goes if it stays idle) */
+  marked: boolean;
+  gen: bigint;
+}
+
+export interface TableDump extends TableHeader {
+  /** CLOCK_MONOTONIC seconds now (ages are nowS - lastSeenS) */
+  nowS: number;
+  /** bridge: the port directory (index = table port id, null = free); flow: [] */
+  ports: Array<string | null>;
+  list: Array<BridgeDumpEntry | FlowDumpEntry>;
+}
+
+export interface DpTableInfo {
+  format: number;
+  entries: number;
+  bytes: number;
+  live: number;
+  writable: boolean;
+}
+
+export interface DpFlowTableInfo extends DpTableInfo {
+  idleS: number;
+  generation: bigint;
+  created: number;
+  changed: number;
+  aged: number;
+  evicted: number;
+  hits: number;
+  /** entries converted from the predecessor's table at the last catch-up */
+  caughtUp: number;
+  /** the format of the table converted from (0: none) */
+  convertedFrom: number;
+}
+
+export interface DpTablesInfo {
+  bridge: DpTableInfo | null;
+  flow: DpFlowTableInfo | null;
+}
+
 export interface DpWorkerStats {
   /** CPU time the worker thread has used (its thread CPU clock) */
   workerCpuMs: number;
   /** polling passes over all ports */
   passes: number;
+  /** passes stopped after DP_PASS_BUDGET_NS (a flood too big for one pass), the rest taken up by the next */
+  passesCut: number;
   /** times it went to sleep in epoll, and woke up */
   sleeps: number;
   wakeups: number;
@@ -163,9 +259,14 @@ export interface DatapathAddon {
   /** Stop and join the worker, stop every ring, unmap everything. Later calls: -EBADF. */
   dpDestroy(h: DpHandle): 0 | Errno;
 
-  /** A new port (the lowest free id); tapFd -1 for vhost. -ENOSPC when maxPorts are in use. */
-  /** hw: the hardware behind a representor port, for an offload module (docs/offload.md); default none (-1). */
-  dpAddPort(h: DpHandle, kind: DpPortKind, tapFd: number, hw?: number): number | Errno;
+  /**
+   * A new port (the lowest free id); tapFd -1 for vhost. -ENOSPC when maxPorts are in use.
+   * name (at most 32 bytes) is its name in the tables' port directory: the same name has
+   * the same table port id in every instance that maps the bridge file.
+   * hw (optional): the hardware behind a representor port, for an offload module
+   * (docs/offload.md); default none (-1).
+   */
+  dpAddPort(h: DpHandle, kind: DpPortKind, tapFd: number, name: string, hw?: number): number | Errno;
   /** Stop its rings, unmap its memory, forget its MAC addresses. The tap fd stays open. */
   dpRemovePort(h: DpHandle, port: number): 0 | Errno;
 
@@ -276,6 +377,40 @@ export interface DatapathAddon {
    * on the calling thread: a guest's fd may block), whatever NO_INTERRUPT says.
    */
   dpSignalCalls(h: DpHandle, port: number): 0 | Errno;
+
+  readonly DP_TABLE_BRIDGE: 1;
+  readonly DP_TABLE_FLOW: 2;
+  /** the default idle timeout of a flow table, and the age of a MAC, in seconds */
+  readonly DP_FLOW_IDLE_S: number;
+  readonly DP_MAC_AGE_S: number;
+  /** a flow the agent marked goes once it has been idle this long */
+  readonly DP_FLOW_GRACE_S: number;
+  /**
+   * Write a fresh header (kind, format, idle timeout) into a table file that
+   * holds nothing yet (its first page all zero; -EEXIST otherwise) and clear
+   * its entries. As many entries as its size holds (fstat), at most
+   * maxEntries (0: no limit). Returns them, -ENOSPC if it is too small.
+   */
+  tableInit(fd: number, kind: 1 | 2, format: number, idleS: number, maxEntries: number): number | Errno;
+  /** The file size a table of this many entries needs. */
+  tableBytes(kind: 1 | 2, entries: number): number | Errno;
+  /** Map read-only and check the header (kind 0: either kind). */
+  tableCheck(fd: number, kind: 0 | 1 | 2): TableHeader | TableProblem;
+  /** Map read-only: the header, the port directory and at most max live entries. */
+  tableDump(fd: number, kind: 0 | 1 | 2, max: number): TableDump | TableProblem;
+  /** Mark (CAS on their state words) the live flows idle at least idleS: the datapath ages them out if they stay idle. */
+  tableAge(fd: number, idleS: number): { marked: number; live: number } | TableProblem | Errno;
+  /** Map the engine's bridge and flow tables (replacing any); read-only while the engine is frozen whatever writable says. */
+  dpTablesAttach(h: DpHandle, bridgeFd: number, flowFd: number, writable: boolean): 0 | TableProblem;
+  /** New side, flow formats differ: copy srcFd's flow table into ours now, catch up at thaw. Returns the entries copied. */
+  dpTablesConvertFrom(h: DpHandle, srcFd: number): number | TableProblem;
+  /** Old side, at export: every flow touched from now on is logged once (a converter catches it up). */
+  dpTablesTrack(h: DpHandle): 0;
+  /** New side, handing back (frozen): our flow changes since the takeover go back into the converted-from table. */
+  dpTablesHandback(h: DpHandle): number;
+  /** Committed: let go of the converted-from table. */
+  dpTablesRelease(h: DpHandle): 0;
+  dpTablesInfo(h: DpHandle): DpTablesInfo;
 
   /** Open a non-persistent tap device (IFF_TAP | IFF_NO_PI, O_NONBLOCK): fd, gone with its last fd. */
   tapOpen(name: string): number | Errno;

@@ -15,7 +15,7 @@ export interface DpFlowKey {
   dst: Uint8Array;
 }
 
-/** kind DP_FLOW_FORWARD (out of outPort) or DP_FLOW_DROP (outPort ignored). */
+/** kind DP_OFFLOAD_FORWARD (out of outPort) or DP_OFFLOAD_DROP (outPort ignored). */
 export interface DpFlowAction {
   kind: number;
   outPort: number;
@@ -136,8 +136,8 @@ export interface FnInjection {
 }
 
 export interface OffloadAddon {
-  readonly DP_FLOW_FORWARD: number;
-  readonly DP_FLOW_DROP: number;
+  readonly DP_OFFLOAD_FORWARD: number;
+  readonly DP_OFFLOAD_DROP: number;
   /**
    * Register an offload module with the engine: attach (module, fd: e.g. the
    * NIC's shared state; the caller keeps and may close it), start its thread,

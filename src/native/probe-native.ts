@@ -73,6 +73,10 @@ export interface ProbeNativeStats {
   arpReplies: number;
   icmpReplies: number;
   echoRingFull: number;
+  /** RARPs sent announcing the receiving port's MAC */
+  announces: number;
+  /** RARPs received from other ports (not counted as unknown) */
+  announcesSeen: number;
   /** one past the highest sequence number received */
   nextSeq: number;
   /** the largest time between two consecutive probe frames, and when it started */
@@ -130,8 +134,11 @@ export interface ProbeAddon {
   probeAddPort(h: ProbeHandle, memFd: number, memSize: number, kicks: number[], calls: number[]): ProbePortLayout | Errno;
   /** start the paced TX thread on `port` */
   probeStartTx(h: ProbeHandle, port: number, rate: number, size: number, streamId: number, srcMac: Uint8Array, dstMac: Uint8Array): 0 | Errno;
-  /** start the RX thread over every port's RX ring; echoIp != 0 answers ARP/ICMP for that IPv4 (host order) instead */
-  probeStartRx(h: ProbeHandle, streamId: number, echoIp: number, echoMac: Uint8Array): 0 | Errno;
+  /**
+   * start the RX thread over every port's RX ring; echoIp != 0 answers ARP/ICMP for that IPv4 (host order) instead.
+   * announcePort >= 0: that port (one the TX thread does not use) sends a RARP from `mac` every PROBE_ANNOUNCE_NS, so a switch learns it.
+   */
+  probeStartRx(h: ProbeHandle, streamId: number, echoIp: number, mac: Uint8Array, announcePort: number): 0 | Errno;
   /** join the thread (returns within ~10 ms); no-op when it is not running */
   probeStopTx(h: ProbeHandle): 0;
   probeStopRx(h: ProbeHandle): 0;

@@ -211,7 +211,8 @@ export async function startProbe(opts: ProbeOptions): Promise<RunningProbe> {
   const rxPort = ports[ports.length - 1]!;
   try {
     await openPorts(ports);
-    check(native.probeStartRx(h, streamId, 0, rxPort.mac), 'probeStartRx');
+    // A receiver that never sent would never be learnt: every frame to it would flood every port.
+    check(native.probeStartRx(h, streamId, 0, rxPort.mac, single ? -1 : rxPort.layout.port), 'probeStartRx');
     check(native.probeStartTx(h, txPort.layout.port, rate, size, streamId, txPort.mac, fixedDst ?? rxPort.mac), 'probeStartTx');
   } catch (err) {
     release(h, ports);
@@ -371,7 +372,7 @@ export async function startEcho(opts: EchoOptions): Promise<RunningEcho> {
   const ports = createPorts(h, [{ name: 'echo', path: opts.socket, mac }], opts.server ? 'server' : 'client', ringSize, opts.queues ?? 1, connectTimeoutMs, replyTimeoutMs);
   try {
     await openPorts(ports);
-    check(native.probeStartRx(h, 0, ip, mac), 'probeStartRx');
+    check(native.probeStartRx(h, 0, ip, mac, -1), 'probeStartRx');
   } catch (err) {
     release(h, ports);
     throw err;

@@ -10,6 +10,8 @@ export interface LaunchOptions {
   argv: string[];
   /** added to process.env */
   env?: Record<string, string>;
+  /** its working directory (default ours) */
+  cwd?: string;
   /** deadline for READY=1 */
   readyTimeoutMs: number;
   /**
@@ -153,7 +155,8 @@ export async function launchDetached(opts: LaunchOptions): Promise<Launched> {
 
 function spawnDetached(file: string, args: string[], opts: LaunchOptions): ChildProcess {
   const env = { ...process.env, ...opts.env, NOTIFY_SOCKET: opts.notifyPath };
-  if (opts.logFile === undefined) return spawn(file, args, { detached: true, stdio: ['ignore', 'inherit', 'inherit'], env });
+  const cwd = opts.cwd;
+  if (opts.logFile === undefined) return spawn(file, args, { detached: true, stdio: ['ignore', 'inherit', 'inherit'], env, cwd });
   const logFd = fs.openSync(opts.logFile, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT, 0o600);
   try {
     // uv_spawn forks and execs synchronously, so the child holds its own copy of logFd once spawn() returns.
@@ -161,6 +164,7 @@ function spawnDetached(file: string, args: string[], opts: LaunchOptions): Child
       detached: true,
       stdio: ['ignore', logFd, logFd],
       env,
+      cwd,
     });
   } finally {
     fs.closeSync(logFd);

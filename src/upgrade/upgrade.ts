@@ -6,22 +6,26 @@ import { execa } from 'execa';
 import { hasCode, relayedCode, ZiuError } from '../errors.js';
 import { DEAD_MAN_MS, handoverInfoCodec, type HandoverInfo, type ReplyOf } from '../handover/messages/index.js';
 import { isStateFormat, type StateFormat } from '../handover/state.js';
-import { plan, readStatus, formatBytes, PAGE_2M } from '../hugepages/index.js';
+import { plan, readStatus, formatBytes, HUGETLBFS_MAGIC, PAGE_2M } from '../hugepages/index.js';
 import { logger, type Logger } from '../log.js';
 import type { MemFileStore } from '../memfile/index.js';
 import { closeFds } from '../native/fds.js';
-import { acquireLock, Journal, upgradePaths } from './journal.js';
+import { acquireLock, Journal, lockHolderAlive, readLock, upgradePaths } from './journal.js';
 import { launchDetached, processAlive, processRef, stopProcess, waitGone, type ProcessRef } from '../process/index.js';
 import { Peer, type Hello, type Status } from './peer.js';
+import { checkOwnMemory, newCommand, type NewCommand } from './reuse.js';
 import { retireOld } from './retire.js';
-import type { Phase, UpgradeReport } from './report.js';
+import type { MemoryPlan, Phase, UpgradeReport } from './report.js';
 import { checkHealth, movingPorts, verifyNew } from './verify.js';
 import { keepOff } from '../sched/placement.js';
 
 export interface UpgradeOptions {
   /** the running (old) instance's control socket */
   control: string;
-  /** argv of the new datapath; the orchestrator adds --mem-file when it creates the memory */
+  /**
+   * argv of the new datapath; the orchestrator adds --mem-file when it creates
+   * the memory. A binary alone (no options) takes the old instance's flags (reuse.ts).
+   */
   newCommand: string[];
   /** create and prepopulate this many bytes of memory for the new instance */
   mem?: number;
@@ -34,6 +38,10 @@ export interface UpgradeOptions {
   store: MemFileStore;
   log?: Logger;
   upgradeId?: string;
+  /** preflight only: report 'would-upgrade' or the refusal, change nothing (no process, mem file, pool change, lock or journal) */
+  dryRun?: boolean;
+  /** change nothing and report 'up-to-date' when the running instance runs the datapath and version the new command reports */
+  skipIfCurrent?: boolean;
 }
 
 export const DEFAULTS: { verifyMs: number; readyTimeoutMs: number; deadManMs: number } = { verifyMs: 300, readyTimeoutMs: 10_000, deadManMs: DEAD_MAN_MS.default };
@@ -83,6 +91,14 @@ export class Upgrade {
   #resumeSent = false;
   #format: StateFormat = 1;
   #paths: ReturnType<typeof upgradePaths>;
+  /** the new instance's command line, resolved in preflight */
+  #cmd: NewCommand | null = null;
+  /** memory ziu creates for it: --mem, or as much as the old instance has when its configuration is reused */
+  #mem: { bytes: number; pageSize: number } | null = null;
+  /** the new instance committed but could not tell its service manager it is the main process now */
+  #notMain = false;
+  /** the new flow table format, when it differs from the old instance's (its table is converted) */
+  #flowTo: number | null = null;
 
   constructor(o: UpgradeOptions) {
     this.o = { ...DEFAULTS, ...o };
@@ -106,11 +122,13 @@ export class Upgrade {
   }
 
   async run(): Promise<UpgradeReport> {
+    let ending: 'up-to-date' | 'would-upgrade' | null;
     try {
-      await this.#step('preflight', () => this.#preflight());
+      ending = await this.#step('preflight', () => this.#preflight());
     } catch (err) {
       return this.#refused(err);
     }
+    if (ending !== null) return this.#finish(ending);
     let newArgv = this.o.newCommand;
     let oldStatus: Status | null = null;
     try {
@@ -216,7 +234,12 @@ export class Upgrade {
 
   // ---- preflight: nothing changes until every check passed ----
 
-  async #preflight(): Promise<void> {
+  /**
+   * Every check before the first change. Returns how the upgrade ends
+   * without changing anything (up to date, or a dry run), else null with the
+   * lock held and the journal started.
+   */
+  async #preflight(): Promise<'up-to-date' | 'would-upgrade' | null> {
     const o = this.o;
     if (o.newCommand.length === 0) throw new Refusal('ERR_ZIU_USAGE', '--new: the new datapath command line is empty');
     try {
@@ -231,7 +254,26 @@ export class Upgrade {
     if (h.role !== 'active') {
       throw new Refusal('ERR_ZIU_HANDOVER_STATE', `the old instance (pid ${h.pid}) is ${h.role}, not active: another upgrade is under way or unfinished (see 'ziu status', 'ziu recover')`);
     }
-    const info = await newCommandInfo(o.newCommand);
+    let oldMemFiles: Status['memFiles'];
+    try {
+      this.#cmd = newCommand(o.newCommand, h, { mem: o.mem !== undefined });
+      this.#report.newCommand = this.#cmd;
+      oldMemFiles = (await this.#old.status()).memFiles;
+      checkOwnMemory(this.#cmd, oldMemFiles.map((m) => m.path));
+    } catch (err) {
+      throw refusal(err);
+    }
+    const cmd = this.#cmd;
+    if (o.mem !== undefined) this.#mem = { bytes: o.mem, pageSize: o.pageSize ?? PAGE_2M };
+    else if (cmd.memory === 'same-as-old') this.#mem = await this.#sameMemoryAs(oldMemFiles);
+    const info = await newCommandInfo(cmd.argv, cmd.cwd);
+    // Datapath and version, as both say them: a rebuild that kept its version string needs a forced upgrade.
+    const upToDate = info.datapath === h.datapath && info.version === h.version;
+    this.#report.preflight = { target: info, upToDate, memory: null };
+    if (upToDate && o.skipIfCurrent) {
+      this.log.info({ version: h.version }, 'the running instance already runs this version: nothing to do');
+      return 'up-to-date';
+    }
     const formats = h.stateFormats.export.filter((f): f is StateFormat => info.stateFormats.import.includes(f) && isStateFormat(f));
     if (formats.length === 0) {
       throw new Refusal(
@@ -244,7 +286,12 @@ export class Upgrade {
     }
     this.#format = formats.reduce((a, b) => (b > a ? b : a));
     this.#report.stateFormat = this.#format;
-    if (o.mem !== undefined) await this.#checkMemory(o.mem, o.pageSize ?? PAGE_2M);
+    this.#checkTables(h, info);
+    if (this.#mem !== null) this.#report.preflight.memory = await this.#checkMemory(this.#mem.bytes, this.#mem.pageSize);
+    if (o.dryRun) {
+      this.#checkUnlocked();
+      return 'would-upgrade';
+    }
     try {
       this.#unlock = acquireLock(this.#paths.lock, { pid: process.pid, upgradeId: this.id, since: new Date().toISOString(), control: o.control }, this.log);
       this.#journal = Journal.create(this.#paths.journal, {
@@ -261,9 +308,76 @@ export class Upgrade {
       this.#unlock = null;
       throw refusal(err);
     }
+    return null;
   }
 
-  async #checkMemory(bytes: number, pageSize: number): Promise<void> {
+  /** Reused configuration, no --mem: as many bytes as the old instance's mem files, on its page size. */
+  async #sameMemoryAs(files: Status['memFiles']): Promise<{ bytes: number; pageSize: number }> {
+    const first = files[0];
+    if (first === undefined) {
+      throw new Refusal('ERR_ZIU_USAGE', `the old instance (pid ${this.#oldHello!.pid}) reports no mem files, so the new one's size is unknown: give --mem <size>`);
+    }
+    let pageSize = PAGE_2M;
+    try {
+      const st = await this.o.store.host.statfs(first.path);
+      if (st.type === HUGETLBFS_MAGIC) pageSize = st.bsize;
+    } catch {
+      // not ours to stat: the default page size
+    }
+    return { bytes: files.reduce((n, f) => n + f.bytes, 0), pageSize };
+  }
+
+  /** A dry run's word for the lock and the journal: what taking them would say, without taking them. */
+  #checkUnlocked(): void {
+    try {
+      const holder = readLock(this.#paths.lock);
+      if (holder !== null && lockHolderAlive(holder)) {
+        throw new Refusal('ERR_ZIU_LOCKED', `another upgrade of ${holder.control} is running: pid ${holder.pid}, upgrade ${holder.upgradeId}, since ${holder.since} (lock ${this.#paths.lock})`);
+      }
+      const unfinished = Journal.read(this.#paths.journal);
+      if (unfinished !== null) {
+        throw new Refusal(
+          'ERR_ZIU_JOURNAL_EXISTS',
+          `journal ${this.#paths.journal} of an unfinished upgrade (${unfinished.upgradeId}, phase ${unfinished.phase}) is in the way; run 'ziu recover' first`,
+        );
+      }
+    } catch (err) {
+      throw refusal(err);
+    }
+  }
+
+  /**
+   * The new datapath must read the old instance's table formats (else it
+   * could not take the tables: refused here, nothing changed). A different
+   * flow format it serves means a conversion: a table file of its own.
+   */
+  #checkTables(h: Hello, info: HandoverInfo): void {
+    const t = h.tables ?? null;
+    if (t === null) {
+      this.#report.tables = null;
+      return;
+    }
+    const f = info.tableFormats;
+    if (f === undefined) {
+      this.#report.warnings.push(`the new datapath (${info.version}) does not say which table formats it reads: it will not take the old instance's tables and starts with empty ones`);
+      this.#report.tables = null;
+      return;
+    }
+    for (const kind of ['bridge', 'flow'] as const) {
+      if (!f[kind].read.includes(t[kind].format)) {
+        throw new Refusal(
+          'ERR_ZIU_TABLE_FORMAT',
+          `the old instance's ${kind} table${t[kind].path ? ` (${t[kind].path})` : ''} is in format ${t[kind].format}; the new datapath (${info.version}) reads ${kind} formats ${f[kind].read.join(', ')}`,
+        );
+      }
+    }
+    const converted = f.flow.write !== t.flow.format;
+    if (converted) this.#flowTo = f.flow.write;
+    this.#report.tables = { bridge: 'adopted', flow: converted ? 'converted' : 'adopted', flowFormat: { old: t.flow.format, new: f.flow.write }, path: converted ? null : t.flow.path };
+  }
+
+  /** Whether --mem fits (a refusal if not), and how: what a dry run reports. */
+  async #checkMemory(bytes: number, pageSize: number): Promise<MemoryPlan> {
     const store = this.o.store;
     const { backing } = await store.chooseBacking(pageSize);
     if (backing === 'tmpfs') {
@@ -275,26 +389,41 @@ export class Upgrade {
       if (bytes > avail) {
         throw new Refusal('ERR_ZIU_MEM_SHORT', `--mem ${formatBytes(bytes)} does not fit: ${dir} (tmpfs) has ${formatBytes(avail)} free`);
       }
-      return;
+      return { bytes, pageSize, backing, verdict: 'fits-now', rows: [] };
     }
-    if (backing !== 'hugetlbfs') return;
+    if (backing !== 'hugetlbfs') return { bytes, pageSize, backing, verdict: 'fits-now', rows: [] };
     const p = plan(await readStatus(store.host), [{ pageSize, bytes }]);
     if (p.verdict === 'does-not-fit') {
       const row = p.rows.find((r) => r.verdict === 'does-not-fit');
       throw new Refusal('ERR_ZIU_HUGEPAGES_SHORT', `--mem ${formatBytes(bytes)} does not fit beside the old instance: ${row?.reason ?? 'not enough hugepages'}`);
     }
+    return { bytes, pageSize, backing, verdict: p.verdict, rows: p.rows };
   }
 
   // ---- reserve, start, ready: the new instance comes up beside the old ----
 
   async #reserve(): Promise<string[]> {
     const o = this.o;
-    if (o.mem === undefined) return o.newCommand;
-    this.#memInstance = `upgrade-${this.id}`;
-    this.#journal!.update({ newMem: this.#memInstance });
-    const m = await o.store.create({ instance: this.#memInstance, role: 'packets', size: o.mem, pageSize: o.pageSize ?? PAGE_2M, backing: 'auto' });
-    this.#report.memory = { instance: this.#memInstance, path: m.path!, bytes: m.bytes, pageSize: m.pageSize, backing: m.backing, prepopulateMs: round(m.prepopulateMs, 3), notes: m.notes };
-    return [...o.newCommand, '--mem-file', m.path!];
+    let argv = this.#cmd!.argv;
+    if (this.#mem !== null) {
+      this.#memInstance = `upgrade-${this.id}`;
+      this.#journal!.update({ newMem: this.#memInstance });
+      const m = await o.store.create({ instance: this.#memInstance, role: 'packets', size: this.#mem.bytes, pageSize: this.#mem.pageSize, backing: 'auto' });
+      this.#report.memory = { instance: this.#memInstance, path: m.path!, bytes: m.bytes, pageSize: m.pageSize, backing: m.backing, prepopulateMs: round(m.prepopulateMs, 3), notes: m.notes };
+      argv = [...argv, '--mem-file', m.path!];
+    }
+    // Another flow format: the new instance converts the old table into one of its own, a file
+    // of the same size made here beside its memory (hugepages, or tmpfs as mem files fall back).
+    // (A reused configuration names the old table: this --flow-table, given last, is the one taken.)
+    const old = this.#oldHello!.tables ?? null;
+    if (this.#flowTo !== null && old !== null && old.flow.path !== null) {
+      this.#memInstance ??= `upgrade-${this.id}`;
+      this.#journal!.update({ newMem: this.#memInstance });
+      const t = await o.store.create({ instance: this.#memInstance, role: 'flow', size: old.flow.bytes, pageSize: this.#mem?.pageSize ?? o.pageSize ?? PAGE_2M, backing: 'auto' });
+      if (this.#report.tables) this.#report.tables.path = t.path;
+      argv = [...argv, '--flow-table', t.path!];
+    }
+    return argv;
   }
 
   get #standbyControl(): string {
@@ -310,9 +439,12 @@ export class Upgrade {
       const rest = keepOff(packetCpus);
       if (rest !== null) this.log.info({ packetCpus, ourCpus: rest }, 'orchestrator and new instance kept off the packet CPUs');
     }
+    const service = this.#cmd!.notifySocket;
     const launched = await launchDetached({
       argv,
-      env: { ZIU_HANDOVER: 'standby', ZIU_CONTROL_PATH: this.#standbyControl, ZIU_UPGRADE_ID: this.id },
+      cwd: this.#cmd!.cwd,
+      // Its NOTIFY_SOCKET is ours until it commits; from then on it reports to the service manager.
+      env: { ZIU_HANDOVER: 'standby', ZIU_CONTROL_PATH: this.#standbyControl, ZIU_UPGRADE_ID: this.id, ...(service ? { ZIU_SERVICE_NOTIFY_SOCKET: service } : {}) },
       readyTimeoutMs: this.o.readyTimeoutMs,
       logFile: path.join(dir, `${this.id}.new.log`),
       notifyPath: path.join(dir, `${this.id}.notify.sock`),
@@ -349,7 +481,7 @@ export class Upgrade {
     try {
       // The old worker's placement travels with the state: the new worker takes it before the rings.
       const worker = this.#oldHello!.worker;
-      await this.#new!.call('import', { format: x.body.format, state: x.body.state, fds: x.body.fds, upgradeId: this.id, ...(worker ? { worker } : {}) }, x.fds);
+      await this.#new!.call('import', { format: x.body.format, state: x.body.state, tables: x.body.tables ?? null, fds: x.body.fds, upgradeId: this.id, ...(worker ? { worker } : {}) }, x.fds);
       this.#imported = true;
     } finally {
       closeFds(x.fds);
@@ -363,6 +495,9 @@ export class Upgrade {
     // The new instance's worker may take the rings the moment the old one
     // freezes (direct takeover): from here on a rollback must stop it first.
     this.#resumeSent = true;
+    // It may take the rings the moment the old one freezes, and must then serve and answer within the
+    // dead-man bound: from here on the priority the old instance has (its start-up is behind it).
+    if (this.#newPid !== null) setNice(this.#newPid, getNice(this.#oldHello!.pid) ?? 0);
     const frozen = await this.#step('freeze', () => this.#old!.call('freeze', { deadManMs: this.o.deadManMs }));
     crashPoint('freeze');
     let resumed;
@@ -387,8 +522,6 @@ export class Upgrade {
       };
     }
     this.#journal!.update({ phase: 'resume', switchoverUs: this.#report.switchoverUs });
-    // It forwards now: the priority the old instance had.
-    if (this.#newPid !== null) setNice(this.#newPid, getNice(this.#oldHello!.pid) ?? 0);
     crashPoint('resume');
   }
 
@@ -397,6 +530,7 @@ export class Upgrade {
   async #commitNew(): Promise<void> {
     const r = await this.#new!.call('commit');
     if (this.#report.new && r.body.control !== undefined) this.#report.new.control = r.body.control;
+    if (r.body.mainPidNotified === false) this.#notMain = true;
     this.#journal!.update({ committed: true });
   }
 
@@ -409,6 +543,20 @@ export class Upgrade {
   async #retireOld(): Promise<UpgradeReport> {
     const t = performance.now();
     const oldPid = this.#oldHello!.pid;
+    if (this.#notMain) {
+      // Under systemd the old instance is still the main process: its exit would stop the service, and the new instance
+      // with it. It commits (it stops accepting on the control socket, and tells the service nothing more) but stays.
+      try {
+        await this.#old!.call('commit');
+      } catch (err) {
+        this.#report.warnings.push(`the old instance (pid ${oldPid}) did not commit: ${(err as Error).message}`);
+      }
+      this.#report.message =
+        `committed: the new instance (pid ${this.#newPid ?? '?'}) serves every device, but could not tell the service manager (${this.#cmd?.notifySocket}) ` +
+        `that it is the main process now (MAINPID=), so the old instance (pid ${oldPid}) was left running: its exit would stop the service. ` +
+        `It serves nothing. Once 'systemctl show -p MainPID <unit>' names pid ${this.#newPid ?? '?'}, stop it by hand, then run: ziu recover --control ${this.o.control}`;
+      return this.#finish('failed', { keepJournal: true });
+    }
     let stopped: boolean;
     try {
       ({ stopped } = await retireOld(this.#old!, this.#oldRef ?? oldPid, this.o.store, {
@@ -423,6 +571,7 @@ export class Upgrade {
       stopped = false;
     }
     this.#report.phases['commit'] = round((this.#report.phases['commit'] ?? 0) + performance.now() - t, 3);
+    if (stopped) await this.#retireOldFlowTable();
     if (!stopped) {
       this.#report.message =
         `committed: the new instance (pid ${this.#newPid ?? '?'}) serves every device, but the old instance (pid ${oldPid}) was not retired ` +
@@ -430,6 +579,23 @@ export class Upgrade {
       return this.#finish('failed', { keepJournal: true });
     }
     return this.#finish('committed');
+  }
+
+  /**
+   * After a format change the old flow table serves nobody: if ziu made its
+   * file, it goes (its pages back to the pool). The bridge table stays: the
+   * new instance maps the very same file.
+   */
+  async #retireOldFlowTable(): Promise<void> {
+    const path = this.#oldHello?.tables?.flow.path ?? null;
+    if (this.#report.tables?.flow !== 'converted' || path === null) return;
+    try {
+      const f = (await this.o.store.list()).find((x) => x.path === path);
+      if (f) await this.o.store.remove(f.instance, f.role);
+      else this.#report.warnings.push(`the old flow table ${path} (format ${this.#report.tables.flowFormat.old}) is no longer used; ziu did not make it, so it is left for you to remove`);
+    } catch (err) {
+      this.#report.warnings.push(`could not remove the old flow table ${path}: ${(err as Error).message}`);
+    }
   }
 
   // ---- rollback ----
@@ -591,11 +757,11 @@ export async function upgrade(o: UpgradeOptions): Promise<UpgradeReport> {
 
 
 /** What the new datapath binary says it speaks (`<command> --handover-info`); a refusal if it cannot say. */
-export async function newCommandInfo(argv: string[]): Promise<HandoverInfo> {
+export async function newCommandInfo(argv: string[], cwd?: string): Promise<HandoverInfo> {
   const [file, ...args] = argv;
   let stdout: string;
   try {
-    const p = execa(file!, [...args, '--handover-info'], { timeout: 10_000, env: { ZIU_LOG_LEVEL: 'silent' } });
+    const p = execa(file!, [...args, '--handover-info'], { timeout: 10_000, env: { ZIU_LOG_LEVEL: 'silent' }, ...(cwd !== undefined ? { cwd } : {}) });
     if (p.pid !== undefined) setNice(p.pid, BACKGROUND_NICE);
     const r = await p;
     stdout = r.stdout;
@@ -617,12 +783,25 @@ export async function newCommandInfo(argv: string[]): Promise<HandoverInfo> {
 /** Niceness for what the orchestrator starts before it serves traffic (the new instance, --handover-info). */
 const BACKGROUND_NICE = 10;
 
-/** Best effort: without CAP_SYS_NICE a priority cannot be raised back, which only costs speed. */
+/**
+ * Every thread of the process: on Linux a nice value is a thread's, and
+ * setpriority(pid) sets only the main thread's. Threads created after a
+ * renice inherit it, those created before keep theirs. Best effort: without
+ * CAP_SYS_NICE a priority cannot be raised back, which only costs speed.
+ */
 function setNice(pid: number, nice: number): void {
+  let tids: number[];
   try {
-    os.setPriority(pid, nice);
+    tids = fs.readdirSync(`/proc/${pid}/task`).map(Number);
   } catch {
-    // not permitted or already gone
+    tids = fs.readdirSync(`/proc/${pid}/task`).map(Number);
+  }
+  for (const tid of tids) {
+    try {
+      os.setPriority(tid, nice);
+    } catch {
+      // not permitted or already gone
+    }
   }
 }
 

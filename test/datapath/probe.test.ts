@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
-import { startProbe } from '../../src/probe/index.js';
+import { startIdle, startProbe } from '../../src/probe/index.js';
 import { startDatapath, type RunningDatapath } from '../helpers/datapath.js';
 
 describe('ziu-datapath with the probe as both VMs', () => {
@@ -51,5 +51,27 @@ describe('ziu-datapath with the probe as both VMs', () => {
     expect(report).toMatchObject({ lost: 0, duplicated: 0, reordered: 0 });
     const bad = (await dp.status()).ports.find((p) => p.name === 'bad')!;
     expect(bad).toMatchObject({ connected: false, disconnects: 1, lastError: 'vhost-user request 9999: not a request ziu handles' });
+  });
+
+  it('the receiving port announces its MAC (RARP): frames to it are not flooded, a third port gets only the announcements', async () => {
+    dp = await startDatapath({ ports: { a: 'server', b: 'server', c: 'server' } });
+    const idle = await startIdle({ sockets: [dp.sock['c']!], server: false });
+    try {
+      const probe = await startProbe({ tx: dp.sock['a']!, rx: dp.sock['b']!, rate: 2000, size: 64 });
+      await new Promise((r) => setTimeout(r, 1500));
+      const announces = probe.stats().native.announces;
+      const report = await probe.stop();
+      expect(report).toMatchObject({ lost: 0, duplicated: 0, unknown: 0 });
+      expect(report.received).toBeGreaterThan(2500);
+      expect(announces).toBeGreaterThanOrEqual(1);
+      const st = await dp.status();
+      const port = (n: string) => st.ports.find((p) => p.name === n)!.counters!;
+      // Everything a -> b went to b alone; c saw b's broadcasts, nothing else.
+      expect(port('a').floods).toBe(0);
+      expect(port('b').floods ?? NaN).toBeLessThanOrEqual(announces + 1);
+      expect(port('c').txPackets + port('c').dropsNoBuffer).toBeLessThanOrEqual(announces + 1);
+    } finally {
+      idle.stop();
+    }
   });
 });

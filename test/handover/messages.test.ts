@@ -12,7 +12,7 @@ describe('handover messages: typed, encoded and validated in one place', () => {
   it('every request and reply survives the wire unchanged', () => {
     const samples: { [K in Op]?: { request?: unknown; reply: unknown } } = {
       hello: {
-        reply: { protocol: 1, datapath: 'ziu-datapath', version: '0.1.0', stateFormats: { export: [1, 2], import: [1, 2] }, instance: 'dp', pid: 42, role: 'active', control: '/run/dp.sock', worker: null },
+        reply: { protocol: 1, datapath: 'ziu-datapath', version: '0.1.0', stateFormats: { export: [1, 2], import: [1, 2] }, instance: 'dp', pid: 42, role: 'active', control: '/run/dp.sock', worker: null, launch: { args: ['--config', 'dp.yaml'], cwd: '/etc/ziu', notifySocket: '/run/systemd/notify' } },
       },
       export: { request: { format: 2, upgradeId: 'u1' }, reply: { format: 2, state: { format: 2, control: '/c', vhostUser: {}, taps: {} }, fds: ['control/listener', 'handover/baton'] } },
       import: { request: { format: 1, state: {}, upgradeId: 'u1', worker: null, fds: ['a/socket'] }, reply: { devices: ['a', 'b'] } },
@@ -22,7 +22,7 @@ describe('handover messages: typed, encoded and validated in one place', () => {
       },
       resume: { request: { changed: null, fds: [] }, reply: { thawedNs: 5n, firstPassNs: 0n, takenOver: true } },
       thaw: { request: { force: true }, reply: { thawed: true, thawedNs: 99n, role: 'active' } },
-      commit: { request: {}, reply: { role: 'active', control: '/run/dp.sock' } },
+      commit: { request: {}, reply: { role: 'active', control: '/run/dp.sock', mainPidNotified: null } },
       abort: { request: {}, reply: { role: 'standby' } },
       shutdown: { request: {}, reply: { stopping: true } },
     };
@@ -39,6 +39,10 @@ describe('handover messages: typed, encoded and validated in one place', () => {
       'freeze reply.rings.a.list[0].lastAvail: expected a non-negative integer',
     );
     expect(() => OPS.hello.reply.decode({ protocol: 1, version: '1', stateFormats: { export: [1] } })).toThrow('hello reply.stateFormats.import: missing');
+    const hello = { protocol: 1, version: '1', stateFormats: { export: [1], import: [1] }, instance: 'dp', pid: 42, role: 'active', control: '/c' };
+    expect(OPS.hello.reply.decode(hello)).toMatchObject({ worker: null, launch: null });
+    expect(() => OPS.hello.reply.decode({ ...hello, launch: { args: ['--config', 'x'], cwd: 'etc' } })).toThrow('hello reply.launch.cwd: expected an absolute path');
+    expect(() => OPS.hello.reply.decode({ ...hello, launch: { args: [1], cwd: '/' } })).toThrow('hello reply.launch.args: expected a list of strings');
     expect(() => OPS.export.reply.decode({ format: 7, state: {}, fds: [] })).toThrow(expect.objectContaining({ code: 'ERR_ZIU_STATE_FORMAT' }));
     expect(() => OPS.import.request.decode({ format: 1, state: {}, fds: [3] })).toThrow(expect.objectContaining({ code: 'ERR_ZIU_CONTROL_BAD_MESSAGE' }));
     expect(() => OPS.freeze.request.decode({ deadManMs: 0 })).toThrow('at least 1 ms');

@@ -44,16 +44,18 @@ export function hugetlbfsMounts(): string[] {
 /**
  * Snapshot the pool and the hugetlbfs mounts; restore() removes files under
  * mounts that appeared, unmounts them, and puts nr_hugepages back, whatever
- * the test did or failed to do.
+ * the test did or failed to do. With mountsUnder, only mounts whose path
+ * starts with it are this test's: on a shared host another test's mounts
+ * appear meanwhile too, and their files are not ours to remove.
  */
-export function hostSnapshot(pageSizeKb = 2048): { restore: () => void } {
+export function hostSnapshot(pageSizeKb = 2048, o: { mountsUnder?: string } = {}): { restore: () => void } {
   const nr = `${SYS}/hugepages-${pageSizeKb}kB/nr_hugepages`;
   const before = fs.readFileSync(nr, 'utf8').trim();
   const mountsBefore = new Set(hugetlbfsMounts());
   return {
     restore() {
       for (const dir of hugetlbfsMounts()) {
-        if (mountsBefore.has(dir)) continue;
+        if (mountsBefore.has(dir) || (o.mountsUnder !== undefined && !dir.startsWith(o.mountsUnder))) continue;
         for (const entry of fs.readdirSync(dir)) fs.rmSync(`${dir}/${entry}`, { recursive: true, force: true });
         execFileSync('umount', [dir]);
         fs.rmSync(dir, { recursive: true, force: true });

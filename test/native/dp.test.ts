@@ -35,7 +35,22 @@ afterEach(() => {
   expect(openFds()).toBe(fdsBefore);
 });
 
-/** An engine on a fresh 8 MiB memfd, destroyed after the test. */
+let ports = 0;
+/** A port name of its own (the tables' port directory keys ports by name). */
+function portName(): string {
+  return `p${++ports}`;
+}
+
+/** A fresh table of `kind` in a memfd (closed after the test). */
+function tableFd(kind: 1 | 2, entries: number, format = kind === 1 ? 1 : 2): number {
+  const fd = check(native.memfdCreate('ziu-test-table', 0), 'memfd_create');
+  cleanups.push(() => check(native.close(fd), 'close'));
+  check(native.ftruncate(fd, check(native.tableBytes(kind, entries), 'tableBytes')), 'ftruncate');
+  check(native.tableInit(fd, kind, format, 300, entries), 'tableInit');
+  return fd;
+}
+
+/** An engine on a fresh 8 MiB memfd with memfd tables, destroyed after the test. */
 function engine(opts: { macEntries?: number; maxPorts?: number } = {}): DpHandle {
   const size = 8 << 20;
   const fd = check(native.memfdCreate('ziu-test-dp', 0), 'memfd_create');
@@ -45,6 +60,7 @@ function engine(opts: { macEntries?: number; maxPorts?: number } = {}): DpHandle
   cleanups.push(() => {
     native.dpDestroy(h); // -EBADF if the test already destroyed it
   });
+  expect(native.dpTablesAttach(h, tableFd(1, opts.macEntries ?? 1024), tableFd(2, 4096), true)).toBe(0);
   return h;
 }
 
@@ -78,7 +94,7 @@ function payload(n: number, seed = 0): Uint8Array {
 }
 
 describe('datapath engine: lifecycle and validation', () => {
-  it('needs room for the MAC table and staging buffers in the mem file', () => {
+  it('needs room for the staging buffers in the mem file (the tables have files of their own)', () => {
     const need = check(native.dpMemRequired(4096), 'dpMemRequired');
     const fd = check(native.memfdCreate('ziu-test-dp', 0), 'memfd_create');
     cleanups.push(() => native.close(fd));
@@ -90,26 +106,39 @@ describe('datapath engine: lifecycle and validation', () => {
     const h = check(native.dpCreate(fd, need, { macEntries: 4096, maxPorts: 4 }), 'dpCreate');
     expect(native.dpDestroy(h)).toBe(0);
     expect(native.dpDestroy(h)).toBe(-E.EBADF);
-    expect(native.dpAddPort(h, 0, -1)).toBe(-E.EBADF);
+    expect(native.dpAddPort(h, 0, -1, portName())).toBe(-E.EBADF);
     expect(native.dpStats(h)).toBe(-E.EBADF);
+  });
+
+  it("gives a port a table id by name, and when the tables' port directory is full of names long gone, reuses one of theirs", () => {
+    const h = engine({ maxPorts: 2 });
+    const bridge = tableFd(1, 1024);
+    expect(native.dpTablesAttach(h, bridge, tableFd(2, 4096), true)).toBe(0);
+    for (let i = 0; i < 1100; i++) check(native.dpRemovePort(h, check(native.dpAddPort(h, 0, -1, `vm-${i}`), 'dpAddPort')), 'dpRemovePort');
+    check(native.dpAddPort(h, 0, -1, 'vm-last'), 'dpAddPort');
+    const d = native.tableDump(bridge, 1, 10);
+    if ('problem' in d) throw new Error(d.problem);
+    expect(d.ports.filter((n) => n !== null)).toHaveLength(1024);
+    expect(d.ports).toContain('vm-last');
+    expect(d.ports).toContain('vm-1023'); // the directory filled there; names after it took a slot no port held
   });
 
   it('hands out port ids until maxPorts, and reuses freed ones', () => {
     const h = engine({ maxPorts: 2 });
-    expect(native.dpAddPort(h, 0, -1)).toBe(0);
-    expect(native.dpAddPort(h, 0, -1)).toBe(1);
-    expect(native.dpAddPort(h, 0, -1)).toBe(-E.ENOSPC);
+    expect(native.dpAddPort(h, 0, -1, portName())).toBe(0);
+    expect(native.dpAddPort(h, 0, -1, portName())).toBe(1);
+    expect(native.dpAddPort(h, 0, -1, portName())).toBe(-E.ENOSPC);
     expect(native.dpRemovePort(h, 0)).toBe(0);
     expect(native.dpRemovePort(h, 0)).toBe(-E.ENOENT);
-    expect(native.dpAddPort(h, 0, -1)).toBe(0);
-    expect(native.dpAddPort(h, 1, -1)).toBe(-E.EBADF);
+    expect(native.dpAddPort(h, 0, -1, portName())).toBe(0);
+    expect(native.dpAddPort(h, 1, -1, portName())).toBe(-E.EBADF);
     expect(native.dpSetVring(h, 5, 0, { num: 8, desc: 0n, avail: 0n, used: 0n, lastAvail: 0 })).toBe(-E.ENOENT);
   });
 
   it('rejects bad memory tables and leaves the current one in place', () => {
     const h = engine();
     const g = guest();
-    const port = check(native.dpAddPort(h, 0, -1), 'dpAddPort');
+    const port = check(native.dpAddPort(h, 0, -1, portName()), 'dpAddPort');
     const r = g.region();
     expect(native.dpSetMemTable(h, port, [{ ...r, size: 0n }], LIMITS)).toBe(-E.EINVAL);
     expect(native.dpSetMemTable(h, port, [r, { ...r, gpa: r.gpa + 4096n, uaddr: r.uaddr + (1n << 32n) }], LIMITS)).toBe(-E.EINVAL);
@@ -125,7 +154,7 @@ describe('datapath engine: lifecycle and validation', () => {
   it('refuses ring addresses that are not wholly inside one region (-EFAULT)', () => {
     const h = engine();
     const g = guest({ num: 256 });
-    const port = check(native.dpAddPort(h, 0, -1), 'dpAddPort');
+    const port = check(native.dpAddPort(h, 0, -1, portName()), 'dpAddPort');
     check(native.dpSetMemTable(h, port, [g.region()], LIMITS), 'dpSetMemTable');
     const ok = g.vring(1);
     const end = g.uaddr + BigInt(g.regionSize);
@@ -497,6 +526,30 @@ describe('datapath engine: notifications and ring state', () => {
   });
 });
 
+describe('datapath engine: bounded passes', () => {
+  it('a flood too big for one pass is cut after DP_PASS_BUDGET_NS and taken up by the next, with nothing lost', async () => {
+    // 8 senders each broadcast 32 jumbo frames to 24 listeners: 256 x 23+ copies of 8 KiB in what would be one pass.
+    const h = engine({ maxPorts: 32 });
+    const SENDERS = 8;
+    const LISTENERS = 24;
+    const FRAMES = 32;
+    const gs = Array.from({ length: SENDERS + LISTENERS }, () => guest({ num: 256, regionSize: 8 << 20, bufSize: 9000 }));
+    const ports = gs.map((g) => attachGuest(h, g));
+    for (const g of gs) g.postRx(SENDERS * FRAMES);
+    const w0 = check(native.dpWorkerStats(h), 'dpWorkerStats');
+    for (const [i, g] of gs.slice(0, SENDERS).entries()) {
+      const src = `02:00:00:00:01:${i.toString(16).padStart(2, '0')}`;
+      g.send(Array.from({ length: FRAMES }, (_, k) => ethFrame(BROADCAST, src, payload(8000, k))));
+    }
+    for (const [i, p] of ports.slice(0, SENDERS).entries()) await forwarded(h, p, FRAMES).catch((e) => Promise.reject(new Error(`sender ${i}: ${e}`)));
+    const w1 = check(native.dpWorkerStats(h), 'dpWorkerStats');
+    expect(w1.passesCut - w0.passesCut).toBeGreaterThan(0);
+    // Every listener got every sender's frames; every sender got the other senders' frames.
+    for (const p of ports.slice(SENDERS)) expect(stats(h, p)).toMatchObject({ txPackets: SENDERS * FRAMES, dropsNoBuffer: 0 });
+    for (const p of ports.slice(0, SENDERS)) expect(stats(h, p)).toMatchObject({ rxPackets: FRAMES, txPackets: (SENDERS - 1) * FRAMES, dropsNoBuffer: 0 });
+  });
+});
+
 describe('datapath engine: throughput', () => {
   it('forwards 100000 frames A -> B without loss while B keeps posting buffers', async () => {
     const N = 100_000;
@@ -590,7 +643,7 @@ describe.skipIf(tapSkip !== null)('datapath engine: tap port', () => {
     const fd = tap();
     const a = guest();
     const pa = attachGuest(h, a);
-    const pt = check(native.dpAddPort(h, 1, fd), 'dpAddPort');
+    const pt = check(native.dpAddPort(h, 1, fd, portName()), 'dpAddPort');
     a.postRx(16);
     const rx0 = Number(fs.readFileSync(`/sys/class/net/${ifname}/statistics/rx_packets`, 'utf8'));
     a.send(arpRequest());

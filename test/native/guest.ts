@@ -514,12 +514,14 @@ export const BROADCAST = 'ff:ff:ff:ff:ff:ff';
  * vhost-user setup: features, memory table, both rings, kick/call fds,
  * enabled and started. Returns the port id.
  */
+let attached = 0;
+
 export function attachGuest(
   h: DpHandle,
   guest: Guest,
-  opts: { mrgRxbuf?: boolean; pollTx?: boolean; noCall?: boolean } = {},
+  opts: { mrgRxbuf?: boolean; pollTx?: boolean; noCall?: boolean; name?: string } = {},
 ): number {
-  const port = check(native.dpAddPort(h, 0, -1), 'dpAddPort');
+  const port = check(native.dpAddPort(h, 0, -1, opts.name ?? `guest${++attached}`), 'dpAddPort');
   check(native.dpSetFeatures(h, port, guest.hdrLen, opts.mrgRxbuf ?? false), 'dpSetFeatures');
   check(native.dpSetMemTable(h, port, [guest.region()], LIMITS), 'dpSetMemTable');
   for (const q of [0, 1] as const) {

@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import os from 'node:os';
 import { afterEach, describe, expect, it } from 'vitest';
 import { processAlive } from '../../src/process/index.js';
 import { pool, realHugepagesUnavailable } from '../helpers/hugepages.js';
@@ -40,6 +41,11 @@ describe('ziu upgrade: a handover under traffic', () => {
     expect(rep.new).toMatchObject({ instance: 'new1', control: rig.dp.control });
     expect(rep.memory.backing).toBe(hugepages ? 'hugetlbfs' : 'tmpfs');
     expect(processAlive(oldPid)).toBe(false);
+    // Started in the background (nice 10), it serves at the old instance's priority: every thread of
+    // it, the packet worker too (a nice value is a thread's; setpriority(pid) sets one thread's only).
+    const nices = fs.readdirSync(`/proc/${rep.new.pid}/task`).map((tid) => [tid, os.getPriority(Number(tid))]);
+    expect(nices.length).toBeGreaterThan(2);
+    expect(nices.filter(([, n]) => n !== 0)).toEqual([]);
 
     // The control socket is the same path, now answered by the new instance.
     const st = await rig.cli(['status', '--control', rig.dp.control, '--json']);

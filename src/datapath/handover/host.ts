@@ -1,12 +1,13 @@
 import { ZiuError } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import type { Role } from '../../handover/messages/index.js';
+import type { Launch, Role } from '../../handover/messages/index.js';
 import type { StateFormat } from '../../handover/state.js';
 import type { Placement } from '../../sched/placement.js';
 import type { DatapathConfig, TapSpec } from '../config.js';
 import type { Engine } from '../engine.js';
 import type { VhostPort, VhostPortOptions } from '../vhost/port.js';
 import type { FlowSpec } from '../offload-flows.js';
+import type { DatapathTables } from '../tables.js';
 
 /** Faults a test can inject through ZIU_FAULT (comma-separated); never set in production. */
 export type Fault = 'exit-before-ready' | 'never-ready' | 'import-fail' | 'crash-after-resume' | 'hang-after-resume' | 'no-forward' | 'commit-fail';
@@ -36,6 +37,8 @@ export interface HandoverHost {
   readonly taps: TapPort[];
   readonly offload: OffloadHandover | null;
   readonly faults: ReadonlySet<Fault>;
+  /** the bridge and flow tables: exported by the old side, adopted (or converted) by the new one */
+  readonly tables: DatapathTables;
   readonly stateFormats: readonly StateFormat[];
   portOptions(spec: { name: string; path: string; mode: 'server' | 'client' }): VhostPortOptions;
   /** the control socket's path and listening fd (a successor takes it over) */
@@ -46,7 +49,19 @@ export interface HandoverHost {
   stopAccepting(): void;
   /** new side, at commit: open configured ports the predecessor did not have */
   openMissingPorts(): Promise<void>;
-  notify(fields: Record<string, string | number>): Promise<void>;
+  /** an sd_notify message to whoever it reports to now (resolves false when it could not be sent) */
+  notify(fields: Record<string, string | number>): Promise<boolean>;
+  /** what hello reports: how to start another instance like this one, or null */
+  launch(): Launch | null;
+  /**
+   * new side, the last step of commit: this process is the service's main
+   * process now. MAINPID=, READY=1 and STATUS= go to the service manager's
+   * notify socket, and so does every later notice. null: it runs under no
+   * service manager; false: the message could not be delivered.
+   */
+  becomeMain(status: string): Promise<boolean | null>;
+  /** old side, at commit: the successor is the service's main process; the service hears nothing more from us (no STOPPING=1) */
+  leaveService(): void;
   /** the placement its worker has been given (its own flags, or inherited at import), or null */
   worker(): Placement | null;
   /** place the worker (a new instance takes its predecessor's placement before it takes the rings) */

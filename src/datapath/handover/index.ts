@@ -60,12 +60,14 @@ export class Handover {
   hello(): Hello {
     const host = this.#host;
     return {
-      ...handoverInfo(host.stateFormats),
+      ...handoverInfo(host.stateFormats, host.config.flowFormats),
       instance: host.config.instance,
       pid: process.pid,
       role: this.#s.role,
       control: host.control().path,
       worker: host.worker(),
+      launch: host.launch(),
+      tables: host.tables.exportWire(),
     };
   }
 

@@ -8,6 +8,7 @@ import { NamedFds } from '../../native/fds.js';
 import { processRef } from '../../process/index.js';
 import type { TapSpec } from '../config.js';
 import { VhostPort } from '../vhost/port.js';
+import { TABLE_FD } from '../tables.js';
 import { expectRole, type HandoverHost, type Session } from './host.js';
 import type { Answer } from './serve.js';
 
@@ -55,6 +56,8 @@ export class NewSide {
       // The predecessor's worker placement, unless we were started with our own: applied
       // before any ring is ours, so the rings never run on a worse-placed thread.
       if (req.worker && this.#host.worker() === null) this.#host.placeWorker(req.worker);
+      // Tables first: the ports find their table ids by name in the bridge file's directory.
+      this.#host.tables.adopt(this.#host.engine, req.tables ?? null, fds.take(TABLE_FD.bridge), fds.take(TABLE_FD.flow));
       this.#adoptAll(state.devices, fds);
       this.#controlFd = fds.take(CONTROL_LISTENER_FD);
       this.#controlPath = state.control;
@@ -111,7 +114,7 @@ export class NewSide {
   #adoptTap(t: TapExport, fds: NamedFds): void {
     const fd = fds.need(fdName(t.name, 'tap'), `device '${t.name}'`);
     try {
-      this.#host.taps.push({ spec: { name: t.name, ifname: t.ifname }, fd, enginePort: this.#host.engine.addPort('tap', fd) });
+      this.#host.taps.push({ spec: { name: t.name, ifname: t.ifname }, fd, enginePort: this.#host.engine.addPort('tap', fd, t.name) });
     } catch (err) {
       native.close(fd);
       throw err;
@@ -295,6 +298,9 @@ export class NewSide {
     const host = this.#host;
     for (const p of host.ports) p.freeze();
     const frozenNs = host.engine.freeze(-1);
+    // A converted flow table: what we changed goes back into the old instance's, in its format.
+    const flowsBack = host.engine.tablesHandback();
+    if (flowsBack > 0) this.#log.info({ flows: flowsBack }, "flow changes converted back into the old instance's table");
     this.#s.role = 'handed-back';
     // A commit that failed half-way may have left us accepting on the production control
     // listener beside the old instance: from now on only the old one does.
@@ -341,10 +347,12 @@ export class NewSide {
     this.#baton?.markCommitted();
     await host.offload?.adopt(offloadFlows);
     this.#release();
+    host.engine.releaseTables();
     this.#s.role = 'active';
     this.#log.info({ control: host.config.control }, 'handover committed: this instance is the datapath now');
-    void host.notify({ STATUS: `forwarding between ${host.ports.length + host.taps.length} ports` });
-    const body: CommitReply = { role: this.#s.role, control: host.config.control };
+    // The very last step: once the service manager watches us, nothing may fail and stop us.
+    const mainPidNotified = await host.becomeMain(`forwarding between ${host.ports.length + host.taps.length} ports`);
+    const body: CommitReply = { role: this.#s.role, control: host.config.control, mainPidNotified };
     return { body };
   }
 

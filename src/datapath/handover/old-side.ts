@@ -74,11 +74,15 @@ export class OldSide {
     const { state, fds } = this.#collect(() => true);
     fds.set(BATON_FD, this.#baton.fd);
     fds.set(GO_FD, this.#go!);
+    // The tables travel as the files themselves: the new instance maps them (read-only until it holds the rings).
+    const tables = this.#host.tables.exportTables(this.#host.engine);
+    for (const [name, fd] of tables?.fds ?? []) fds.set(name, fd);
     this.#exported = { format, generations: new Map(this.#host.ports.map((p) => [p.name, p.generation])), order: state.devices.map((d) => d.name) };
     this.#s.upgradeId = upgradeId;
     this.#s.role = 'exporting';
     this.#log.info({ upgradeId, format, devices: state.devices.length, fds: fds.size }, 'exported device state');
-    const body: ExportReply = { format, state: encodeState(format, state), fds: fds.toWire().names };
+    void this.#host.notify({ STATUS: `handing over to a new instance (upgrade ${upgradeId})` });
+    const body: ExportReply = { format, state: encodeState(format, state), tables: tables?.wire ?? null, fds: fds.toWire().names };
     return { body, fds };
   }
 
@@ -316,7 +320,8 @@ export class OldSide {
     this.#s.role = 'active';
     this.#s.last = { ...this.#s.last, thawedNs };
     this.#log.info({ thawedNs }, 'thawed: forwarding again');
-    void this.#host.notify({ STATUS: 'forwarding (handover undone)' });
+    // Still (or again) the service's main process: a successor never became it before its commit.
+    void this.#host.notify({ MAINPID: process.pid, STATUS: 'forwarding (handover undone)' });
     return thawedNs;
   }
 
@@ -344,6 +349,8 @@ export class OldSide {
     for (const p of this.#host.ports) p.detach();
     // The successor accepts on the control listener now: exactly one instance does.
     this.#host.stopAccepting();
+    // The successor is the service's main process now: a STOPPING=1 from us would stop the service.
+    this.#host.leaveService();
     this.#host.offload?.release();
     const body: CommitReply = { role: this.#s.role };
     return { body };

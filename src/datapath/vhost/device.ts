@@ -108,10 +108,10 @@ export class VhostDevice {
   #onResync: (ring: number, base: number, lastAvail: number) => void;
   state: DeviceState = freshDevice();
 
-  constructor(engine: Engine, onResync: (ring: number, base: number, lastAvail: number) => void) {
+  constructor(engine: Engine, name: string, onResync: (ring: number, base: number, lastAvail: number) => void) {
     this.#engine = engine;
     this.#onResync = onResync;
-    this.enginePort = engine.addPort('vhost');
+    this.enginePort = engine.addPort('vhost', -1, name);
   }
 
   /** Handle one request; returns the reply to send, or null. Throws to refuse it (ProtocolViolation: drop the connection). */

@@ -48,7 +48,7 @@ export class VhostPort {
     this.mode = opts.mode;
     this.#engine = opts.engine;
     this.#log = opts.log.child({ port: opts.name });
-    this.#dev = new VhostDevice(this.#engine, (ring, base, lastAvail) => this.#log.info({ ring, base, lastAvail }, 'ring base resynced to used->idx'));
+    this.#dev = new VhostDevice(this.#engine, this.name, (ring, base, lastAvail) => this.#log.info({ ring, base, lastAvail }, 'ring base resynced to used->idx'));
     this.#conn = new VhostConnection(this.path, this.mode, this.#log, {
       frame: (frame, reply, drop) => this.#onFrame(frame, reply, drop),
       changed: () => this.#generation++,

@@ -9,6 +9,12 @@ export interface CommitReply {
   role: string;
   /** new side: the control path it serves now */
   control?: string;
+  /**
+   * new side: whether it told its service manager (NOTIFY_SOCKET) that it is
+   * the main process now (MAINPID=); null when it runs under none. Absent
+   * from older datapaths.
+   */
+  mainPidNotified?: boolean | null;
 }
 
 export interface AbortReply {
@@ -23,9 +29,13 @@ export const commitReply: Codec<CommitReply> = {
   encode: (v) => ({ ...v }),
   decode(doc) {
     const r = body(doc, 'commit reply');
-    return { role: r.str('role'), ...(r.has('control') ? { control: r.str('control') } : {}) };
+    return {
+      role: r.str('role'),
+      ...(r.has('control') ? { control: r.str('control') } : {}),
+      ...(r.has('mainPidNotified') ? { mainPidNotified: r.nullable('mainPidNotified') ? null : r.bool('mainPidNotified') } : {}),
+    };
   },
-  fields: ['role', 'control'],
+  fields: ['role', 'control', 'mainPidNotified'],
 };
 
 export const abortReply: Codec<AbortReply> = {

@@ -13,12 +13,26 @@ import { body, type Codec } from './codec.js';
 /** Where an instance is in a handover (section 4). */
 export type Role = 'active' | 'exporting' | 'frozen' | 'handed-over' | 'standby' | 'imported' | 'resumed' | 'handed-back';
 
+/** Table formats a datapath reads, and the one it serves (writes); docs/tables.md. */
+export interface TableFormats {
+  bridge: { read: number[]; write: number };
+  flow: { read: number[]; write: number };
+}
+
+/** The table files an instance serves (hello): what a successor must be able to read. */
+export interface HelloTables {
+  bridge: { format: number; bytes: number; path: string | null };
+  flow: { format: number; bytes: number; path: string | null };
+}
+
 /** What a datapath binary speaks: `<command> --handover-info`, and the first fields of hello. */
 export interface HandoverInfo {
   protocol: number;
   datapath: string;
   version: string;
   stateFormats: { export: number[]; import: number[] };
+  /** absent from datapaths without table files */
+  tableFormats?: TableFormats;
 }
 
 export interface Hello extends HandoverInfo {
@@ -30,19 +44,59 @@ export interface Hello extends HandoverInfo {
   control: string;
   /** the worker placement it was started with or inherited; null when none (or an older datapath) */
   worker: Placement | null;
+  /** how to start another instance like it (`ziu upgrade --new <binary>`); null from a datapath that does not say */
+  launch: Launch | null;
+  /** its tables; null or absent when it has none (an older datapath, or a standby instance) */
+  tables?: HelloTables | null;
+}
+
+/**
+ * How an instance was started, for a successor that takes the same
+ * configuration: its flags without its own memory, the directory its
+ * relative paths resolve from, and the service manager it reports to.
+ */
+export interface Launch {
+  /** its command-line flags (a --config file path among them), without --mem-file: a successor's memory is its own */
+  args: string[];
+  /** its working directory, absolute */
+  cwd: string;
+  /** the service manager's notify socket (its NOTIFY_SOCKET under systemd), or null */
+  notifySocket: string | null;
 }
 
 /** This binary's handover info, for the formats it was told to speak. */
-export function handoverInfo(formats: readonly StateFormat[]): HandoverInfo {
-  return { protocol: HANDOVER_PROTOCOL, datapath: 'ziu-datapath', version: VERSION, stateFormats: { export: [...formats], import: [...formats] } };
+export function handoverInfo(formats: readonly StateFormat[], flowFormats: readonly number[] = [1, 2]): HandoverInfo {
+  return {
+    protocol: HANDOVER_PROTOCOL,
+    datapath: 'ziu-datapath',
+    version: VERSION,
+    stateFormats: { export: [...formats], import: [...formats] },
+    tableFormats: { bridge: { read: [1], write: 1 }, flow: { read: [...flowFormats], write: Math.max(...flowFormats) } },
+  };
 }
 
-const INFO_FIELDS = ['protocol', 'datapath', 'version', 'stateFormats'] as const;
+const INFO_FIELDS = ['protocol', 'datapath', 'version', 'stateFormats', 'tableFormats'] as const;
 
 function decodeInfo(doc: unknown, where: string): HandoverInfo {
   const r = body(doc, where);
   const f = r.child('stateFormats');
-  return { protocol: r.num('protocol'), datapath: r.has('datapath') ? r.str('datapath') : 'unknown', version: r.str('version'), stateFormats: { export: f.nums('export'), import: f.nums('import') } };
+  const info: HandoverInfo = { protocol: r.num('protocol'), datapath: r.has('datapath') ? r.str('datapath') : 'unknown', version: r.str('version'), stateFormats: { export: f.nums('export'), import: f.nums('import') } };
+  if (r.has('tableFormats') && !r.nullable('tableFormats')) {
+    const t = r.child('tableFormats');
+    const one = (k: string): { read: number[]; write: number } => ({ read: t.child(k).nums('read'), write: t.child(k).num('write') });
+    info.tableFormats = { bridge: one('bridge'), flow: one('flow') };
+  }
+  return info;
+}
+
+export function decodeTables(r: Reader): HelloTables | null {
+  if (!r.has('tables') || r.nullable('tables')) return null;
+  const t = r.child('tables');
+  const one = (k: string): { format: number; bytes: number; path: string | null } => {
+    const x = t.child(k);
+    return { format: x.num('format'), bytes: x.num('bytes'), path: x.nullable('path') ? null : x.str('path') };
+  };
+  return { bridge: one('bridge'), flow: one('flow') };
 }
 
 /** The line `<command> --handover-info` prints. */
@@ -65,10 +119,21 @@ export const helloReply: Codec<Hello> = {
         throw new ZiuError('ERR_ZIU_CONTROL_BAD_MESSAGE', (cause as Error).message, { cause });
       }
     }
-    return { ...info, instance: r.str('instance'), pid: r.num('pid'), role: r.str('role'), control: r.str('control'), worker };
+    const launch = r.has('launch') && !r.nullable('launch') ? decodeLaunch(r.child('launch')) : null;
+    return { ...info, instance: r.str('instance'), pid: r.num('pid'), role: r.str('role'), control: r.str('control'), worker, launch, ...(r.has('tables') ? { tables: decodeTables(r) } : {}) };
   },
-  fields: [...INFO_FIELDS, 'instance', 'pid', 'role', 'control', 'worker'],
+  fields: [...INFO_FIELDS, 'instance', 'pid', 'role', 'control', 'worker', 'launch', 'tables'],
 };
+
+function decodeLaunch(l: Reader): Launch {
+  const args = l.strs('args');
+  const cwd = l.str('cwd');
+  if (!cwd.startsWith('/')) throw l.fail(`${l.where}.cwd: expected an absolute path`);
+  // A NUL inside an argument could not have come from a real command line.
+  if (args.some((a) => a.includes('\0'))) throw l.fail(`${l.where}.args: an argument holds a NUL byte`);
+  const notifySocket = l.has('notifySocket') && !l.nullable('notifySocket') ? l.str('notifySocket') : null;
+  return { args, cwd, notifySocket };
+}
 
 // ---- status ----
 
@@ -77,6 +142,8 @@ export interface PortCounters {
   txPackets: number;
   dropsNoBuffer: number;
   dropsInvalid: number;
+  /** frames from this port sent to every other port (broadcast, multicast, unknown unicast); not checked */
+  floods?: number;
 }
 
 export interface PortStatus {

@@ -37,4 +37,4 @@ export type { ChangedDevices, FreezeReply, FreezeRequest, HandbackReply, ResumeR
 export type { ExportReply, ExportRequest, ImportReply, ImportRequest } from './transfer.js';
 export type { AbortReply, CommitReply, ShutdownReply } from './finish.js';
 export { handoverInfo, handoverInfoCodec } from './hello.js';
-export type { HandoverInfo, HandoverStatus, Hello, PortCounters, PortStatus, Role, Status, WorkerStatus } from './hello.js';
+export type { HandoverInfo, HandoverStatus, Hello, HelloTables, Launch, TableFormats, PortCounters, PortStatus, Role, Status, WorkerStatus } from './hello.js';

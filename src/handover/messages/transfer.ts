@@ -3,6 +3,7 @@ import { checkPlacement, type Placement } from '../../sched/placement.js';
 import { isStateFormat, STATE_FORMATS, type StateFormat } from '../state.js';
 import type { Reader } from '../reader.js';
 import { body, type Codec } from './codec.js';
+import { decodeTables, type HelloTables } from './hello.js';
 
 /**
  * export and import (docs/handover-protocol.md, section 5): the old instance
@@ -22,6 +23,8 @@ export interface ExportReply {
   format: StateFormat;
   /** the device state in `format`, still encoded */
   state: unknown;
+  /** the old instance's table files (their fds: tables/bridge, tables/flow); absent from a datapath without them */
+  tables?: HelloTables | null;
   /** the names of the attached fds */
   fds: string[];
 }
@@ -30,6 +33,8 @@ export interface ImportRequest {
   format: StateFormat;
   /** the export's state, as it came */
   state: unknown;
+  /** the export's tables, as they came (fds tables/bridge, tables/flow) */
+  tables?: HelloTables | null;
   upgradeId?: string;
   /** the old instance's worker placement (its hello.worker) */
   worker?: Placement | null;
@@ -64,9 +69,9 @@ export const exportReply: Codec<ExportReply> = {
   encode: (v) => ({ ...v }),
   decode(doc) {
     const r = body(doc, 'export reply');
-    return { format: format(r), state: r.raw('state'), fds: r.strs('fds') };
+    return { format: format(r), state: r.raw('state'), ...(r.has('tables') ? { tables: decodeTables(r) } : {}), fds: r.strs('fds') };
   },
-  fields: ['format', 'state', 'fds'],
+  fields: ['format', 'state', 'tables', 'fds'],
 };
 
 export const importRequest: Codec<ImportRequest> = {
@@ -75,9 +80,9 @@ export const importRequest: Codec<ImportRequest> = {
     const r = body(doc, 'import request');
     let worker: Placement | null = null;
     if (r.has('worker') && !r.nullable('worker')) worker = checkPlacement(r.raw('worker'), 'import: worker');
-    return { format: format(r), state: r.raw('state'), ...optString(r, 'upgradeId'), worker, fds: r.has('fds') ? r.strs('fds') : [] };
+    return { format: format(r), state: r.raw('state'), ...(r.has('tables') ? { tables: decodeTables(r) } : {}), ...optString(r, 'upgradeId'), worker, fds: r.has('fds') ? r.strs('fds') : [] };
   },
-  fields: ['format', 'state', 'upgradeId', 'worker', 'fds'],
+  fields: ['format', 'state', 'tables', 'upgradeId', 'worker', 'fds'],
 };
 
 export const importReply: Codec<ImportReply> = {
