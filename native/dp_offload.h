@@ -125,8 +125,10 @@ extern const struct dp_offload_ops dp_offload_fake_ops; /* dp_offload_fake.c */
 /*
  * The engine's call sites. Each is an untaken branch without a module
  * (dp->offload == NULL), posts a request and returns at once; none blocks.
- * port_add/port_del/bridge_*: from dp.c and the MAC table. flow_set/del:
- * from whoever owns the flow table (today the control op; see docs/offload.md).
+ * port_add/port_del/bridge_*: from dp.c and the bridge table (dp_bridge.c:
+ * engine ports, not table port ids). flow_set/del: today from the flow
+ * control op; the engine's flow table (dp_flow.c) is not wired to them yet
+ * (docs/offload.md).
  * cookie: handed back in the flow's event (0: no event wanted).
  */
 void dp_offload_port_add(struct dp *dp, uint32_t port, int32_t hw);
