@@ -14,6 +14,9 @@
         "native/dp_flow.c",
         "native/dp_table.c",
         "native/dp_mem.c",
+        "native/dp_offload.c",
+        "native/dp_offload_fake.c",
+        "native/fakenic.c",
         "native/probe.c",
         "native/probe_loop.c",
         "native/sched.c"

@@ -103,6 +103,7 @@ static napi_value init(napi_env env, napi_value exports) {
   ziu_init_dp(env, exports);
   ziu_init_probe(env, exports);
   ziu_init_sched(env, exports);
+  ziu_init_fakenic(env, exports);
   return exports;
 }
 

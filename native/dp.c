@@ -24,6 +24,7 @@
 #define DP_HDR_BYTES 4096ull
 
 void dp_mem_register(napi_env env, napi_value exports); /* dp_mem.c */
+void dp_offload_register_napi(napi_env env, napi_value exports); /* dp_offload.c */
 
 static const napi_type_tag DP_TAG = {0x7a69752d64702d68ull, 0x616e646c65000001ull};
 
@@ -95,6 +96,7 @@ static void destroy(struct dp *dp) {
   pthread_mutex_unlock(&dp->lock);
   dp_kick_worker(dp);
   pthread_join(dp->worker, NULL);
+  dp_offload_destroy(dp); /* the module keeps what it holds */
   disarm(dp);
   beat_off(dp);
   for (uint32_t i = 0; i < dp->ports_hi; i++) {
@@ -139,6 +141,12 @@ static struct dp_handle *get_handle(napi_env env, napi_value v, napi_value *res)
     return NULL;
   }
   return h;
+}
+
+/* For the other N-API files (dp_offload.c): the dp behind a handle, or NULL with *res set. */
+struct dp *dp_from_handle(napi_env env, napi_value v, napi_value *res) {
+  struct dp_handle *h = get_handle(env, v, res);
+  return h ? h->dp : NULL;
 }
 
 struct dp *dp_from_value(napi_env env, napi_value v) {
@@ -355,10 +363,16 @@ static napi_value n_dp_destroy(napi_env env, napi_callback_info info) {
 static napi_value n_dp_add_port(napi_env env, napi_callback_info info) {
   ZIU_ARGS(env, info, 4);
   GET_DP(dp, argv[0]);
-  int32_t kind, fd;
+  int32_t kind, fd, hw = DP_OFFLOAD_NO_HW; /* hw (optional 5th, after the name): the hardware behind a representor */
   char name[DP_PORT_NAME + 1];
   size_t nlen = 0;
   if (!ziu_get_i32(env, argv[1], &kind) || !ziu_get_i32(env, argv[2], &fd) || !ziu_get_str(env, argv[3], name, sizeof(name), &nlen)) return NULL;
+  size_t argc5 = 5;
+  napi_value argv5[5];
+  if (napi_get_cb_info(env, info, &argc5, argv5, NULL, NULL) == napi_ok && argc5 >= 5) {
+    napi_valuetype t;
+    if (napi_typeof(env, argv5[4], &t) == napi_ok && t != napi_undefined && !ziu_get_i32(env, argv5[4], &hw)) return NULL;
+  }
   if (kind != DP_KIND_VHOST && kind != DP_KIND_TAP) return ziu_errno(env, EINVAL);
   if (kind == DP_KIND_TAP && fd < 0) return ziu_errno(env, EBADF);
   lock_ctl(dp);
@@ -376,12 +390,14 @@ static napi_value n_dp_add_port(napi_env env, napi_callback_info info) {
   p->hdr_len = 12;
   for (int q = 0; q < DP_MAX_RINGS; q++) p->rings[q].kick_fd = p->rings[q].call_fd = -1;
   p->nrings = 2; /* one queue pair: what every frontend sets up */
+  p->offload_hw = hw;
   memcpy(p->name, name, nlen + 1);
   /* Its id in the tables by name; a frozen engine (read-only tables) gets a new name an id when it thaws. */
   p->tport = dp_tables_port_id(dp, p->name);
   if (p->tport < DP_TABLE_PORTS) dp->tables.tmap[p->tport] = (int16_t)id;
   p->in_use = true;
   if ((uint32_t)id >= dp->ports_hi) dp->ports_hi = (uint32_t)id + 1;
+  dp_offload_port_add(dp, (uint32_t)id, hw);
   changed_unlock(dp);
   return ziu_int(env, id);
 }
@@ -403,6 +419,7 @@ static napi_value n_dp_remove_port(napi_env env, napi_callback_info info) {
   /* Only the writer forgets: a frozen instance's port goes with it, not from the shared tables. */
   if (!dp->frozen && p->tport < DP_TABLE_PORTS) dp_bridge_forget_port(dp, p->tport);
   if (p->tport < DP_TABLE_PORTS && dp->tables.tmap[p->tport] == port) dp->tables.tmap[p->tport] = -1;
+  dp_offload_port_del(dp, (uint32_t)port, p->offload_hw);
   p->in_use = false;
   while (dp->ports_hi > 0 && !dp->ports[dp->ports_hi - 1].in_use) dp->ports_hi--;
   changed_unlock(dp);
@@ -1031,5 +1048,6 @@ napi_value ziu_init_dp(napi_env env, napi_value exports) {
   ziu_register(env, exports, "tapOpen", n_tap_open);
   dp_mem_register(env, exports);
   dp_table_register(env, exports);
+  dp_offload_register_napi(env, exports);
   return exports;
 }

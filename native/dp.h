@@ -11,7 +11,8 @@
  * Files: dp.c (N-API glue, lifecycle, control), dp_worker.c (loop, idle,
  * bridge, tap I/O), dp_ring.c (guest memory, chain walk, TX/RX on split rings),
  * dp_bridge.c, dp_flow.c, dp_table.c (the bridge and flow tables, in table
- * files of their own: dp_table.h).
+ * files of their own: dp_table.h), dp_offload.c (the offload hook API:
+ * dp_offload.h).
  */
 #ifndef ZIU_DP_H
 #define ZIU_DP_H
@@ -24,6 +25,7 @@
 #include <stdint.h>
 #include "virtq.h"
 #include "dp_table.h"
+#include "dp_offload.h"
 #include <node_api.h>
 
 #define DP_KIND_VHOST 0
@@ -137,6 +139,7 @@ struct dp_port {
   uint32_t nrings;
   struct dp_vring rings[DP_MAX_RINGS];
   struct dp_stats st;
+  int32_t offload_hw; /* the hardware behind it for an offload module (dp_offload.h); DP_OFFLOAD_NO_HW: none */
 };
 
 /* First page of the mem file: says how the rest is carved (version 2: the
@@ -220,6 +223,8 @@ struct dp {
    * returns EINTR (see dp_guest_signal). Armed lazily, disarmed to sleep. */
   timer_t guard;
   bool guard_ok, guard_armed;
+  /* The registered offload module (dp_offload.c), or NULL: every hook is then an untaken branch. */
+  struct dp_offload *offload;
 };
 
 

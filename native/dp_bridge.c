@@ -28,6 +28,19 @@ static inline struct dp_bridge_entry *slot(const struct dp_table *t, uint32_t h,
   return (struct dp_bridge_entry *)(t->ent + (size_t)j * sizeof(struct dp_bridge_entry));
 }
 
+/* The offload hooks (dp_offload.h) take the engine's port, not the table's:
+ * an entry whose port is not here (another instance's, or a hostile value)
+ * is not the module's business. An untaken branch without a module. */
+static inline void offload_bridge(struct dp *dp, bool add, const uint8_t *mac, uint16_t stored) {
+  if (!dp->offload || stored == 0 || stored > DP_TABLE_PORTS) return;
+  int16_t port = dp->tables.tmap[stored - 1];
+  if (port < 0) return;
+  if (add)
+    dp_offload_bridge_add(dp, mac, (uint16_t)port);
+  else
+    dp_offload_bridge_del(dp, mac, (uint16_t)port);
+}
+
 void dp_bridge_learn(struct dp *dp, const uint8_t *mac, uint16_t tport) {
   struct dp_table *t = &dp->tables.bridge;
   if (!t->map || !t->writable || tport >= DP_TABLE_PORTS) return;
@@ -43,13 +56,18 @@ void dp_bridge_learn(struct dp *dp, const uint8_t *mac, uint16_t tport) {
     }
     if (mac_key(e->mac) == key) {
       /* Write only on change: the common case touches no cache line for writing. */
-      if (e->port != stored) e->port = stored;
+      if (e->port != stored) {
+        e->port = stored;
+        offload_bridge(dp, true, mac, stored); /* moved */
+      }
       if (e->last_seen != now) e->last_seen = now;
       return;
     }
     if (!stalest || e->last_seen < stalest->last_seen) stalest = e;
   }
   struct dp_bridge_entry *e = free_slot ? free_slot : stalest;
+  if (!free_slot) offload_bridge(dp, false, e->mac, e->port); /* evicted */
+  offload_bridge(dp, true, mac, stored);
   e->port = 0; /* a reader never sees the new MAC with the old port */
   __atomic_thread_fence(__ATOMIC_RELEASE);
   memcpy(e->mac, mac, 6);
@@ -79,7 +97,10 @@ void dp_bridge_forget_port(struct dp *dp, uint16_t tport) {
   if (!t->map || !t->writable) return;
   struct dp_bridge_entry *e = (struct dp_bridge_entry *)t->ent;
   for (uint32_t i = 0; i < t->entries; i++)
-    if (e[i].port == (uint16_t)(tport + 1)) e[i].port = 0;
+    if (e[i].port == (uint16_t)(tport + 1)) {
+      offload_bridge(dp, false, e[i].mac, e[i].port);
+      e[i].port = 0;
+    }
 }
 
 uint32_t dp_bridge_count(const struct dp *dp) { return dp_bridge_count_table(&dp->tables.bridge); }

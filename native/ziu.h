@@ -53,5 +53,6 @@ napi_value ziu_init_poll(napi_env env, napi_value exports);
 napi_value ziu_init_dp(napi_env env, napi_value exports);
 napi_value ziu_init_probe(napi_env env, napi_value exports);
 napi_value ziu_init_sched(napi_env env, napi_value exports);
+napi_value ziu_init_fakenic(napi_env env, napi_value exports);
 
 #endif

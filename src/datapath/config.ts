@@ -7,6 +7,7 @@ import { DEFAULT_GUEST_MEMORY, MAX_GUEST_REGIONS, type GuestMemoryLimits } from 
 import { checkSocketPath } from '../net/socket.js';
 import { NO_PLACEMENT, parseCpuList, parsePriority, type Placement } from '../sched/placement.js';
 import type { PortMode } from './vhost/port.js';
+import { parseOffload, type OffloadSpec } from './offload.js';
 import { TABLE_FORMATS, type FlowFormat } from './tables.js';
 
 export interface VhostUserSpec {
@@ -40,6 +41,8 @@ export interface DatapathConfig {
   worker: Placement;
   /** per-port caps on a frontend's memory table (--guest-mem-max, --guest-regions-max) */
   guestMemory: GuestMemoryLimits;
+  /** --offload: an acceleration module and its device (docs/offload.md); null: none */
+  offload: OffloadSpec | null;
 }
 
 /** --guest-mem-max: a size (64G); at least 1M, at most 1024T. */
@@ -101,7 +104,7 @@ export function checkConfig(c: Partial<DatapathConfig>, options: { standby?: boo
   const vhostUser = c.vhostUser ?? [];
   const taps = c.taps ?? [];
   // A standby instance with no ports of its own takes whatever its predecessor hands over.
-  if (vhostUser.length + taps.length === 0 && !options.standby) throw new UsageError('no ports: give --vhost-user and/or --tap');
+  if (vhostUser.length + taps.length === 0 && !c.offload && !options.standby) throw new UsageError('no ports: give --vhost-user and/or --tap');
   const names = new Set<string>();
   for (const p of [...vhostUser, ...taps]) {
     if (names.has(p.name)) throw new UsageError(`port name '${p.name}' is used twice`);
@@ -143,6 +146,7 @@ export function checkConfig(c: Partial<DatapathConfig>, options: { standby?: boo
     flowIdleS,
     worker: c.worker ?? NO_PLACEMENT,
     guestMemory,
+    offload: c.offload ?? null,
   };
 }
 
@@ -171,13 +175,14 @@ export function readConfigFile(path: string): Partial<DatapathConfig> {
   }
   if (typeof doc !== 'object' || doc === null) throw new UsageError(`config file '${path}' must hold an object`);
   const d = doc as Record<string, unknown>;
-  const known = new Set(['instance', 'control', 'memFiles', 'vhostUser', 'taps', 'macEntries', 'bridgeTable', 'flowTable', 'flowFormats', 'flowIdleS', 'workerCpus', 'workerPriority', 'guestMemMax', 'guestRegionsMax']);
+  const known = new Set(['instance', 'control', 'memFiles', 'vhostUser', 'taps', 'macEntries', 'bridgeTable', 'flowTable', 'flowFormats', 'flowIdleS', 'workerCpus', 'workerPriority', 'guestMemMax', 'guestRegionsMax', 'offload']);
   for (const k of Object.keys(d)) if (!known.has(k)) throw new UsageError(`config file '${path}': unknown field '${k}' (known: ${[...known].join(', ')})`);
   const list = (k: string): unknown[] => (Array.isArray(d[k]) ? (d[k] as unknown[]) : d[k] === undefined ? [] : [d[k]]);
   return {
     ...(typeof d['instance'] === 'string' ? { instance: d['instance'] } : {}),
     ...(typeof d['control'] === 'string' ? { control: d['control'] } : {}),
     ...(typeof d['macEntries'] === 'number' ? { macEntries: d['macEntries'] } : {}),
+    ...(typeof d['offload'] === 'string' ? { offload: parseOffload(d['offload']) } : {}),
     ...(typeof d['bridgeTable'] === 'string' ? { bridgeTable: d['bridgeTable'] } : {}),
     ...(typeof d['flowTable'] === 'string' ? { flowTable: d['flowTable'] } : {}),
     ...(d['flowFormats'] !== undefined ? { flowFormats: parseFlowFormats(String(d['flowFormats']), `config file '${path}': flowFormats`) } : {}),

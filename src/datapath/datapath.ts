@@ -17,6 +17,7 @@ import { Notifier } from './notify.js';
 import { VhostPort, type VhostPortOptions } from './vhost/port.js';
 import { isPlaced, keepOff, placeThread, readPlacement, type Placement, type PlacementReport } from '../sched/placement.js';
 import { closeFds } from '../native/fds.js';
+import { Offload } from './offload.js';
 
 interface MemFile {
   path: string;
@@ -74,6 +75,7 @@ export class Datapath {
   #handover: Handover | null = null;
   #stopping: Promise<void> | null = null;
   #placement: PlacementReport | null = null;
+  #offload: Offload | null = null;
   #tables: DatapathTables;
 
   constructor(config: DatapathConfig, opts: DatapathOptions = {}) {
@@ -106,6 +108,13 @@ export class Datapath {
         this.#tables.open(this.#engine);
         for (const t of this.config.taps) this.#taps.push(await this.#openTap(t));
         for (const spec of this.config.vhostUser) await this.#openPort(spec);
+      }
+      if (this.config.offload) {
+        // The NIC's representors are ours in both roles (a standby engine is frozen by now: it
+        // reads none of them before it takes over); a standby instance claims the NIC only at commit.
+        this.#offload = new Offload({ spec: this.config.offload, engine: this.#engine, log: this.log, instance: this.config.instance, portOf: (n) => this.#portOf(n), ports: () => this.#portNames() });
+        await this.#offload.attach();
+        this.#offload.register(standby ? 'none' : 'fresh');
       }
       const controlPath = standby ? (this.#opts.standbyControl ?? this.config.control) : this.config.control;
       this.#control = await ControlServer.listen(controlPath, this.#handlers(), this.log);
@@ -163,6 +172,7 @@ export class Datapath {
    * down for good: out of the engine, its fd closed, shown in status.
    */
   #onEngineFault(f: EngineFault): void {
+    if (this.#offload?.fault(f.port, f.reason)) return;
     const port = this.#ports.find((p) => p.enginePort === f.port);
     if (port) {
       port.fault(f.reason);
@@ -180,6 +190,22 @@ export class Datapath {
     this.log.error({ port: t.spec.name, ifname: t.spec.ifname, reason }, 'tap port down');
   }
 
+  /** Engine port of a port by name (vhost-user, tap or representor), for flows. */
+  #portOf(name: string): number | null {
+    return this.#ports.find((p) => p.name === name)?.enginePort ?? this.#taps.find((t) => t.spec.name === name)?.enginePort ?? this.#offload?.reps.find((r) => r.name === name)?.enginePort ?? null;
+  }
+
+  #portNames(): ReadonlySet<string> {
+    return new Set([...this.#ports.map((p) => p.name), ...this.#taps.map((t) => t.spec.name), ...(this.#offload?.reps.map((r) => r.name) ?? [])]);
+  }
+
+  /** The `flow` control op (docs/offload.md): the host's flows and what the offload module did with them. */
+  #flow(req: Record<string, unknown>): { body: Record<string, unknown> } {
+    if (!this.#offload) throw new ZiuError('ERR_ZIU_OFFLOAD', 'flow: this datapath runs without --offload (no flow state to keep yet: see docs/offload.md)');
+    const role = this.#handover?.role ?? 'starting';
+    return { body: this.#offload.flowOp(req, () => (role === 'active' ? null : `this instance is ${role}: flows change only on an active instance (retry once the upgrade is over)`)) };
+  }
+
   async #openTap(spec: TapSpec): Promise<TapPort> {
     const fd = check(native.tapOpen(spec.ifname), 'open /dev/net/tun (TUNSETIFF)', { path: spec.ifname });
     try {
@@ -193,6 +219,7 @@ export class Datapath {
 
   #host(): HandoverHost {
     const engine = (): Engine => this.#engine!;
+    const offload = (): Offload | null => this.#offload;
     return {
       config: this.config,
       log: this.log,
@@ -201,6 +228,9 @@ export class Datapath {
       },
       ports: this.#ports,
       taps: this.#taps,
+      get offload() {
+        return offload();
+      },
       faults: this.#opts.faults ?? new Set(),
       tables: this.#tables,
       stateFormats: this.#opts.stateFormats ?? STATE_FORMATS,
@@ -269,6 +299,7 @@ export class Datapath {
         return { body: { stopping: true } };
       }),
       ...this.#handover!.handlers(),
+      flow: (req) => this.#flow(req),
       ...(this.#opts.testHooks ? { hold: (req) => this.#hold(req) } : {}),
     };
   }
@@ -307,7 +338,9 @@ export class Datapath {
         ...this.#ports.map((p) => ({ kind: 'vhost-user', ...p.status(), counters: counters(p.enginePort) })),
         ...this.#taps.map((t) => ({ kind: 'tap', name: t.spec.name, ifname: t.spec.ifname, state: 'up', lastError: null, counters: counters(t.enginePort) })),
         ...this.#downTaps.map((t) => ({ kind: 'tap', name: t.spec.name, ifname: t.spec.ifname, state: 'down', lastError: t.reason, counters: t.counters })),
+        ...(this.#offload?.portStatus(stats) ?? []),
       ],
+      ...(this.#offload ? { offload: this.#offload.status() } : {}),
     };
   }
 
@@ -336,7 +369,9 @@ export class Datapath {
         this.#engine?.removePort(t.enginePort);
         native.close(t.fd);
       }
+      this.#offload?.close(); // unregistered: the NIC keeps its flows
       this.#engine?.destroy();
+      this.#offload?.closeFds();
       this.#tables.close();
       closeFds(this.#memFiles.map((m) => m.fd));
       this.log.info({ role }, 'datapath stopped');

@@ -112,9 +112,17 @@ export class Engine {
     return this.#h;
   }
 
-  /** name: the port's name, its key in the tables' port directory (the same id in every instance). */
-  addPort(kind: PortKind, tapFd: number, name: string): number {
-    return check(native.dpAddPort(this.#handle, kind === 'vhost' ? 0 : 1, tapFd, name), 'dpAddPort', tapFd >= 0 ? { fd: tapFd } : {});
+  /**
+   * name: the port's name, its key in the tables' port directory (the same id in every instance).
+   * hw: the hardware behind a representor port (an offload module binds it; docs/offload.md).
+   */
+  addPort(kind: PortKind, tapFd: number, name: string, hw = -1): number {
+    return check(native.dpAddPort(this.#handle, kind === 'vhost' ? 0 : 1, tapFd, name, hw), 'dpAddPort', tapFd >= 0 ? { fd: tapFd } : {});
+  }
+
+  /** The native handle, for the offload hooks that live on it (src/datapath/offload.ts). */
+  get nativeHandle(): DpHandle {
+    return this.#handle;
   }
 
   /** Map the bridge and flow tables (docs/tables.md); read-only while frozen. A file that is no table: ERR_ZIU_TABLE. */

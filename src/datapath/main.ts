@@ -7,6 +7,7 @@ import { VERSION } from '../version.js';
 import { checkConfig, GUEST_MEMORY_DEFAULTS, parseFlowFormats, parseGuestMemMax, parseGuestRegionsMax, parseTap, parseVhostUser, readConfigFile, reusableArgs, type DatapathConfig } from './config.js';
 import { DEFAULT_GUEST_MEMORY } from './guest-memory.js';
 import { parseCpuList, parsePriority } from '../sched/placement.js';
+import { parseOffload, type OffloadSpec } from './offload.js';
 
 const collect = <T>(parse: (s: string) => T) => (value: string, prev: T[] = []) => [...prev, parse(value)];
 
@@ -28,6 +29,7 @@ function buildCommand(): Command {
     .option('--worker-priority <1-99>', 'run the packet worker SCHED_FIFO at this priority; it still sleeps when idle (default: SCHED_OTHER)', (v) => parsePriority(v, '--worker-priority'))
     .option('--guest-mem-max <size>', "per port: the most guest memory a frontend's SET_MEM_TABLE may map, e.g. 64G; a larger table is refused (default 64G)", (v) => parseGuestMemMax(v))
     .option('--guest-regions-max <1-8>', 'per port: the most memory regions in one SET_MEM_TABLE (default 8)', (v) => parseGuestRegionsMax(v))
+    .option('--offload <module=device>', 'hardware offload (docs/offload.md): an acceleration module and the device it drives, e.g. fake=<ziu-fakenic control socket>', (v) => parseOffload(v))
     .option('--config <file>', 'the same settings from a JSON or YAML file (flags override it)')
     .option('--state-formats <list>', `handover state formats to export and import, e.g. 1 or 1,2 (default: ${STATE_FORMATS.join(',')})`, parseFormats)
     .option('--handover-info', 'print the handover protocol and state formats this binary speaks as JSON, and exit')
@@ -66,7 +68,7 @@ export async function main(argv: string[]): Promise<number | null> {
   const standby = process.env['ZIU_HANDOVER'] === 'standby';
   try {
     cmd.parse(argv, { from: 'user' });
-    const o = cmd.opts<{ control?: string; memFile?: string[]; vhostUser?: DatapathConfig['vhostUser']; tap?: DatapathConfig['taps']; instance?: string; macEntries?: number; config?: string; stateFormats?: StateFormat[]; handoverInfo?: boolean; bridgeTable?: string; flowTable?: string; flowFormats?: DatapathConfig['flowFormats']; flowIdle?: number; workerCpus?: number[]; workerPriority?: number; guestMemMax?: bigint; guestRegionsMax?: number }>();
+    const o = cmd.opts<{ control?: string; memFile?: string[]; vhostUser?: DatapathConfig['vhostUser']; tap?: DatapathConfig['taps']; instance?: string; macEntries?: number; config?: string; stateFormats?: StateFormat[]; handoverInfo?: boolean; bridgeTable?: string; flowTable?: string; flowFormats?: DatapathConfig['flowFormats']; flowIdle?: number; workerCpus?: number[]; workerPriority?: number; guestMemMax?: bigint; guestRegionsMax?: number; offload?: OffloadSpec }>();
     if (o.handoverInfo) {
       const formats = o.stateFormats ?? [...STATE_FORMATS];
       process.stdout.write(`${JSON.stringify(handoverInfoCodec.encode(handoverInfo(formats, o.flowFormats)))}\n`);
@@ -82,6 +84,7 @@ export async function main(argv: string[]): Promise<number | null> {
       ...(o.tap ? { taps: o.tap } : {}),
       ...(o.instance ? { instance: o.instance } : {}),
       ...(o.macEntries !== undefined ? { macEntries: o.macEntries } : {}),
+      ...(o.offload ? { offload: o.offload } : {}),
       ...(o.bridgeTable !== undefined ? { bridgeTable: o.bridgeTable } : {}),
       ...(o.flowTable !== undefined ? { flowTable: o.flowTable } : {}),
       ...(o.flowFormats !== undefined ? { flowFormats: o.flowFormats } : {}),

@@ -263,8 +263,10 @@ export interface DatapathAddon {
    * A new port (the lowest free id); tapFd -1 for vhost. -ENOSPC when maxPorts are in use.
    * name (at most 32 bytes) is its name in the tables' port directory: the same name has
    * the same table port id in every instance that maps the bridge file.
+   * hw (optional): the hardware behind a representor port, for an offload module
+   * (docs/offload.md); default none (-1).
    */
-  dpAddPort(h: DpHandle, kind: DpPortKind, tapFd: number, name: string): number | Errno;
+  dpAddPort(h: DpHandle, kind: DpPortKind, tapFd: number, name: string, hw?: number): number | Errno;
   /** Stop its rings, unmap its memory, forget its MAC addresses. The tap fd stays open. */
   dpRemovePort(h: DpHandle, port: number): 0 | Errno;
 

@@ -57,8 +57,9 @@ export interface PollHandle {
 
 import type { DatapathAddon } from './datapath-native.js';
 import type { ProbeAddon } from './probe-native.js';
+import type { OffloadAddon } from './offload-native.js';
 
-export interface NativeAddon extends DatapathAddon, ProbeAddon {
+export interface NativeAddon extends DatapathAddon, ProbeAddon, OffloadAddon {
   // constants the TypeScript side needs to build arguments
   readonly SOCK_STREAM: number;
   readonly SOCK_SEQPACKET: number;

@@ -98,6 +98,8 @@ export interface UpgradeReport {
   message?: string;
   warnings: string[];
   totalMs: number;
+  /** the new instance's offload module after commit (docs/offload.md): registration, adopted, soft resets, reconcile */
+  offload?: Record<string, unknown>;
 }
 
 /** Exit codes: rolled back is a failure (traffic stays on the old instance); failed, not rolled back, needs the operator. */

@@ -149,11 +149,22 @@ export class Upgrade {
         if (this.o.healthUrl) await checkHealth(this.o.healthUrl);
       });
       await this.#step('commit', () => this.#commitNew());
+      await this.#noteOffload();
     } catch (err) {
       if (await this.#oldDied(err)) return this.#succeedOrphan(err, oldStatus);
       return this.#rollback(err);
     }
     return this.#retireOld();
+  }
+
+  /** A new instance with an offload module: how it took the NIC over, for the report. Never fails the upgrade. */
+  async #noteOffload(): Promise<void> {
+    try {
+      const o = (await this.#new!.status())['offload'] as Record<string, unknown> | undefined;
+      if (o) this.#report.offload = { module: o['module'], registration: o['registration'], adopted: o['adopted'], softResets: o['softResets'], reconcile: o['reconcile'], error: o['error'] };
+    } catch {
+      // the report says nothing about offload then
+    }
   }
 
   // ---- the old instance died after it exported ----

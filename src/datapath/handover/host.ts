@@ -6,6 +6,7 @@ import type { Placement } from '../../sched/placement.js';
 import type { DatapathConfig, TapSpec } from '../config.js';
 import type { Engine } from '../engine.js';
 import type { VhostPort, VhostPortOptions } from '../vhost/port.js';
+import type { FlowSpec } from '../offload-flows.js';
 import type { DatapathTables } from '../tables.js';
 
 /** Faults a test can inject through ZIU_FAULT (comma-separated); never set in production. */
@@ -17,6 +18,16 @@ export interface TapPort {
   enginePort: number;
 }
 
+/** The offload module's part in a handover (src/datapath/offload.ts, docs/offload.md), with --offload. */
+export interface OffloadHandover {
+  /** new side, at commit, before taking the control listener: the predecessor's flows (null: it did not say) */
+  predecessorFlows(control: string | null): Promise<FlowSpec[] | null>;
+  /** new side, at commit: take over the module's registration without a soft reset, reconcile */
+  adopt(flows: FlowSpec[] | null): Promise<void>;
+  /** old side, at commit: let the successor program the NIC */
+  release(): void;
+}
+
 /** What the handover needs from the datapath it runs in. */
 export interface HandoverHost {
   readonly config: DatapathConfig;
@@ -24,6 +35,7 @@ export interface HandoverHost {
   readonly engine: Engine;
   readonly ports: VhostPort[];
   readonly taps: TapPort[];
+  readonly offload: OffloadHandover | null;
   readonly faults: ReadonlySet<Fault>;
   /** the bridge and flow tables: exported by the old side, adopted (or converted) by the new one */
   readonly tables: DatapathTables;

@@ -351,6 +351,7 @@ export class OldSide {
     this.#host.stopAccepting();
     // The successor is the service's main process now: a STOPPING=1 from us would stop the service.
     this.#host.leaveService();
+    this.#host.offload?.release();
     const body: CommitReply = { role: this.#s.role };
     return { body };
   }
