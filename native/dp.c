@@ -770,6 +770,7 @@ static napi_value n_dp_arm_takeover(napi_env env, napi_callback_info info) {
   /* The go signal comes soon after this returns: let the worker read every
    * ring now, so that its thaw does not pay the first touch (dp_ring_warm).
    * Bounded: a worker that does not get to it only makes the thaw slower. */
+  dp->armed_ns = dp_now_ns();
   uint64_t want = ++dp->warm_req;
   changed_unlock(dp);
   struct timespec until;

@@ -50,6 +50,7 @@
 #define DP_SPIN_SHARED_NS 30000ull
 #define DP_WARM_WAIT_MS 50    /* arming waits at most this long for the worker to warm the rings */
 #define DP_REWARM_MS 2        /* armed: the worker reads the rings again this often until the go */
+#define DP_REWARM_FOR_NS 10000000000ull /* ... for this long after arming at most (an orchestrator gone: no go comes) */
 #define DP_SLEEP_MS 100       /* epoll timeout: rings without a kick fd are polled this often */
 #define DP_BEAT_MS 10         /* the epoll timeout instead while the worker beats */
 #define DP_BEAT_OFFSET 8      /* the worker's heartbeat in the baton page (a u64) */
@@ -164,6 +165,7 @@ struct dp {
   /* Arming asks the frozen worker to read every ring once (warm_req), and
    * waits on `warmed` until it has (warm_done): see dp_ring_warm. */
   uint64_t warm_req, warm_done;
+  uint64_t armed_ns; /* when dpArmTakeover armed it */
   pthread_cond_t warmed;
   int ctl_waiting; /* JS threads queued for lock: the worker lets them in first */
   bool stopping;

@@ -427,13 +427,15 @@ static void frozen_wait(struct dp *dp) {
   struct pollfd pfd[2] = {{.fd = dp->ctl_fd, .events = POLLIN}, {.fd = dp->go_fd, .events = POLLIN}};
   nfds_t n = dp->go_fd >= 0 && dp->baton ? 2 : 1;
   warm_rings(dp);
+  /* Armed, and the go is late: the process's mappings may change meanwhile
+   * (its GC), so read the rings again now and then. Cheap while they are
+   * warm; not for ever (an orchestrator that died sends no go). */
+  bool rewarm = n == 2 && dp_now_ns() - dp->armed_ns < DP_REWARM_FOR_NS;
   guard_set(dp, false);
   pthread_mutex_unlock(&dp->lock);
-  int r = poll(pfd, n, n == 2 ? DP_REWARM_MS : DP_SLEEP_MS);
+  int r = poll(pfd, n, rewarm ? DP_REWARM_MS : DP_SLEEP_MS);
   pthread_mutex_lock(&dp->lock);
-  /* Armed, and the go is late: the process's mappings may have changed
-   * meanwhile (its GC), so read the rings again. Cheap while they are warm. */
-  if (r == 0 && n == 2) dp->warm_req++;
+  if (r == 0 && rewarm) dp->warm_req++;
   if (r <= 0) return;
   if (pfd[0].revents) dp_drain(dp->ctl_fd);
   /* Armed (checked again: JS may have disarmed meanwhile) and signalled. */
