@@ -1,4 +1,5 @@
 /* ziu native addon: module registration and argument helpers. */
+#include <stdio.h>
 #include <string.h>
 #include "ziu.h"
 
@@ -40,6 +41,23 @@ bool ziu_get_i32(napi_env env, napi_value v, int32_t *out) {
     return false;
   }
   return true;
+}
+
+bool ziu_get_prop(napi_env env, napi_value obj, const char *name, napi_value *out) {
+  bool has = false;
+  if (napi_has_named_property(env, obj, name, &has) != napi_ok || !has ||
+      napi_get_named_property(env, obj, name, out) != napi_ok) {
+    char msg[96];
+    snprintf(msg, sizeof(msg), "ziu native: missing property '%s'", name);
+    napi_throw_type_error(env, NULL, msg);
+    return false;
+  }
+  return true;
+}
+
+bool ziu_get_prop_i64(napi_env env, napi_value obj, const char *name, int64_t *out) {
+  napi_value v;
+  return ziu_get_prop(env, obj, name, &v) && ziu_get_i64(env, v, out);
 }
 
 bool ziu_get_i64(napi_env env, napi_value v, int64_t *out) {

@@ -169,27 +169,10 @@ struct dp *dp_from_value(napi_env env, napi_value v) {
     var = h_->dp;                                       \
   } while (0)
 
-static bool get_prop(napi_env env, napi_value obj, const char *name, napi_value *out) {
-  bool has = false;
-  if (napi_has_named_property(env, obj, name, &has) != napi_ok || !has ||
-      napi_get_named_property(env, obj, name, out) != napi_ok) {
-    char msg[96];
-    snprintf(msg, sizeof(msg), "ziu native: missing property '%s'", name);
-    napi_throw_type_error(env, NULL, msg);
-    return false;
-  }
-  return true;
-}
-
-static bool get_prop_i64(napi_env env, napi_value obj, const char *name, int64_t *out) {
-  napi_value v;
-  return get_prop(env, obj, name, &v) && ziu_get_i64(env, v, out);
-}
-
 static bool get_prop_u64(napi_env env, napi_value obj, const char *name, uint64_t *out) {
   napi_value v;
   bool lossless = false;
-  if (!get_prop(env, obj, name, &v)) return false;
+  if (!ziu_get_prop(env, obj, name, &v)) return false;
   if (napi_get_value_bigint_uint64(env, v, out, &lossless) != napi_ok || !lossless) {
     char msg[96];
     snprintf(msg, sizeof(msg), "ziu native: '%s' must be a u64 bigint", name);
@@ -242,7 +225,7 @@ static napi_value n_dp_create(napi_env env, napi_callback_info info) {
   int32_t fd;
   int64_t size, mac_entries, max_ports;
   if (!ziu_get_i32(env, argv[0], &fd) || !ziu_get_i64(env, argv[1], &size) ||
-      !get_prop_i64(env, argv[2], "macEntries", &mac_entries) || !get_prop_i64(env, argv[2], "maxPorts", &max_ports))
+      !ziu_get_prop_i64(env, argv[2], "macEntries", &mac_entries) || !ziu_get_prop_i64(env, argv[2], "maxPorts", &max_ports))
     return NULL;
   if (size <= 0 || mac_entries < 1 || mac_entries > DP_MAX_MAC_ENTRIES || max_ports < 1 || max_ports > DP_MAX_PORTS)
     return ziu_errno(env, EINVAL);
@@ -467,7 +450,7 @@ static napi_value n_dp_set_mem_table(napi_env env, napi_callback_info info) {
   if (n > DP_MAX_REGIONS) return ziu_errno(env, EINVAL);
   struct dp_mem_limits lim;
   int64_t max_regions;
-  if (!get_prop_u64(env, argv[3], "maxBytes", &lim.max_bytes) || !get_prop_i64(env, argv[3], "maxRegions", &max_regions))
+  if (!get_prop_u64(env, argv[3], "maxBytes", &lim.max_bytes) || !ziu_get_prop_i64(env, argv[3], "maxRegions", &max_regions))
     return NULL;
   if (max_regions < 0 || max_regions > DP_MAX_REGIONS) return ziu_errno(env, EINVAL);
   lim.max_regions = (uint32_t)max_regions;
@@ -481,7 +464,7 @@ static napi_value n_dp_set_mem_table(napi_env env, napi_callback_info info) {
     napi_get_element(env, argv[2], i, &r);
     if (!get_prop_u64(env, r, "gpa", &nr[i].gpa) || !get_prop_u64(env, r, "size", &nr[i].size) ||
         !get_prop_u64(env, r, "uaddr", &nr[i].uaddr) || !get_prop_u64(env, r, "offset", &offs[i]) ||
-        !get_prop_i64(env, r, "fd", &fd))
+        !ziu_get_prop_i64(env, r, "fd", &fd))
       return NULL;
     if (fd < 0 || fd > INT32_MAX) return ziu_errno(env, EBADF);
     fds[i] = (int32_t)fd;
@@ -568,9 +551,9 @@ static napi_value n_dp_set_vring(napi_env env, napi_callback_info info) {
   int32_t port, q;
   int64_t nn, la;
   uint64_t desc, avail, used;
-  if (!ziu_get_i32(env, argv[1], &port) || !ziu_get_i32(env, argv[2], &q) || !get_prop_i64(env, argv[3], "num", &nn) ||
+  if (!ziu_get_i32(env, argv[1], &port) || !ziu_get_i32(env, argv[2], &q) || !ziu_get_prop_i64(env, argv[3], "num", &nn) ||
       !get_prop_u64(env, argv[3], "desc", &desc) || !get_prop_u64(env, argv[3], "avail", &avail) ||
-      !get_prop_u64(env, argv[3], "used", &used) || !get_prop_i64(env, argv[3], "lastAvail", &la))
+      !get_prop_u64(env, argv[3], "used", &used) || !ziu_get_prop_i64(env, argv[3], "lastAvail", &la))
     return NULL;
   if (nn < 1 || nn > VIRTQ_MAX_SIZE || (nn & (nn - 1)) || la < 0 || la > 0xffff) return ziu_errno(env, EINVAL);
   lock_ctl(dp);

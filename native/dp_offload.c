@@ -486,27 +486,11 @@ struct dp *dp_from_handle(napi_env env, napi_value v, napi_value *res); /* dp.c 
   struct dp *var = dp_from_handle(env, value, &res_); \
   if (!var) return res_
 
-static bool prop(napi_env env, napi_value obj, const char *name, napi_value *out) {
-  bool has = false;
-  if (napi_has_named_property(env, obj, name, &has) != napi_ok || !has || napi_get_named_property(env, obj, name, out) != napi_ok) {
-    char msg[96];
-    snprintf(msg, sizeof(msg), "ziu native: missing property '%s'", name);
-    napi_throw_type_error(env, NULL, msg);
-    return false;
-  }
-  return true;
-}
-
-static bool prop_i64(napi_env env, napi_value obj, const char *name, int64_t *out) {
-  napi_value v;
-  return prop(env, obj, name, &v) && ziu_get_i64(env, v, out);
-}
-
 static bool prop_bytes16(napi_env env, napi_value obj, const char *name, uint8_t *out) {
   napi_value v;
   void *data;
   size_t len;
-  if (!prop(env, obj, name, &v) || !ziu_get_bytes(env, v, &data, &len)) return false;
+  if (!ziu_get_prop(env, obj, name, &v) || !ziu_get_bytes(env, v, &data, &len)) return false;
   if (len != 16) {
     napi_throw_range_error(env, NULL, "ziu native: a flow address is 16 bytes");
     return false;
@@ -519,8 +503,8 @@ static bool prop_bytes16(napi_env env, napi_value obj, const char *name, uint8_t
 static bool get_key(napi_env env, napi_value v, struct dp_offload_flow_key *k, bool *bad) {
   int64_t in, ipver, proto, sport, dport;
   memset(k, 0, sizeof(*k));
-  if (!prop_i64(env, v, "inPort", &in) || !prop_i64(env, v, "ipver", &ipver) || !prop_i64(env, v, "proto", &proto) ||
-      !prop_i64(env, v, "sport", &sport) || !prop_i64(env, v, "dport", &dport) || !prop_bytes16(env, v, "src", k->src) ||
+  if (!ziu_get_prop_i64(env, v, "inPort", &in) || !ziu_get_prop_i64(env, v, "ipver", &ipver) || !ziu_get_prop_i64(env, v, "proto", &proto) ||
+      !ziu_get_prop_i64(env, v, "sport", &sport) || !ziu_get_prop_i64(env, v, "dport", &dport) || !prop_bytes16(env, v, "src", k->src) ||
       !prop_bytes16(env, v, "dst", k->dst))
     return false;
   *bad = in < 0 || in >= DP_MAX_PORTS || (ipver != 4 && ipver != 6) || proto < 0 || proto > 255 || sport < 0 || sport > 65535 ||
@@ -535,7 +519,7 @@ static bool get_key(napi_env env, napi_value v, struct dp_offload_flow_key *k, b
 
 static bool get_action(napi_env env, napi_value v, struct dp_offload_flow_action *a, bool *bad) {
   int64_t kind, out;
-  if (!prop_i64(env, v, "kind", &kind) || !prop_i64(env, v, "outPort", &out)) return false;
+  if (!ziu_get_prop_i64(env, v, "kind", &kind) || !ziu_get_prop_i64(env, v, "outPort", &out)) return false;
   *bad = (kind != DP_OFFLOAD_FORWARD && kind != DP_OFFLOAD_DROP) || (kind == DP_OFFLOAD_FORWARD && (out < 0 || out >= DP_MAX_PORTS));
   a->kind = (uint8_t)kind;
   a->out_port = kind == DP_OFFLOAD_FORWARD ? (uint32_t)out : 0;
@@ -723,8 +707,8 @@ static napi_value n_reconcile(napi_env env, napi_callback_info info) {
   for (uint32_t i = 0; i < n; i++) {
     napi_value e, kv, av, cv;
     bool bad_k = false, bad_a = false;
-    if (napi_get_element(env, argv[1], i, &e) != napi_ok || !prop(env, e, "key", &kv) || !prop(env, e, "action", &av) ||
-        !prop(env, e, "cookie", &cv) || !get_key(env, kv, &d[i].key, &bad_k) || !get_action(env, av, &d[i].act, &bad_a) ||
+    if (napi_get_element(env, argv[1], i, &e) != napi_ok || !ziu_get_prop(env, e, "key", &kv) || !ziu_get_prop(env, e, "action", &av) ||
+        !ziu_get_prop(env, e, "cookie", &cv) || !get_key(env, kv, &d[i].key, &bad_k) || !get_action(env, av, &d[i].act, &bad_a) ||
         !get_cookie(env, cv, &d[i].cookie)) {
       free(d);
       return NULL;

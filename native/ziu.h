@@ -39,6 +39,9 @@ napi_value ziu_bool(napi_env env, bool v);
 napi_value ziu_bigint_u64(napi_env env, uint64_t v);
 bool ziu_get_i32(napi_env env, napi_value v, int32_t *out);
 bool ziu_get_i64(napi_env env, napi_value v, int64_t *out);
+/* obj[name], or a TypeError naming the missing property */
+bool ziu_get_prop(napi_env env, napi_value obj, const char *name, napi_value *out);
+bool ziu_get_prop_i64(napi_env env, napi_value obj, const char *name, int64_t *out);
 /* copies a JS string into buf (NUL-terminated); false if too long or not a string */
 bool ziu_get_str(napi_env env, napi_value v, char *buf, size_t cap, size_t *len);
 bool ziu_get_bytes(napi_env env, napi_value v, void **data, size_t *len);

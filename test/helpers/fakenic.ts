@@ -184,3 +184,15 @@ export class Source {
     clearInterval(this.#timer);
   }
 }
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** One request to a datapath's control socket; its reply's body. */
+export async function dpCall(control: string, req: Record<string, unknown>): Promise<Record<string, unknown>> {
+  const c = await ControlClient.connect(control);
+  try {
+    return (await c.call<Record<string, unknown>>({ op: String(req['op']), ...req })).body;
+  } finally {
+    c.close();
+  }
+}

@@ -1,20 +1,9 @@
 import fs from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ControlClient } from '../../src/control/client.js';
 import { native } from '../../src/native/index.js';
-import { Sink, Source, startNic, type RunningNic, type Stream } from '../helpers/fakenic.js';
+import { dpCall, sleep, Sink, Source, startNic, type RunningNic, type Stream } from '../helpers/fakenic.js';
 import { startRig, type Rig } from '../helpers/upgrade.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function dpCall(control: string, req: Record<string, unknown>): Promise<Record<string, unknown>> {
-  const c = await ControlClient.connect(control);
-  try {
-    return (await c.call<Record<string, unknown>>({ op: String(req['op']), ...req })).body;
-  } finally {
-    c.close();
-  }
-}
 
 interface FlowRow {
   dport: number;
