@@ -29,6 +29,13 @@ const log = logger('memfile');
 /** f_type of tmpfs (linux/magic.h). */
 const TMPFS_MAGIC = 0x01021994;
 const BASE_PAGE = 4096;
+/**
+ * The host's pool lock lives here (as <dir>/hugepages/lock), not in each
+ * state dir: nr_hugepages is one counter per host, and two ziu processes
+ * with different state dirs (two vswitches on one node) that both read it
+ * and write it back raised lose one of the raises.
+ */
+const HOST_POOL_LOCK_DIR = '/run/ziu';
 const { ENOSPC } = constants.errno;
 
 /**
@@ -51,6 +58,12 @@ export interface MemFileStoreOptions {
   privileged?: boolean;
   /** how long a pool change waits for another's (default $ZIU_POOL_LOCK_TIMEOUT_MS or 300 s) */
   poolLockTimeoutMs?: number;
+  /**
+   * where the pool lock lives (<dir>/hugepages/lock): default $ZIU_POOL_LOCK_DIR,
+   * else /run/ziu on the real host whatever the state dir (the kernel's pool
+   * is one per host), else the state dir (a fake host in tests)
+   */
+  poolLockDir?: string;
 }
 
 export interface CreateSpec {
@@ -135,6 +148,8 @@ export class MemFileStore {
   readonly accounts: PoolAccounts;
   readonly #hugetlbfsDir: (pageSize: number) => string;
   readonly #lockTimeoutMs: number | undefined;
+  /** where the pool lock lives: one per host for the real host, whatever the state dir */
+  readonly poolLockDir: string;
 
   constructor(options: MemFileStoreOptions) {
     this.host = options.host;
@@ -144,6 +159,7 @@ export class MemFileStore {
     this.accounts = new PoolAccounts(this.host, this.ledger, (p) => path.resolve(this.hugetlbfsDir(p)));
     this.privileged = options.privileged ?? process.getuid?.() === 0;
     this.#lockTimeoutMs = options.poolLockTimeoutMs;
+    this.poolLockDir = options.poolLockDir ?? process.env['ZIU_POOL_LOCK_DIR'] ?? (this.host.sysRoot === '/sys' ? HOST_POOL_LOCK_DIR : this.ledger.dir);
   }
 
   hugetlbfsDir(pageSize: number): string {
@@ -467,7 +483,7 @@ export class MemFileStore {
 
   /** Run fn holding the hugepage pool lock (pool-lock.ts); every pool change ziu makes goes through here. */
   async withPoolLock<T>(what: string, fn: () => Promise<T>): Promise<T> {
-    const lock = await PoolLock.acquire(this.ledger.dir, what, this.#lockTimeoutMs === undefined ? {} : { timeoutMs: this.#lockTimeoutMs });
+    const lock = await PoolLock.acquire(this.poolLockDir, what, this.#lockTimeoutMs === undefined ? {} : { timeoutMs: this.#lockTimeoutMs });
     try {
       return await fn();
     } finally {
@@ -485,7 +501,7 @@ export class MemFileStore {
   async settle(opts: { what: string; orphans: boolean; wait: boolean }): Promise<SettleResult> {
     if (!this.privileged || !this.#hasState()) return { settlements: [], deferred: null };
     if (opts.wait) return { settlements: await this.withPoolLock(opts.what, () => this.#settleLocked(opts.orphans)), deferred: null };
-    const got = PoolLock.tryAcquire(this.ledger.dir, opts.what);
+    const got = PoolLock.tryAcquire(this.poolLockDir, opts.what);
     if (got.lock === null) {
       const by = got.holder === null ? 'another process' : `pid ${got.holder.pid} (${got.holder.what})`;
       return { settlements: [], deferred: `the hugepage pool lock is held by ${by}` };
