@@ -17,6 +17,7 @@
  * offload module hooks into) and takes a new generation from the header,
  * recorded in the change log: a converter catches up exactly what changed.
  */
+#include <errno.h>
 #include <string.h>
 #include <time.h>
 #include "dp.h"
@@ -211,17 +212,61 @@ static uint64_t next_gen(struct dp_table *t, uint32_t i) {
 
 static void publish_gen(struct dp_table *t, uint64_t g) { __atomic_store_n(&t->hdr->generation, g, __ATOMIC_RELEASE); }
 
-/* Create or change flow i (an offload module hooks in here). */
+/*
+ * A flow as the offload module sees it (dp_offload.h): engine ports through
+ * dp->tables.tmap, IPv4 or IPv6 only, and only a flow that comes in on a
+ * port with hardware behind it (a representor): any other the module could
+ * only refuse, so it is not asked. false: not the module's business.
+ */
+static bool offload_key(const struct dp *dp, const struct dp_flow_key *k, struct dp_offload_flow_key *ok) {
+  if (k->family != DP_FAMILY_IP4 && k->family != DP_FAMILY_IP6) return false;
+  if (k->in_port >= DP_TABLE_PORTS) return false;
+  int in = dp->tables.tmap[k->in_port];
+  if (in < 0 || (uint32_t)in >= dp->max_ports || !dp->ports[in].in_use || dp->ports[in].offload_hw == DP_OFFLOAD_NO_HW) return false;
+  memset(ok, 0, sizeof(*ok));
+  ok->in_port = (uint32_t)in;
+  ok->ipver = k->family == DP_FAMILY_IP4 ? 4 : 6;
+  ok->proto = k->proto;
+  ok->sport = k->sport;
+  ok->dport = k->dport;
+  memcpy(ok->src, k->src, 16);
+  memcpy(ok->dst, k->dst, 16);
+  return true;
+}
+
+/* A learnt flow made or changed: offered to the module (never a pinned one:
+ * the control plane offers those itself, and follows the outcome). */
+static void offload_set(struct dp *dp, const struct dp_flow *f) {
+  struct dp_offload_flow_key ok;
+  if (!dp->offload || (f->state & DP_FLOW_PIN) || !offload_key(dp, &f->key, &ok)) return;
+  struct dp_offload_flow_action a = {.kind = DP_OFFLOAD_DROP};
+  if (f->action == DP_FLOW_FORWARD) {
+    int out = f->out_port < DP_TABLE_PORTS ? dp->tables.tmap[f->out_port] : -1;
+    if (out < 0) return;
+    a.kind = DP_OFFLOAD_FORWARD;
+    a.out_port = (uint32_t)out;
+  }
+  dp_offload_flow_set(dp, &ok, &a, 0);
+}
+
+/* Create or change flow i: the module is told of a learnt flow. */
 void dp_flow_set(struct dp *dp, uint32_t i, const struct dp_flow *f) {
   struct dp_table *t = &dp->tables.flow;
   uint64_t g = next_gen(t, i);
   dp_flow_write(t, i, f, g);
   publish_gen(t, g);
+  offload_set(dp, f);
 }
 
-/* Free flow i (an offload module hooks in here). */
+/* Free flow i; a learnt flow the module may hold goes from it too (before the slot is reused). */
 void dp_flow_delete(struct dp *dp, uint32_t i) {
   struct dp_table *t = &dp->tables.flow;
+  if (dp->offload) {
+    struct dp_flow f;
+    struct dp_offload_flow_key ok;
+    dp_flow_read(t, i, &f);
+    if (live(f.state) && !(f.state & DP_FLOW_PIN) && offload_key(dp, &f.key, &ok)) dp_offload_flow_del(dp, &ok, 0);
+  }
   uint64_t g = next_gen(t, i);
   __atomic_store_n(state_of(t, i), DP_FLOW_FREE, __ATOMIC_RELEASE);
   uint8_t *e = entry(t, i);
@@ -229,40 +274,69 @@ void dp_flow_delete(struct dp *dp, uint32_t i) {
   publish_gen(t, g);
 }
 
-/*
- * A frame of flow k was forwarded (or dropped) as the bridge says: count it
- * on its flow, making the flow if there is none, changing it if the bridge
- * now says otherwise (a MAC moved). An agent's mark is cleared: the flow is
- * not idle. While a converter may be copying this table (track), the first
- * hit of a flow since then gives it a new generation, so its counters are
- * caught up too.
- */
-void dp_flow_hit(struct dp *dp, const struct dp_flow_key *k, uint32_t len, uint8_t tcp_flags, uint8_t action, uint16_t out) {
-  struct dp_table *t = &dp->tables.flow;
-  if (!t->map || !t->writable) return;
-  uint32_t now = dp->now_s, h = home(t, k);
-  int found = -1, free_slot = -1, stalest = -1;
-  uint32_t stalest_seen = 0;
+/* Flow k's probe window: its entry, the first free slot, and the least
+ * recently seen learnt flow (what a full window evicts; pinned flows never
+ * are). -1 for each that is not there. */
+struct probe {
+  int found, free_slot, stalest;
+};
+
+static struct probe probe(const struct dp_table *t, const struct dp_flow_key *k) {
+  struct probe p = {-1, -1, -1};
+  uint32_t h = home(t, k), stalest_seen = 0;
   for (uint32_t i = 0; i < t->window; i++) {
     uint32_t j = at(t, h, i);
     uint32_t st = __atomic_load_n(state_of(t, j), __ATOMIC_ACQUIRE);
     if (!live(st)) {
-      if (free_slot < 0) free_slot = (int)j;
+      if (p.free_slot < 0) p.free_slot = (int)j;
       continue;
     }
     if (key_eq(t, j, k)) {
-      found = (int)j;
+      p.found = (int)j;
       break;
     }
+    if (st & DP_FLOW_PIN) continue;
     struct dp_flow f;
     dp_flow_read(t, j, &f);
-    if (stalest < 0 || (int32_t)(f.last_seen - stalest_seen) < 0) stalest = (int)j, stalest_seen = f.last_seen;
+    if (p.stalest < 0 || (int32_t)(f.last_seen - stalest_seen) < 0) p.stalest = (int)j, stalest_seen = f.last_seen;
   }
-  if (found >= 0) {
-    uint32_t j = (uint32_t)found;
+  return p;
+}
+
+/* A slot for a new flow: the free one, else the stalest learnt flow, evicted; -1 in a window of pinned flows. */
+static int make_room(struct dp *dp, const struct probe *p) {
+  if (p->free_slot >= 0) return p->free_slot;
+  if (p->stalest < 0) return -1;
+  dp_flow_delete(dp, (uint32_t)p->stalest);
+  dp->tables.flows_evicted++;
+  return p->stalest;
+}
+
+/*
+ * A frame of flow k: count it on its flow. A pinned flow (the control
+ * plane's: the flow op) decides where the frame goes: its action is
+ * returned, and the caller follows it. Otherwise the frame went as the
+ * bridge says (action, out), and the flow follows the bridge: made from
+ * this frame if it is the first, changed if the bridge now says otherwise
+ * (a MAC moved). DP_FLOW_NONE (the bridge has no port for it) only looks
+ * for a pin: no flow is made for a flooded frame. An agent's mark is
+ * cleared: the flow is not idle. While a converter may be copying this
+ * table (track), the first hit of a flow since then gives it a new
+ * generation, so its counters are caught up too. Returns the pinned action
+ * (*pin_out: its table port), or -1.
+ */
+int dp_flow_hit(struct dp *dp, const struct dp_flow_key *k, uint32_t len, uint8_t tcp_flags, uint8_t action, uint16_t out, uint16_t *pin_out) {
+  struct dp_table *t = &dp->tables.flow;
+  if (!t->map || !t->writable) return -1;
+  uint32_t now = dp->now_s;
+  struct probe p = probe(t, k);
+  if (p.found >= 0) {
+    uint32_t j = (uint32_t)p.found;
     struct dp_flow f;
     dp_flow_read(t, j, &f);
-    if (f.action != action || (action == DP_FLOW_FORWARD && f.out_port != out)) {
+    bool pinned = (f.state & DP_FLOW_PIN) != 0;
+    if (!pinned && action == DP_FLOW_NONE) return -1;
+    if (!pinned && (f.action != action || (action == DP_FLOW_FORWARD && f.out_port != out))) {
       f.action = action;
       f.out_port = out;
       f.packets++;
@@ -272,7 +346,7 @@ void dp_flow_hit(struct dp *dp, const struct dp_flow_key *k, uint32_t len, uint8
       f.state = DP_FLOW_LIVE;
       dp_flow_set(dp, j, &f);
       dp->tables.flows_changed++;
-      return;
+      return -1;
     }
     uint8_t *e = entry(t, j);
     uint64_t *gen;
@@ -298,14 +372,13 @@ void dp_flow_hit(struct dp *dp, const struct dp_flow_key *k, uint32_t len, uint8
       publish_gen(t, g);
     }
     dp->tables.flow_hits++;
-    return;
+    if (!pinned) return -1;
+    *pin_out = f.out_port;
+    return f.action;
   }
-  int j = free_slot;
-  if (j < 0) {
-    j = stalest; /* a full window: the least recently seen flow makes room */
-    dp_flow_delete(dp, (uint32_t)j);
-    dp->tables.flows_evicted++;
-  }
+  if (action == DP_FLOW_NONE) return -1;
+  int j = make_room(dp, &p);
+  if (j < 0) return -1; /* a window of pinned flows: this one is not kept */
   struct dp_flow f;
   memset(&f, 0, sizeof(f));
   f.key = *k;
@@ -318,6 +391,63 @@ void dp_flow_hit(struct dp *dp, const struct dp_flow_key *k, uint32_t len, uint8
   f.tcp_flags = tcp_flags;
   dp_flow_set(dp, (uint32_t)j, &f);
   dp->tables.flows_created++;
+  return -1;
+}
+
+/*
+ * The control plane's flow k (the flow op): made or changed, pinned, with
+ * counters kept if it was already a flow. A full window makes room by
+ * evicting its least recently seen learnt flow; a window of pinned flows is
+ * -ENOSPC. Under dp->lock, so the worker (the table's writer) is between
+ * passes. The module is not told here: the control plane offers the flow
+ * itself and follows the outcome.
+ */
+int dp_flow_pin(struct dp *dp, const struct dp_flow_key *k, uint8_t action, uint16_t out) {
+  struct dp_table *t = &dp->tables.flow;
+  if (!t->map) return -ENODEV;
+  if (!t->writable) return -EROFS;
+  uint32_t now = dp_now_s();
+  struct probe p = probe(t, k);
+  struct dp_flow f;
+  if (p.found >= 0) {
+    dp_flow_read(t, (uint32_t)p.found, &f);
+    f.state = DP_FLOW_LIVE | DP_FLOW_PIN;
+    f.action = action;
+    f.out_port = action == DP_FLOW_FORWARD ? out : 0;
+    dp_flow_set(dp, (uint32_t)p.found, &f);
+    return 0;
+  }
+  int j = make_room(dp, &p);
+  if (j < 0) return -ENOSPC;
+  memset(&f, 0, sizeof(f));
+  f.key = *k;
+  f.state = DP_FLOW_LIVE | DP_FLOW_PIN;
+  f.action = action;
+  f.out_port = action == DP_FLOW_FORWARD ? out : 0;
+  f.created = f.last_seen = now;
+  dp_flow_set(dp, (uint32_t)j, &f);
+  dp->tables.flows_created++;
+  return 0;
+}
+
+/* Unpin and remove the control plane's flow k: -ENOENT if there is no pinned flow k. Under dp->lock. */
+int dp_flow_unpin(struct dp *dp, const struct dp_flow_key *k) {
+  struct dp_table *t = &dp->tables.flow;
+  if (!t->map) return -ENODEV;
+  if (!t->writable) return -EROFS;
+  int j = dp_flow_lookup(t, k);
+  if (j < 0 || !(__atomic_load_n(state_of(t, (uint32_t)j), __ATOMIC_ACQUIRE) & DP_FLOW_PIN)) return -ENOENT;
+  dp_flow_delete(dp, (uint32_t)j);
+  return 0;
+}
+
+/* A newer last-seen time for flow i (the module saw it): written like a hit's, no new generation. */
+static void touch(struct dp_table *t, uint32_t i, uint32_t seen) {
+  uint8_t *e = entry(t, i);
+  if (t->format == 1)
+    ((struct dp_flow1 *)e)->last_seen = seen;
+  else
+    ((struct dp_flow2 *)e)->last_seen = seen;
 }
 
 /*
@@ -338,10 +468,23 @@ void dp_flow_sweep(struct dp *dp, uint64_t now_ns) {
     if (i >= t->entries) i = 0;
     uint32_t st = __atomic_load_n(state_of(t, i), __ATOMIC_ACQUIRE);
     if (!live(st)) continue;
+    if (st & DP_FLOW_PIN) continue; /* the control plane's: it removes them */
     struct dp_flow f;
     dp_flow_read(t, i, &f);
     int32_t idle = (int32_t)(now - f.last_seen);
     if (idle > (int32_t)t->idle_s || ((st & DP_FLOW_MARK) && idle > (int32_t)DP_FLOW_GRACE_S)) {
+      /* A flow the module forwards is not idle though the host never sees it: its
+       * last frame there counts (the module's counters as last read, every 100 ms). */
+      struct dp_offload_flow_key ok;
+      if (dp->offload && offload_key(dp, &f.key, &ok)) {
+        uint64_t ns = dp_offload_flow_last_ns(dp, &ok);
+        uint32_t seen = ns == UINT64_MAX ? now : (uint32_t)(ns / 1000000000ull);
+        if (ns != 0 && (int32_t)(seen - f.last_seen) > 0) {
+          touch(t, i, seen);
+          dp->tables.kept_by_offload++;
+          continue;
+        }
+      }
       dp_flow_delete(dp, i);
       dp->tables.flows_aged++;
     }
@@ -363,7 +506,7 @@ static void convert(const struct dp_table *src, uint32_t i, struct dp_table *dst
   dp_flow_read(src, i, &f);
   uint64_t next = ++*g;
   if (live(f.state)) {
-    f.state &= DP_FLOW_LIVE | DP_FLOW_MARK;
+    f.state &= DP_FLOW_LIVE | DP_FLOW_MARK | DP_FLOW_PIN;
     if (f.out_port >= DP_TABLE_PORTS) f.out_port = 0, f.action = DP_FLOW_DROP;
     if (f.action > DP_FLOW_DROP) f.action = DP_FLOW_DROP;
     dp_flow_write(dst, i, &f, next);

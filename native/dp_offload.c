@@ -435,6 +435,20 @@ bool dp_offload_flow_del(struct dp *dp, const struct dp_offload_flow_key *k, uin
   return q_push(o, &r);
 }
 
+uint64_t dp_offload_flow_last_ns(struct dp *dp, const struct dp_offload_flow_key *k) {
+  struct dp_offload *o = dp->offload;
+  if (!o) return 0;
+  if (pthread_mutex_trylock(&o->snap_lock) != 0) return UINT64_MAX;
+  uint64_t ns = 0;
+  for (int32_t i = 0; i < o->nflows && o->flows; i++)
+    if (key_eq(&o->flows[i].key, k)) {
+      ns = o->flows[i].counters.last_ns;
+      break;
+    }
+  pthread_mutex_unlock(&o->snap_lock);
+  return ns;
+}
+
 const struct dp_offload_ops *dp_offload_find(const char *name) {
   static const struct dp_offload_ops *const modules[] = {&dp_offload_fake_ops};
   for (size_t i = 0; i < sizeof(modules) / sizeof(modules[0]); i++)
@@ -689,6 +703,125 @@ static napi_value n_flow_del(napi_env env, napi_callback_info info) {
   return ziu_int(env, dp_offload_flow_del(dp, &k, cookie) ? 0 : -EAGAIN);
 }
 
+/* ---- the flow table's flows in engine terms (the flow op, and reconcile from the adopted table) ---- */
+
+/* An engine port's table port id, or DP_TPORT_NONE. */
+static uint16_t tport_of(const struct dp *dp, uint32_t port) {
+  return port < dp->max_ports && dp->ports[port].in_use ? dp->ports[port].tport : DP_TPORT_NONE;
+}
+
+/* The flow table's key of a module key (engine ports): false if its port has no table port. */
+static bool table_key(const struct dp *dp, const struct dp_offload_flow_key *ok, struct dp_flow_key *k) {
+  uint16_t in = tport_of(dp, ok->in_port);
+  if (in >= DP_TABLE_PORTS) return false;
+  memset(k, 0, sizeof(*k));
+  k->in_port = in;
+  k->family = ok->ipver == 4 ? DP_FAMILY_IP4 : DP_FAMILY_IP6;
+  k->ethertype = ok->ipver == 4 ? 0x0800 : 0x86dd;
+  k->proto = ok->proto;
+  memcpy(k->src, ok->src, 16);
+  memcpy(k->dst, ok->dst, 16);
+  /* The engine keys ports only for TCP, UDP and SCTP (dp_flow_key_of). */
+  if (ok->proto == 6 || ok->proto == 17 || ok->proto == 132) {
+    k->sport = ok->sport;
+    k->dport = ok->dport;
+  }
+  return true;
+}
+
+/*
+ * dpFlowPin(h, key, action) / dpFlowUnpin(h, key): the flow op's flow in
+ * the engine's flow table (engine ports), its action enforced by the
+ * worker. 0, or -ENODEV (no flow table), -EROFS (not serving yet),
+ * -ENOSPC (a window of pinned flows), -ENOENT (unpin: none), -EINVAL.
+ */
+static napi_value n_flow_pin(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 3);
+  GET_DP_OR_RETURN(dp, argv[0]);
+  struct dp_offload_flow_key ok;
+  struct dp_offload_flow_action a;
+  bool bad_k = false, bad_a = false;
+  if (!get_key(env, argv[1], &ok, &bad_k) || !get_action(env, argv[2], &a, &bad_a)) return NULL;
+  if (bad_k || bad_a) return ziu_errno(env, EINVAL);
+  lock_dp(dp);
+  struct dp_flow_key k;
+  uint16_t out = a.kind == DP_OFFLOAD_FORWARD ? tport_of(dp, a.out_port) : 0;
+  int rc = !table_key(dp, &ok, &k) || out >= DP_TABLE_PORTS ? -EINVAL
+                                                              : dp_flow_pin(dp, &k, a.kind == DP_OFFLOAD_FORWARD ? DP_FLOW_FORWARD : DP_FLOW_DROP, out);
+  pthread_mutex_unlock(&dp->lock);
+  return ziu_int(env, rc);
+}
+
+static napi_value n_flow_unpin(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 2);
+  GET_DP_OR_RETURN(dp, argv[0]);
+  struct dp_offload_flow_key ok;
+  bool bad = false;
+  if (!get_key(env, argv[1], &ok, &bad)) return NULL;
+  if (bad) return ziu_errno(env, EINVAL);
+  lock_dp(dp);
+  struct dp_flow_key k;
+  int rc = table_key(dp, &ok, &k) ? dp_flow_unpin(dp, &k) : -ENOENT;
+  pthread_mutex_unlock(&dp->lock);
+  return ziu_int(env, rc);
+}
+
+/*
+ * dpFlowEntries(h): the flow table's IPv4/IPv6 flows between ports this
+ * instance has, in the module's terms: [{key, action, pinned, offloadable,
+ * packets}] (engine ports; offloadable: it comes in on a port with hardware
+ * behind it), at most OFF_DUMP_MAX. What a new instance reconciles the
+ * module with at commit: the table it adopted. -ENODEV without a flow table.
+ */
+static napi_value n_flow_entries(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 1);
+  GET_DP_OR_RETURN(dp, argv[0]);
+  lock_dp(dp);
+  struct dp_table *t = &dp->tables.flow;
+  if (!t->map) {
+    pthread_mutex_unlock(&dp->lock);
+    return ziu_errno(env, ENODEV);
+  }
+  napi_value list;
+  napi_create_array(env, &list);
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < t->entries && n < OFF_DUMP_MAX; i++) {
+    struct dp_flow f;
+    dp_flow_read(t, i, &f);
+    if ((f.state & 0xffu) != DP_FLOW_LIVE || (f.key.family != DP_FAMILY_IP4 && f.key.family != DP_FAMILY_IP6)) continue;
+    if (f.key.in_port >= DP_TABLE_PORTS) continue;
+    int in = dp->tables.tmap[f.key.in_port];
+    if (in < 0 || (uint32_t)in >= dp->max_ports || !dp->ports[in].in_use) continue;
+    int out = f.action == DP_FLOW_FORWARD && f.out_port < DP_TABLE_PORTS ? dp->tables.tmap[f.out_port] : -1;
+    if (f.action == DP_FLOW_FORWARD && out < 0) continue;
+    bool offloadable = dp->ports[in].offload_hw != DP_OFFLOAD_NO_HW;
+    napi_value x, key, act, b;
+    void *data;
+    napi_create_object(env, &x);
+    napi_create_object(env, &key);
+    ziu_set_prop(env, key, "inPort", ziu_int(env, in));
+    ziu_set_prop(env, key, "ipver", ziu_int(env, f.key.family == DP_FAMILY_IP4 ? 4 : 6));
+    ziu_set_prop(env, key, "proto", ziu_int(env, f.key.proto));
+    ziu_set_prop(env, key, "sport", ziu_int(env, f.key.sport));
+    ziu_set_prop(env, key, "dport", ziu_int(env, f.key.dport));
+    napi_create_buffer_copy(env, 16, f.key.src, &data, &b);
+    ziu_set_prop(env, key, "src", b);
+    napi_create_buffer_copy(env, 16, f.key.dst, &data, &b);
+    ziu_set_prop(env, key, "dst", b);
+    napi_create_object(env, &act);
+    ziu_set_prop(env, act, "kind", ziu_int(env, f.action == DP_FLOW_FORWARD ? DP_OFFLOAD_FORWARD : DP_OFFLOAD_DROP));
+    ziu_set_prop(env, act, "outPort", ziu_int(env, out < 0 ? 0 : out));
+    ziu_set_prop(env, x, "key", key);
+    ziu_set_prop(env, x, "action", act);
+    ziu_set_prop(env, x, "pinned", ziu_bool(env, (f.state & DP_FLOW_PIN) != 0));
+    ziu_set_prop(env, x, "offloadable", ziu_bool(env, offloadable));
+    ziu_set_prop(env, x, "packets", ziu_double(env, (double)f.packets));
+    napi_set_element(env, list, n++, x);
+  }
+  pthread_mutex_unlock(&dp->lock);
+  return list;
+}
+
 /* dpOffloadReconcile(h, [{key, action, cookie}]): queue one reconcile of the module's flows with these. */
 static napi_value n_reconcile(napi_env env, napi_callback_info info) {
   ZIU_ARGS(env, info, 2);
@@ -906,4 +1039,7 @@ void dp_offload_register_napi(napi_env env, napi_value exports) {
   ziu_register(env, exports, "dpOffloadEventFd", n_event_fd);
   ziu_register(env, exports, "dpOffloadEvents", n_events);
   ziu_register(env, exports, "dpOffloadStatus", n_status);
+  ziu_register(env, exports, "dpFlowPin", n_flow_pin);
+  ziu_register(env, exports, "dpFlowUnpin", n_flow_unpin);
+  ziu_register(env, exports, "dpFlowEntries", n_flow_entries);
 }

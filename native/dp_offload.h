@@ -126,9 +126,9 @@ extern const struct dp_offload_ops dp_offload_fake_ops; /* dp_offload_fake.c */
  * The engine's call sites. Each is an untaken branch without a module
  * (dp->offload == NULL), posts a request and returns at once; none blocks.
  * port_add/port_del/bridge_*: from dp.c and the bridge table (dp_bridge.c:
- * engine ports, not table port ids). flow_set/del: today from the flow
- * control op; the engine's flow table (dp_flow.c) is not wired to them yet
- * (docs/offload.md).
+ * engine ports, not table port ids). flow_set/del: from the flow table
+ * (dp_flow.c: a learnt flow made, changed, aged or evicted, on the worker)
+ * and from the flow control op (its pinned flows, with a cookie).
  * cookie: handed back in the flow's event (0: no event wanted).
  */
 void dp_offload_port_add(struct dp *dp, uint32_t port, int32_t hw);
@@ -137,6 +137,11 @@ void dp_offload_bridge_add(struct dp *dp, const uint8_t *mac, uint16_t port);
 void dp_offload_bridge_del(struct dp *dp, const uint8_t *mac, uint16_t port);
 bool dp_offload_flow_set(struct dp *dp, const struct dp_offload_flow_key *k, const struct dp_offload_flow_action *a, uint64_t cookie);
 bool dp_offload_flow_del(struct dp *dp, const struct dp_offload_flow_key *k, uint64_t cookie);
+/* The module's last frame of flow k as last read (CLOCK_MONOTONIC ns): 0 if
+ * it does not hold the flow or never forwarded a frame of it, UINT64_MAX if
+ * that cannot be told without waiting (the snapshot is being replaced).
+ * Never blocks: for the worker's ageing. */
+uint64_t dp_offload_flow_last_ns(struct dp *dp, const struct dp_offload_flow_key *k);
 /* dpDestroy: stop the module thread and detach (nothing is wiped). */
 void dp_offload_destroy(struct dp *dp);
 

@@ -401,6 +401,7 @@ static napi_value n_table_dump(napi_env env, napi_callback_info info) {
       ziu_set_prop(env, x, "lastSeenS", ziu_int(env, f.last_seen));
       ziu_set_prop(env, x, "tcpFlags", ziu_int(env, f.tcp_flags));
       ziu_set_prop(env, x, "marked", ziu_bool(env, (f.state & DP_FLOW_MARK) != 0));
+      ziu_set_prop(env, x, "pinned", ziu_bool(env, (f.state & DP_FLOW_PIN) != 0));
       ziu_set_prop(env, x, "gen", ziu_bigint_u64(env, f.gen));
       napi_set_element(env, list, k++, x);
     }
@@ -605,6 +606,8 @@ static napi_value n_dp_tables_info(napi_env env, napi_callback_info info) {
     ziu_set_prop(env, f, "aged", ziu_double(env, (double)t->flows_aged));
     ziu_set_prop(env, f, "evicted", ziu_double(env, (double)t->flows_evicted));
     ziu_set_prop(env, f, "hits", ziu_double(env, (double)t->flow_hits));
+    ziu_set_prop(env, f, "pinDrops", ziu_double(env, (double)t->pin_drops));
+    ziu_set_prop(env, f, "keptByOffload", ziu_double(env, (double)t->kept_by_offload));
     ziu_set_prop(env, f, "caughtUp", ziu_double(env, (double)t->caught_up));
     ziu_set_prop(env, f, "convertedFrom", t->src.map ? ziu_int(env, t->src.format) : ziu_int(env, 0));
   }

@@ -43,9 +43,11 @@
 #define DP_FLOW_FREE 0u
 #define DP_FLOW_LIVE 1u
 #define DP_FLOW_MARK 0x100u   /* set by the agent: age this flow out if it stays idle */
+#define DP_FLOW_PIN 0x200u    /* set by the control plane (the flow op): its action is enforced, never aged nor evicted */
 
 #define DP_FLOW_FORWARD 0u
 #define DP_FLOW_DROP 1u
+#define DP_FLOW_NONE 0xffu /* dp_flow_hit: the bridge has no port for it (look for a pin only) */
 
 #define DP_FAMILY_L2 0u
 #define DP_FAMILY_IP4 4u
@@ -160,6 +162,8 @@ struct dp_tables {
   uint64_t sweep_ns;
   uint32_t sweep_next;
   uint64_t flows_created, flows_changed, flows_aged, flows_evicted, flow_hits;
+  uint64_t pin_drops;       /* frames a pinned drop flow ended */
+  uint64_t kept_by_offload; /* times ageing found a flow the offload module still forwards */
   uint64_t caught_up; /* entries converted at the last catch-up */
 };
 
@@ -188,7 +192,12 @@ uint16_t dp_bridge_port_id(struct dp_table *b, const char *name, bool assign);
 
 /* dp_flow.c */
 bool dp_flow_key_of(const uint8_t *frame, uint32_t len, uint16_t in_tport, struct dp_flow_key *k, uint8_t *tcp_flags);
-void dp_flow_hit(struct dp *dp, const struct dp_flow_key *k, uint32_t len, uint8_t tcp_flags, uint8_t action, uint16_t out);
+/* Count a frame on its flow; returns the pinned action (*pin_out: its table
+ * port) of a pinned flow, which the frame must follow, else -1. */
+int dp_flow_hit(struct dp *dp, const struct dp_flow_key *k, uint32_t len, uint8_t tcp_flags, uint8_t action, uint16_t out, uint16_t *pin_out);
+/* The control plane's flows (under dp->lock, table writable): 0 or -errno. */
+int dp_flow_pin(struct dp *dp, const struct dp_flow_key *k, uint8_t action, uint16_t out);
+int dp_flow_unpin(struct dp *dp, const struct dp_flow_key *k);
 int dp_flow_lookup(const struct dp_table *t, const struct dp_flow_key *k); /* entry index or -1 */
 void dp_flow_set(struct dp *dp, uint32_t i, const struct dp_flow *f);
 void dp_flow_delete(struct dp *dp, uint32_t i);

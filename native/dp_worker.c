@@ -217,11 +217,26 @@ static void forward(struct dp *dp, uint16_t in, const uint8_t *frame, uint32_t l
   if (!(dst[0] & 1)) {
     int t = dp_bridge_lookup(dp, dst);
     int out = t >= 0 && t < (int)DP_TABLE_PORTS ? dp->tables.tmap[t] : -1;
-    if (out >= 0 && (uint32_t)out < dp->max_ports && dp->ports[out].in_use) {
-      struct dp_flow_key k;
-      uint8_t flags;
-      if (tin < DP_TABLE_PORTS && dp_flow_key_of(frame, len, tin, &k, &flags))
-        dp_flow_hit(dp, &k, len, flags, out == in ? DP_FLOW_DROP : DP_FLOW_FORWARD, (uint16_t)t);
+    bool known = out >= 0 && (uint32_t)out < dp->max_ports && dp->ports[out].in_use;
+    struct dp_flow_key k;
+    uint8_t flags;
+    if (dp->tables.flow.map && tin < DP_TABLE_PORTS && dp_flow_key_of(frame, len, tin, &k, &flags)) {
+      uint16_t pin_out = 0;
+      int pin = dp_flow_hit(dp, &k, len, flags, !known ? DP_FLOW_NONE : out == in ? DP_FLOW_DROP : DP_FLOW_FORWARD, (uint16_t)t, &pin_out);
+      if (pin == DP_FLOW_DROP) {
+        dp->tables.pin_drops++;
+        return;
+      }
+      if (pin == DP_FLOW_FORWARD) {
+        /* The control plane's flow: out of its port whatever the bridge says (a port
+         * this instance does not have, or the input port itself, drops it). */
+        int po = pin_out < DP_TABLE_PORTS ? dp->tables.tmap[pin_out] : -1;
+        if (po >= 0 && (uint32_t)po < dp->max_ports && dp->ports[po].in_use && po != in) deliver(dp, &dp->ports[po], frame, len, &hash, &hashed);
+        else dp->tables.pin_drops++;
+        return;
+      }
+    }
+    if (known) {
       if (out != in) deliver(dp, &dp->ports[out], frame, len, &hash, &hashed);
       return; /* back to where it came from: the segment already has it */
     }

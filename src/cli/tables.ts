@@ -28,7 +28,7 @@ export function tablesCommand(program: Command): void {
         '',
         ...table(
           ['IN', 'PROTO', 'SRC', 'DST', 'ACTION', 'OUT', 'PACKETS', 'BYTES', 'IDLE'],
-          v.flows.list.map((f) => [f.inPort, f.proto, f.src, f.dst, f.action + (f.marked ? ' (aging)' : ''), f.outPort ?? '-', f.packets, f.bytes, `${f.idleS}s`]),
+          v.flows.list.map((f) => [f.inPort, f.proto, f.src, f.dst, f.action + (f.pinned ? ' (pinned)' : '') + (f.marked ? ' (aging)' : ''), f.outPort ?? '-', f.packets, f.bytes, `${f.idleS}s`]),
         ),
       ]);
     });

@@ -112,7 +112,7 @@ export class Datapath {
       if (this.config.offload) {
         // The NIC's representors are ours in both roles (a standby engine is frozen by now: it
         // reads none of them before it takes over); a standby instance claims the NIC only at commit.
-        this.#offload = new Offload({ spec: this.config.offload, engine: this.#engine, log: this.log, instance: this.config.instance, portOf: (n) => this.#portOf(n), ports: () => this.#portNames() });
+        this.#offload = new Offload({ spec: this.config.offload, engine: this.#engine, log: this.log, instance: this.config.instance, portOf: (n) => this.#portOf(n), portName: (p) => this.#portName(p), ports: () => this.#portNames() });
         await this.#offload.attach();
         this.#offload.register(standby ? 'none' : 'fresh');
       }
@@ -193,6 +193,11 @@ export class Datapath {
   /** Engine port of a port by name (vhost-user, tap or representor), for flows. */
   #portOf(name: string): number | null {
     return this.#ports.find((p) => p.name === name)?.enginePort ?? this.#taps.find((t) => t.spec.name === name)?.enginePort ?? this.#offload?.reps.find((r) => r.name === name)?.enginePort ?? null;
+  }
+
+  /** A port's name by its engine port. */
+  #portName(port: number): string | null {
+    return this.#ports.find((p) => p.enginePort === port)?.name ?? this.#taps.find((t) => t.enginePort === port)?.spec.name ?? this.#offload?.reps.find((r) => r.enginePort === port)?.name ?? null;
   }
 
   #portNames(): ReadonlySet<string> {

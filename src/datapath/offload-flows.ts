@@ -19,8 +19,8 @@ export interface FlowKey {
 }
 
 export interface FlowSpec extends FlowKey {
-  /** forward out of this port (drop flows wait for the host flow table: see docs/offload.md) */
-  forward: string;
+  /** forward out of this port; null: drop */
+  forward: string | null;
 }
 
 const PROTOS: Record<string, number> = { tcp: 6, udp: 17, sctp: 132 };
@@ -67,7 +67,7 @@ function bad(msg: string): ZiuError {
 export function parseFlowKey(v: unknown, ports: ReadonlySet<string>): FlowKey {
   if (typeof v !== 'object' || v === null) throw bad('give {in, proto, src, dst, sport, dport}');
   const o = v as Record<string, unknown>;
-  const known = new Set(['in', 'proto', 'src', 'dst', 'sport', 'dport', 'forward']);
+  const known = new Set(['in', 'proto', 'src', 'dst', 'sport', 'dport', 'forward', 'drop']);
   for (const k of Object.keys(o)) if (!known.has(k)) throw bad(`unknown field '${k}' (known: ${[...known].join(', ')})`);
   if (typeof o['in'] !== 'string' || !ports.has(o['in'])) throw bad(`in: '${String(o['in'])}' is not a port of this datapath (${[...ports].join(', ')})`);
   const p = o['proto'];
@@ -85,10 +85,22 @@ export function parseFlowKey(v: unknown, ports: ReadonlySet<string>): FlowKey {
   return { in: o['in'], ipver, proto, src: canonical(ipver, src), dst: canonical(ipver, dst), sport: port('sport'), dport: port('dport') };
 }
 
+/**
+ * A flow to set: its key and either `forward: <port>` or `drop: true`. The
+ * host's flow table pins it and enforces its action, also when the module
+ * refuses it or fails.
+ */
 export function parseFlowSpec(v: unknown, ports: ReadonlySet<string>): FlowSpec {
   const key = parseFlowKey(v, ports);
-  const fwd = (v as Record<string, unknown>)['forward'];
-  if (typeof fwd !== 'string' || !ports.has(fwd)) throw bad(`forward: '${String(fwd)}' is not a port of this datapath (drop flows need the host flow table)`);
+  const o = v as Record<string, unknown>;
+  const fwd = o['forward'];
+  const drop = o['drop'];
+  if (drop !== undefined && drop !== true) throw bad(`drop: give true, or leave it out and give forward`);
+  if (drop === true) {
+    if (fwd !== undefined && fwd !== null) throw bad('give forward or drop, not both');
+    return { ...key, forward: null };
+  }
+  if (typeof fwd !== 'string' || !ports.has(fwd)) throw bad(`forward: '${String(fwd)}' is not a port of this datapath (or give drop: true)`);
   if (fwd === key.in) throw bad(`forward: a flow cannot go back out of ${fwd}, the port it comes in on`);
   return { ...key, forward: fwd };
 }

@@ -94,14 +94,24 @@ export class Offload {
   #cookie = 0n;
   #waiters: Array<() => void> = [];
   #portOf: (name: string) => number | null;
+  #portName: (port: number) => string | null;
   #ports: () => ReadonlySet<string>;
 
-  constructor(o: { spec: OffloadSpec; engine: Engine; log: Logger; instance: string; portOf: (name: string) => number | null; ports: () => ReadonlySet<string> }) {
+  constructor(o: {
+    spec: OffloadSpec;
+    engine: Engine;
+    log: Logger;
+    instance: string;
+    portOf: (name: string) => number | null;
+    portName: (port: number) => string | null;
+    ports: () => ReadonlySet<string>;
+  }) {
     this.spec = o.spec;
     this.#engine = o.engine;
     this.#log = o.log.child({ component: 'offload', module: o.spec.module });
     this.#instance = o.instance;
     this.#portOf = o.portOf;
+    this.#portName = o.portName;
     this.#ports = o.ports;
   }
 
@@ -233,8 +243,26 @@ export class Offload {
   }
 
   #action(spec: FlowSpec): { kind: number; outPort: number } | null {
+    if (spec.forward === null) return { kind: native.DP_OFFLOAD_DROP, outPort: 0 };
     const out = this.#portOf(spec.forward);
     return out === null ? null : { kind: native.DP_OFFLOAD_FORWARD, outPort: out };
+  }
+
+  /** Pin (or unpin) the flow in the engine's flow table, which then enforces its action whatever the module does. */
+  #pin(op: 'pin' | 'unpin', spec: FlowSpec): void {
+    const key = this.#key(spec);
+    const act = this.#action(spec);
+    if (key === null || act === null) throw new ZiuError('ERR_ZIU_FLOW', `flow: a port of ${flowId(spec)} is not one of ours`);
+    const h = this.#engine.nativeHandle;
+    const rc = op === 'pin' ? native.dpFlowPin(h, key, act) : native.dpFlowUnpin(h, key);
+    if (rc === 0 || (op === 'unpin' && rc === -2)) return;
+    const why =
+      rc === -28
+        ? `the flow table has no room for it (ENOSPC: its probe window for this key holds only flows set by this op); delete some, or give a larger --flow-table`
+        : rc === -30
+          ? 'the flow table is not ours to write yet (EROFS): retry once this instance serves'
+          : `errno ${-rc}`;
+    throw new ZiuError('ERR_ZIU_FLOW', `flow ${op === 'pin' ? 'set' : 'del'} ${flowId(spec)}: ${why}`);
   }
 
   /** Post a set or delete; false (the flow then stays with the host) if there is no module or its queue is full. */
@@ -266,6 +294,7 @@ export class Offload {
     if (action === 'set') {
       const spec = parseFlowSpec(req['flow'], this.#ports());
       const id = flowId(spec);
+      this.#pin('pin', spec);
       const f: HostFlow = this.#flows.get(id) ?? { spec, cookie: 0n, state: 'pending', reason: null, delTries: 0 };
       f.spec = spec;
       f.state = 'pending';
@@ -279,6 +308,7 @@ export class Offload {
     const id = flowId(key);
     const f = this.#flows.get(id);
     if (!f) throw new ZiuError('ERR_ZIU_FLOW', `flow del: no flow ${id}`);
+    this.#pin('unpin', f.spec);
     if (f.state === 'host' || !this.#active()) {
       this.#flows.delete(id);
       return { deleted: id };
@@ -293,7 +323,7 @@ export class Offload {
   }
 
   #describe(f: HostFlow): Record<string, unknown> {
-    return { ...f.spec, state: f.state, reason: f.reason };
+    return { ...f.spec, ...(f.spec.forward === null ? { drop: true } : {}), state: f.state, reason: f.reason };
   }
 
   /** The host's flows with what the module did with each, and the module's own counters for it. */
@@ -374,58 +404,38 @@ export class Offload {
   // ---- the handover (docs/offload.md, "Upgrade") ----
 
   /**
-   * New side, at commit, before it takes the control listener: the
-   * predecessor's flows (its `flow list`; it refuses flow changes from export
-   * on, so this is its final state). null if it does not answer.
-   */
-  async predecessorFlows(control: string | null): Promise<FlowSpec[] | null> {
-    if (control === null) return null;
-    try {
-      const c = await ControlClient.connect(control);
-      try {
-        const r = await c.call<{ flows: unknown[] }>({ op: 'flow', action: 'list' });
-        return r.body.flows.map((f) => parseFlowSpec(pick(f), this.#ports()));
-      } finally {
-        c.close();
-      }
-    } catch (err) {
-      this.#log.warn({ control, err: (err as Error).message }, "could not read the predecessor's flows");
-      return null;
-    }
-  }
-
-  /**
    * New side, at commit: take over the module's registration without a soft
    * reset (its flows keep forwarding; nothing is wiped or set twice), then
-   * reconcile the NIC's table with our flow state: the predecessor's flows,
-   * or, if it could not tell them, the NIC's own (taken as they are).
+   * reconcile the NIC's table with the flow table we adopted: its learnt
+   * flows and the flow op's pinned ones. The predecessor is not asked: the
+   * table is its final flow state (it changes nothing from export on).
    */
-  async adopt(flows: FlowSpec[] | null): Promise<void> {
+  async adopt(): Promise<void> {
     if (this.#state !== 'standby') return;
-    const h = this.#engine.nativeHandle;
-    const rc = native.dpOffloadClaim(h, true, process.pid);
+    const rc = native.dpOffloadClaim(this.#engine.nativeHandle, true, process.pid);
     if (rc < 0) return this.#fail(`adopting the NIC failed: ${errnoText(rc)}`);
     this.#state = 'registering';
     await this.#wait(() => this.#state !== 'registering', ADOPT_WAIT_MS);
     if ((this.#state as Registration) !== 'registered') return;
-    if (flows === null) {
-      // Nobody to ask: the NIC's table as it is becomes ours (each entry it holds, once).
-      const st = this.#status();
-      for (const m of st?.flows ?? []) {
-        const spec = this.#specOf(m.key, m.outPort);
-        if (spec) this.#flows.set(flowId(spec), { spec, cookie: 0n, state: 'offloaded', reason: null, delTries: 0 });
-      }
-      this.#log.warn({ flows: this.#flows.size }, "took the NIC's flows as they are: the predecessor did not tell its own");
-      return;
-    }
+    await this.#reconcileWithTable();
+  }
+
+  /** The pinned flows of the adopted table become ours; the NIC is made to hold exactly the table's offloadable flows. */
+  async #reconcileWithTable(): Promise<void> {
+    const h = this.#engine.nativeHandle;
+    const entries = native.dpFlowEntries(h);
+    if (typeof entries === 'number') return this.#fail(`reading the adopted flow table failed: ${errnoText(entries)}`);
     const desired: Array<{ key: DpFlowKey; action: { kind: number; outPort: number }; cookie: bigint }> = [];
-    for (const spec of flows) {
-      const f: HostFlow = { spec, cookie: ++this.#cookie, state: 'pending', reason: null, delTries: 0 };
-      this.#flows.set(flowId(spec), f);
-      const key = this.#key(spec);
-      const action = this.#action(spec);
-      if (key && action) desired.push({ key, action, cookie: f.cookie });
-      else this.#toHost(f, 'a port of this flow is not one of ours');
+    for (const e of entries) {
+      let cookie = 0n;
+      if (e.pinned) {
+        const spec = this.#tableSpec(e.key, e.action);
+        if (spec === null) continue;
+        const f: HostFlow = { spec, cookie: e.offloadable ? ++this.#cookie : 0n, state: e.offloadable ? 'pending' : 'host', reason: e.offloadable ? null : errnoText(-95), delTries: 0 };
+        this.#flows.set(flowId(spec), f);
+        cookie = f.cookie;
+      }
+      if (e.offloadable) desired.push({ key: e.key, action: e.action, cookie });
     }
     const before = this.#reconcile;
     const r = native.dpOffloadReconcile(h, desired);
@@ -433,14 +443,14 @@ export class Offload {
       for (const f of this.#flows.values()) if (f.state === 'pending') this.#toHost(f, `reconcile not queued: ${errnoText(r)}`);
       return;
     }
+    this.#log.info({ flows: desired.length, pinned: this.#flows.size }, 'reconciling the NIC with the flow table we adopted');
     await this.#wait(() => this.#reconcile !== before, ADOPT_WAIT_MS);
   }
 
-  #specOf(key: DpOffloadStatus['flows'][number]['key'], outPort: number): FlowSpec | null {
-    const name = (p: number) => this.reps.find((r) => r.enginePort === p)?.name ?? null;
-    const inName = name(key.inPort);
-    const out = name(outPort);
-    if (inName === null || out === null || (key.ipver !== 4 && key.ipver !== 6)) return null;
+  #tableSpec(key: DpFlowKey, action: { kind: number; outPort: number }): FlowSpec | null {
+    const inName = this.#portName(key.inPort);
+    const out = action.kind === native.DP_OFFLOAD_DROP ? null : this.#portName(action.outPort);
+    if (inName === null || (action.kind !== native.DP_OFFLOAD_DROP && out === null)) return null;
     return { in: inName, forward: out, ipver: key.ipver, proto: key.proto, sport: key.sport, dport: key.dport, src: formatAddr(key.ipver, key.src), dst: formatAddr(key.ipver, key.dst) };
   }
 
@@ -475,12 +485,6 @@ export class Offload {
 
 function sameKey(a: DpOffloadStatus['flows'][number]['key'], b: DpFlowKey): boolean {
   return a.inPort === b.inPort && a.ipver === b.ipver && a.proto === b.proto && a.sport === b.sport && a.dport === b.dport && Buffer.from(a.src).equals(Buffer.from(b.src)) && Buffer.from(a.dst).equals(Buffer.from(b.dst));
-}
-
-/** A listed flow back to the fields a set takes. */
-function pick(f: unknown): Record<string, unknown> {
-  const o = (f ?? {}) as Record<string, unknown>;
-  return { in: o['in'], proto: o['proto'], src: o['src'], dst: o['dst'], sport: o['sport'], dport: o['dport'], forward: o['forward'] };
 }
 
 /** "fake=<path>" */

@@ -153,6 +153,8 @@ export interface FlowDumpEntry {
   tcpFlags: number;
   /** the agent asked for it to be aged out (it goes if it stays idle) */
   marked: boolean;
+  /** the flow op's: its action is enforced, and only the op removes it */
+  pinned: boolean;
   gen: bigint;
 }
 
@@ -180,6 +182,10 @@ export interface DpFlowTableInfo extends DpTableInfo {
   aged: number;
   evicted: number;
   hits: number;
+  /** frames a pinned flow (the flow op's) ended: a drop flow, or a forward to a port this instance does not have */
+  pinDrops: number;
+  /** times ageing found an idle flow that the offload module still forwards (its last-seen time moved on) */
+  keptByOffload: number;
   /** entries converted from the predecessor's table at the last catch-up */
   caughtUp: number;
   /** the format of the table converted from (0: none) */

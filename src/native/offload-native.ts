@@ -21,6 +21,17 @@ export interface DpFlowAction {
   outPort: number;
 }
 
+/** A flow of the engine's flow table, as dpFlowEntries gives it. */
+export interface DpTableFlow {
+  key: DpFlowKey;
+  action: DpFlowAction;
+  /** the flow op's (enforced, never aged) rather than learnt from traffic */
+  pinned: boolean;
+  /** it comes in on a port with hardware behind it: the module may hold it */
+  offloadable: boolean;
+  packets: number;
+}
+
 /** What the module thread reports back, in order. rc 0 or -errno. */
 export type DpOffloadEvent =
   | { kind: 'flow'; op: 'flow_set' | 'flow_del'; rc: number; cookie: bigint }
@@ -157,6 +168,12 @@ export interface OffloadAddon {
   /** Queue a reconcile of the module's flows with exactly these. */
   dpOffloadReconcile(h: DpHandle, flows: Array<{ key: DpFlowKey; action: DpFlowAction; cookie: bigint }>): 0 | Errno;
   dpOffloadSoftReset(h: DpHandle): 0 | Errno;
+  /** The flow op's flow in the engine's flow table, its action enforced: -ENODEV no flow table, -EROFS not serving, -ENOSPC no room, -EINVAL. */
+  dpFlowPin(h: DpHandle, key: DpFlowKey, action: DpFlowAction): 0 | Errno;
+  /** -ENOENT: no such pinned flow. */
+  dpFlowUnpin(h: DpHandle, key: DpFlowKey): 0 | Errno;
+  /** The flow table's IPv4/IPv6 flows in engine ports (-ENODEV: no flow table). */
+  dpFlowEntries(h: DpHandle): DpTableFlow[] | Errno;
   /** Read the module's counters now (else every ~100 ms). */
   dpOffloadRefresh(h: DpHandle): 0 | Errno;
   /** Readable when events wait (then dpOffloadEvents). The engine's own fd, valid until unregister. */

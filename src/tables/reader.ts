@@ -104,6 +104,8 @@ export interface TablesView {
       ageS: number | null;
       tcpFlags: number | null;
       marked: boolean;
+      /** set by the flow op: enforced, never aged */
+      pinned: boolean;
     }>;
   };
 }
@@ -173,6 +175,7 @@ export async function showTables(control: string, max = 100_000): Promise<Tables
         ageS: f.format >= 2 ? Math.max(0, now - e.createdS) : null,
         tcpFlags: f.format >= 2 ? e.tcpFlags : null,
         marked: e.marked,
+        pinned: e.pinned,
       })),
     },
   };

@@ -6,7 +6,6 @@ import type { Placement } from '../../sched/placement.js';
 import type { DatapathConfig, TapSpec } from '../config.js';
 import type { Engine } from '../engine.js';
 import type { VhostPort, VhostPortOptions } from '../vhost/port.js';
-import type { FlowSpec } from '../offload-flows.js';
 import type { DatapathTables } from '../tables.js';
 
 /** Faults a test can inject through ZIU_FAULT (comma-separated); never set in production. */
@@ -20,10 +19,8 @@ export interface TapPort {
 
 /** The offload module's part in a handover (src/datapath/offload.ts, docs/offload.md), with --offload. */
 export interface OffloadHandover {
-  /** new side, at commit, before taking the control listener: the predecessor's flows (null: it did not say) */
-  predecessorFlows(control: string | null): Promise<FlowSpec[] | null>;
-  /** new side, at commit: take over the module's registration without a soft reset, reconcile */
-  adopt(flows: FlowSpec[] | null): Promise<void>;
+  /** new side, at commit: take over the module's registration without a soft reset, reconcile it with the adopted flow table */
+  adopt(): Promise<void>;
   /** old side, at commit: let the successor program the NIC */
   release(): void;
 }

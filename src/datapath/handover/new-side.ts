@@ -332,8 +332,6 @@ export class NewSide {
     const fd = this.#controlFd;
     this.#controlFd = null;
     const same = this.#controlPath === host.config.control;
-    // While the predecessor alone still answers on its control socket.
-    const offloadFlows = host.offload ? await host.offload.predecessorFlows(this.#controlPath) : null;
     await host.takeOverControl(same ? fd : null);
     if (fd !== null && !same) native.close(fd);
     await host.openMissingPorts();
@@ -345,7 +343,7 @@ export class NewSide {
     }
     // Before the beat stops: the old side must not take a silent successor for a hung one.
     this.#baton?.markCommitted();
-    await host.offload?.adopt(offloadFlows);
+    await host.offload?.adopt();
     this.#release();
     host.engine.releaseTables();
     this.#s.role = 'active';
