@@ -773,52 +773,81 @@ static napi_value n_flow_unpin(napi_env env, napi_callback_info info) {
  * behind it), at most OFF_DUMP_MAX. What a new instance reconciles the
  * module with at commit: the table it adopted. -ENODEV without a flow table.
  */
+#define ENTRIES_CHUNK 1024u /* entries read per hold of dp->lock: the worker waits for one chunk at most */
+
+struct table_flow {
+  struct dp_flow f;
+  int32_t in, out;
+  bool offloadable;
+};
+
 static napi_value n_flow_entries(napi_env env, napi_callback_info info) {
   ZIU_ARGS(env, info, 1);
   GET_DP_OR_RETURN(dp, argv[0]);
-  lock_dp(dp);
-  struct dp_table *t = &dp->tables.flow;
-  if (!t->map) {
+  struct table_flow *got = calloc(OFF_DUMP_MAX, sizeof(*got));
+  if (!got) return ziu_errno(env, ENOMEM);
+  uint32_t n = 0;
+  bool mapped = true;
+  /* A chunk at a time under the lock: no torn entry, and a table of millions
+   * of flows never stops the worker for more than one chunk. Ports and tmap
+   * change only on this thread, so they hold between chunks. */
+  for (uint32_t i = 0; n < OFF_DUMP_MAX; ) {
+    lock_dp(dp);
+    struct dp_table *t = &dp->tables.flow;
+    if (!t->map) {
+      pthread_mutex_unlock(&dp->lock);
+      mapped = i > 0;
+      break;
+    }
+    uint32_t end = t->entries - i > ENTRIES_CHUNK ? i + ENTRIES_CHUNK : t->entries;
+    for (; i < end && n < OFF_DUMP_MAX; i++) {
+      struct table_flow *x = &got[n];
+      dp_flow_read(t, i, &x->f);
+      if ((x->f.state & 0xffu) != DP_FLOW_LIVE || (x->f.key.family != DP_FAMILY_IP4 && x->f.key.family != DP_FAMILY_IP6)) continue;
+      if (x->f.key.in_port >= DP_TABLE_PORTS) continue;
+      x->in = dp->tables.tmap[x->f.key.in_port];
+      if (x->in < 0 || (uint32_t)x->in >= dp->max_ports || !dp->ports[x->in].in_use) continue;
+      x->out = x->f.action == DP_FLOW_FORWARD && x->f.out_port < DP_TABLE_PORTS ? dp->tables.tmap[x->f.out_port] : -1;
+      if (x->f.action == DP_FLOW_FORWARD && x->out < 0) continue;
+      x->offloadable = dp->ports[x->in].offload_hw != DP_OFFLOAD_NO_HW;
+      n++;
+    }
+    bool done = i >= t->entries;
     pthread_mutex_unlock(&dp->lock);
+    if (done) break;
+  }
+  if (!mapped) {
+    free(got);
     return ziu_errno(env, ENODEV);
   }
   napi_value list;
-  napi_create_array(env, &list);
-  uint32_t n = 0;
-  for (uint32_t i = 0; i < t->entries && n < OFF_DUMP_MAX; i++) {
-    struct dp_flow f;
-    dp_flow_read(t, i, &f);
-    if ((f.state & 0xffu) != DP_FLOW_LIVE || (f.key.family != DP_FAMILY_IP4 && f.key.family != DP_FAMILY_IP6)) continue;
-    if (f.key.in_port >= DP_TABLE_PORTS) continue;
-    int in = dp->tables.tmap[f.key.in_port];
-    if (in < 0 || (uint32_t)in >= dp->max_ports || !dp->ports[in].in_use) continue;
-    int out = f.action == DP_FLOW_FORWARD && f.out_port < DP_TABLE_PORTS ? dp->tables.tmap[f.out_port] : -1;
-    if (f.action == DP_FLOW_FORWARD && out < 0) continue;
-    bool offloadable = dp->ports[in].offload_hw != DP_OFFLOAD_NO_HW;
-    napi_value x, key, act, b;
+  napi_create_array_with_length(env, n, &list);
+  for (uint32_t k = 0; k < n; k++) {
+    const struct table_flow *x = &got[k];
+    napi_value o, key, act, b;
     void *data;
-    napi_create_object(env, &x);
+    napi_create_object(env, &o);
     napi_create_object(env, &key);
-    ziu_set_prop(env, key, "inPort", ziu_int(env, in));
-    ziu_set_prop(env, key, "ipver", ziu_int(env, f.key.family == DP_FAMILY_IP4 ? 4 : 6));
-    ziu_set_prop(env, key, "proto", ziu_int(env, f.key.proto));
-    ziu_set_prop(env, key, "sport", ziu_int(env, f.key.sport));
-    ziu_set_prop(env, key, "dport", ziu_int(env, f.key.dport));
-    napi_create_buffer_copy(env, 16, f.key.src, &data, &b);
+    ziu_set_prop(env, key, "inPort", ziu_int(env, x->in));
+    ziu_set_prop(env, key, "ipver", ziu_int(env, x->f.key.family == DP_FAMILY_IP4 ? 4 : 6));
+    ziu_set_prop(env, key, "proto", ziu_int(env, x->f.key.proto));
+    ziu_set_prop(env, key, "sport", ziu_int(env, x->f.key.sport));
+    ziu_set_prop(env, key, "dport", ziu_int(env, x->f.key.dport));
+    napi_create_buffer_copy(env, 16, x->f.key.src, &data, &b);
     ziu_set_prop(env, key, "src", b);
-    napi_create_buffer_copy(env, 16, f.key.dst, &data, &b);
+    napi_create_buffer_copy(env, 16, x->f.key.dst, &data, &b);
     ziu_set_prop(env, key, "dst", b);
     napi_create_object(env, &act);
-    ziu_set_prop(env, act, "kind", ziu_int(env, f.action == DP_FLOW_FORWARD ? DP_OFFLOAD_FORWARD : DP_OFFLOAD_DROP));
-    ziu_set_prop(env, act, "outPort", ziu_int(env, out < 0 ? 0 : out));
-    ziu_set_prop(env, x, "key", key);
-    ziu_set_prop(env, x, "action", act);
-    ziu_set_prop(env, x, "pinned", ziu_bool(env, (f.state & DP_FLOW_PIN) != 0));
-    ziu_set_prop(env, x, "offloadable", ziu_bool(env, offloadable));
-    ziu_set_prop(env, x, "packets", ziu_double(env, (double)f.packets));
-    napi_set_element(env, list, n++, x);
+    ziu_set_prop(env, act, "kind", ziu_int(env, x->f.action == DP_FLOW_FORWARD ? DP_OFFLOAD_FORWARD : DP_OFFLOAD_DROP));
+    ziu_set_prop(env, act, "outPort", ziu_int(env, x->out < 0 ? 0 : x->out));
+    ziu_set_prop(env, o, "key", key);
+    ziu_set_prop(env, o, "action", act);
+    ziu_set_prop(env, o, "pinned", ziu_bool(env, (x->f.state & DP_FLOW_PIN) != 0));
+    ziu_set_prop(env, o, "offloadable", ziu_bool(env, x->offloadable));
+    ziu_set_prop(env, o, "packets", ziu_double(env, (double)x->f.packets));
+    napi_set_element(env, list, k, o);
   }
-  pthread_mutex_unlock(&dp->lock);
+  free(got);
   return list;
 }
 
