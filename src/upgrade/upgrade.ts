@@ -254,26 +254,19 @@ export class Upgrade {
     if (h.role !== 'active') {
       throw new Refusal('ERR_ZIU_HANDOVER_STATE', `the old instance (pid ${h.pid}) is ${h.role}, not active: another upgrade is under way or unfinished (see 'ziu status', 'ziu recover')`);
     }
-    // The new binary's word on what it speaks is asked while the old instance
-    // writes its status (a large document at hundreds of ports): the two overlap.
-    const asking = new AbortController();
-    let infoP: Promise<HandoverInfo> | null = null;
+    let oldMemFiles: Status['memFiles'];
     try {
       this.#cmd = newCommand(o.newCommand, h, { mem: o.mem !== undefined });
       this.#report.newCommand = this.#cmd;
-      infoP = newCommandInfo(this.#cmd.argv, this.#cmd.cwd, asking.signal);
-      infoP.catch(() => undefined); // awaited below, or given up
-      const oldMemFiles = (await this.#old.status()).memFiles;
+      oldMemFiles = (await this.#old.status()).memFiles;
       checkOwnMemory(this.#cmd, oldMemFiles.map((m) => m.path));
-      if (o.mem !== undefined) this.#mem = { bytes: o.mem, pageSize: o.pageSize ?? PAGE_2M };
-      else if (this.#cmd.memory === 'same-as-old') this.#mem = await this.#sameMemoryAs(oldMemFiles);
     } catch (err) {
-      // Nothing of ours left running: the --handover-info child is stopped and reaped.
-      asking.abort();
-      await infoP?.catch(() => undefined);
       throw refusal(err);
     }
-    const info = await infoP;
+    const cmd = this.#cmd;
+    if (o.mem !== undefined) this.#mem = { bytes: o.mem, pageSize: o.pageSize ?? PAGE_2M };
+    else if (cmd.memory === 'same-as-old') this.#mem = await this.#sameMemoryAs(oldMemFiles);
+    const info = await newCommandInfo(cmd.argv, cmd.cwd);
     // Datapath and version, as both say them: a rebuild that kept its version string needs a forced upgrade.
     const upToDate = info.datapath === h.datapath && info.version === h.version;
     this.#report.preflight = { target: info, upToDate, memory: null };
@@ -764,16 +757,11 @@ export async function upgrade(o: UpgradeOptions): Promise<UpgradeReport> {
 
 
 /** What the new datapath binary says it speaks (`<command> --handover-info`); a refusal if it cannot say. */
-export async function newCommandInfo(argv: string[], cwd?: string, signal?: AbortSignal): Promise<HandoverInfo> {
+export async function newCommandInfo(argv: string[], cwd?: string): Promise<HandoverInfo> {
   const [file, ...args] = argv;
   let stdout: string;
   try {
-    const p = execa(file!, [...args, '--handover-info'], {
-      timeout: 10_000,
-      env: { ZIU_LOG_LEVEL: 'silent' },
-      ...(cwd !== undefined ? { cwd } : {}),
-      ...(signal !== undefined ? { cancelSignal: signal } : {}),
-    });
+    const p = execa(file!, [...args, '--handover-info'], { timeout: 10_000, env: { ZIU_LOG_LEVEL: 'silent' }, ...(cwd !== undefined ? { cwd } : {}) });
     if (p.pid !== undefined) setNice(p.pid, BACKGROUND_NICE);
     const r = await p;
     stdout = r.stdout;
