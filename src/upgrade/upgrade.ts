@@ -254,6 +254,11 @@ export class Upgrade {
     if (h.role !== 'active') {
       throw new Refusal('ERR_ZIU_HANDOVER_STATE', `the old instance (pid ${h.pid}) is ${h.role}, not active: another upgrade is under way or unfinished (see 'ziu status', 'ziu recover')`);
     }
+    // Off the packet cores: we, and all we start (it inherits our mask: --handover-info,
+    // the new instance while its runtime starts), never compete with the old worker for its CPU.
+    const packetCpus = h.worker?.cpus ?? null;
+    const ourCpus = packetCpus === null ? null : keepOff(packetCpus);
+    if (ourCpus !== null) this.log.info({ packetCpus, ourCpus }, 'orchestrator and new instance kept off the packet CPUs');
     let oldMemFiles: Status['memFiles'];
     try {
       this.#cmd = newCommand(o.newCommand, h, { mem: o.mem !== undefined });
@@ -432,13 +437,6 @@ export class Upgrade {
 
   async #start(argv: string[]): Promise<void> {
     const dir = this.#paths.dir;
-    // Off the packet cores: we, and the instance we start (it inherits our mask while its
-    // runtime starts), never compete with the old worker for its CPU.
-    const packetCpus = this.#oldHello!.worker?.cpus ?? null;
-    if (packetCpus !== null) {
-      const rest = keepOff(packetCpus);
-      if (rest !== null) this.log.info({ packetCpus, ourCpus: rest }, 'orchestrator and new instance kept off the packet CPUs');
-    }
     const service = this.#cmd!.notifySocket;
     const launched = await launchDetached({
       argv,
@@ -794,7 +792,7 @@ function setNice(pid: number, nice: number): void {
   try {
     tids = fs.readdirSync(`/proc/${pid}/task`).map(Number);
   } catch {
-    tids = fs.readdirSync(`/proc/${pid}/task`).map(Number);
+    return; // gone already
   }
   for (const tid of tids) {
     try {
