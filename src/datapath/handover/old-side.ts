@@ -155,7 +155,8 @@ export class OldSide {
       this.#log.warn({ deadManMs: ms }, 'dead-man switch: no resume, commit or thaw in time; thawing');
       this.#thawNow();
     } else if (prev === 'new') {
-      this.#log.warn({ deadManMs: ms }, 'dead-man switch: the new instance holds the baton; staying frozen');
+      // The usual case of a direct takeover whose verify outlasts the bound: not a fault.
+      this.#log.info({ deadManMs: ms }, 'dead-man bound passed with the new instance serving: staying frozen, watching it through the baton page until commit');
       this.#s.role = 'handed-over';
       for (const p of this.#host.ports) p.detach();
       this.#watch(ms);
