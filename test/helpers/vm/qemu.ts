@@ -51,6 +51,8 @@ export interface QemuOptions {
   memMiB: number;
   /** the guest's eth0 address, CIDR */
   guestIp: string;
+  /** vCPUs (default 1): with mq, the guest's virtio_net uses one queue pair per online CPU */
+  smp?: number;
   nic: {
     /** the vhost-user socket path */
     socket: string;
@@ -95,7 +97,7 @@ export function qemuArgs(o: QemuOptions): string[] {
     '-no-reboot',
     '-machine', `pc,accel=${o.accel.name}`,
     ...(o.accel.name === 'kvm' ? ['-cpu', 'host'] : []),
-    '-smp', '1',
+    '-smp', String(o.smp ?? 1),
     '-m', size,
     '-object', backend,
     '-numa', 'node,memdev=mem',
