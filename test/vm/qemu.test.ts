@@ -215,6 +215,7 @@ describe.skipIf(why !== null)('a real QEMU guest on ziu-datapath', () => {
       ping = null;
       // The guest's own pings: every TX ring of the serving instance carried some, and none was lost.
       const txRings: Array<{ pair: number; packets: number }> = [];
+      const rxRings: Array<{ pair: number; packets: number }> = [];
       const guestPings: string[] = [];
       if (vcpus > 1) {
         await sleep(2000);
@@ -223,7 +224,7 @@ describe.skipIf(why !== null)('a real QEMU guest on ziu-datapath', () => {
           const st = await peer.status();
           const p = st.ports.find((x) => x.name === 'vm') as unknown as { rings: Array<{ q: number; packets: number }> };
           // Rings 2i (RX) and 2i + 1 (TX) are queue pair i.
-          for (const r of p.rings) if (r.q % 2 === 1) txRings.push({ pair: (r.q - 1) / 2, packets: r.packets });
+          for (const r of p.rings) (r.q % 2 === 1 ? txRings : rxRings).push({ pair: Math.floor(r.q / 2), packets: r.packets });
         } finally {
           peer.close();
         }
@@ -249,7 +250,7 @@ describe.skipIf(why !== null)('a real QEMU guest on ziu-datapath', () => {
           `  ping every ${PING_INTERVAL_S * 1000} ms: ${log.transmitted} sent, ${log.replies.length} answered, ${log.lost.length} lost, across ${HANDOVERS} handovers and a rollback`,
           `  before the first upgrade: longest gap ${quiet.gapMs.toFixed(1)} ms, max rtt ${quiet.rttMs.toFixed(1)} ms`,
           ...lines,
-          ...(vcpus > 1 ? [`  guest pings from each of ${vcpus} vCPUs: ${guestPings.map((g) => g.replace(/\n/g, '; ')).join(' | ')}`, `  packets per TX ring (queue pair: packets) in the serving instance: ${txRings.map((t) => `${t.pair}: ${t.packets}`).join(', ')}`] : []),
+          ...(vcpus > 1 ? [`  guest pings from each of ${vcpus} vCPUs: ${guestPings.map((g) => g.replace(/\n/g, '; ')).join(' | ')}`, `  packets per ring in the serving instance (queue pair: packets): TX ${txRings.slice(0, vcpus).map((t) => `${t.pair}: ${t.packets}`).join(', ')}; RX ${rxRings.slice(0, vcpus).map((t) => `${t.pair}: ${t.packets}`).join(', ')}`] : []),
           `  carrier_changes ${before.carrierChanges} -> ${after.carrierChanges}; QEMU connection events ${JSON.stringify(after.events)}, vhost-user messages from QEMU during the upgrades ${after.messages - before.messages}; datapath pid ${dpBefore.pid} -> ${dpAfter.pid}, disconnects ${dpAfter.disconnects}`,
         ].join('\n'),
       );
