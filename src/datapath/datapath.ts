@@ -126,6 +126,8 @@ export class Datapath {
     const ports = this.#ports.length + this.#taps.length;
     this.log.info({ control: this.#control.path, ports, standby }, standby ? 'standby: waiting for a handover' : 'datapath ready');
     if (this.#opts.faults?.has('never-ready')) return;
+    // Start-up that ends a second late (READY=1 after it): a signal in between must still stop us cleanly.
+    if (this.#opts.faults?.has('slow-ready')) await new Promise((r) => setTimeout(r, 1000));
     await this.#notifier.notify({
       READY: 1,
       STATUS: standby ? 'standby: waiting for a handover' : `forwarding between ${ports} ports`,

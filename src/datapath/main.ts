@@ -1,3 +1,4 @@
+import os from 'node:os';
 import { Command, CommanderError } from 'commander';
 import { EXIT, exitCodeFor, hasCode, UsageError } from '../errors.js';
 import { handoverInfo, handoverInfoCodec } from '../handover/messages/index.js';
@@ -59,6 +60,9 @@ function parseFormats(v: string): StateFormat[] {
   if (list.length === 0 || !list.every(isStateFormat)) throw new UsageError(`--state-formats '${v}': use a list of ${STATE_FORMATS.join(', ')}`);
   return list as StateFormat[];
 }
+
+/** How long a SIGTERM or SIGINT that came during start-up waits for start-up to end. */
+const START_STOP_BOUND_MS = 5000;
 
 /** Parse flags, start the datapath, stop it on SIGTERM/SIGINT. Returns an exit code on failure to start. */
 export async function main(argv: string[]): Promise<number | null> {
@@ -125,14 +129,32 @@ export async function main(argv: string[]): Promise<number | null> {
     },
     ...(standby && process.env['ZIU_UPGRADE_ID'] ? { upgradeId: process.env['ZIU_UPGRADE_ID'] } : {}),
   });
+  // Handlers first: READY=1 goes out at the end of start(), and a manager may stop us the
+  // moment it hears it (installed after start, such a SIGTERM killed the process before its
+  // handler was there). A signal during start-up stops once start-up is over, or, if start-up
+  // does not end within START_STOP_BOUND_MS, exits as the signal would have; a failed start
+  // exits by its own code.
+  let up = false;
+  const started = dp.start().then(() => {
+    up = true;
+  });
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+    process.once(sig, () => {
+      const bound = up ? null : setTimeout(() => process.exit(128 + os.constants.signals[sig]), START_STOP_BOUND_MS).unref();
+      void started.then(
+        () => {
+          if (bound !== null) clearTimeout(bound);
+          return dp.stop().then(() => process.exit(0));
+        },
+        () => undefined,
+      );
+    });
+  }
   try {
-    await dp.start();
+    await started;
   } catch (err) {
     process.stderr.write(`ziu-datapath: ${(err as Error).message}\n`);
     return hasCode(err, 'ERR_ZIU_SOCKET_PATH') ? EXIT.failed : exitCodeFor(err);
-  }
-  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
-    process.once(sig, () => void dp.stop().then(() => process.exit(0)));
   }
   return null;
 }

@@ -120,6 +120,26 @@ describe('launchDetached', () => {
     }
   });
 
+  it('a SIGTERM while start-up is still ending (READY=1 about to go out) stops it cleanly, exit 0, not killed by the signal', async () => {
+    const shm = fs.mkdtempSync('/dev/shm/ziu-launch-');
+    try {
+      const o = await datapathOpts(shm, {});
+      // slow-ready: start-up ends a second after 'datapath ready' is logged, READY=1 last.
+      const child = execa(o.argv[0]!, o.argv.slice(1), { env: { ZIU_FAULT: 'slow-ready', ZIU_LOG_LEVEL: 'info' }, reject: false, all: true });
+      started.push(child.pid!);
+      let out = '';
+      child.all!.on('data', (d: Buffer) => (out += d.toString()));
+      for (const deadline = Date.now() + 10_000; !out.includes('datapath ready') && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 10));
+      expect(out).toContain('datapath ready');
+      child.kill('SIGTERM');
+      const r = await child;
+      expect({ exitCode: r.exitCode, signal: r.signal ?? null }, r.all).toEqual({ exitCode: 0, signal: null });
+      expect(fs.existsSync(path.join(shm, 'ctl.sock'))).toBe(false);
+    } finally {
+      fs.rmSync(shm, { recursive: true, force: true });
+    }
+  });
+
   it('with keepNotify hears the notices after READY=1 until the child exits, and gives its exit status', async () => {
     const shm = fs.mkdtempSync('/dev/shm/ziu-launch-');
     try {

@@ -9,7 +9,7 @@ import type { VhostPort, VhostPortOptions } from '../vhost/port.js';
 import type { DatapathTables } from '../tables.js';
 
 /** Faults a test can inject through ZIU_FAULT (comma-separated); never set in production. */
-export type Fault = 'exit-before-ready' | 'never-ready' | 'import-fail' | 'crash-after-resume' | 'hang-after-resume' | 'no-forward' | 'commit-fail';
+export type Fault = 'exit-before-ready' | 'never-ready' | 'slow-ready' | 'import-fail' | 'crash-after-resume' | 'hang-after-resume' | 'no-forward' | 'commit-fail';
 
 export interface TapPort {
   spec: TapSpec;
