@@ -229,6 +229,13 @@ struct dp {
   struct dp_offload *offload;
 };
 
+/* The engine port behind a table port id (tables: a file another process may
+ * write, so checked here), or -1 if this instance has no such port in use. */
+static inline int dp_tables_port(const struct dp *dp, uint32_t tport) {
+  int p = tport < DP_TABLE_PORTS ? dp->tables.tmap[tport] : -1;
+  return p >= 0 && (uint32_t)p < dp->max_ports && dp->ports[p].in_use ? p : -1;
+}
+
 
 /* dp_ring.c */
 void *dp_gpa(const struct dp_port *p, uint64_t addr, uint64_t len);

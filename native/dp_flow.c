@@ -212,17 +212,12 @@ static uint64_t next_gen(struct dp_table *t, uint32_t i) {
 
 static void publish_gen(struct dp_table *t, uint64_t g) { __atomic_store_n(&t->hdr->generation, g, __ATOMIC_RELEASE); }
 
-/*
- * A flow as the offload module sees it (dp_offload.h): engine ports through
- * dp->tables.tmap, IPv4 or IPv6 only, and only a flow that comes in on a
- * port with hardware behind it (a representor): any other the module could
- * only refuse, so it is not asked. false: not the module's business.
- */
-static bool offload_key(const struct dp *dp, const struct dp_flow_key *k, struct dp_offload_flow_key *ok) {
+/* A flow key in the offload module's terms (dp_offload.h): engine ports, IPv4
+ * or IPv6 only. false: not an IP flow, or its port is not one of ours. */
+bool dp_flow_module_key(const struct dp *dp, const struct dp_flow_key *k, struct dp_offload_flow_key *ok) {
   if (k->family != DP_FAMILY_IP4 && k->family != DP_FAMILY_IP6) return false;
-  if (k->in_port >= DP_TABLE_PORTS) return false;
-  int in = dp->tables.tmap[k->in_port];
-  if (in < 0 || (uint32_t)in >= dp->max_ports || !dp->ports[in].in_use || dp->ports[in].offload_hw == DP_OFFLOAD_NO_HW) return false;
+  int in = dp_tables_port(dp, k->in_port);
+  if (in < 0) return false;
   memset(ok, 0, sizeof(*ok));
   ok->in_port = (uint32_t)in;
   ok->ipver = k->family == DP_FAMILY_IP4 ? 4 : 6;
@@ -234,6 +229,12 @@ static bool offload_key(const struct dp *dp, const struct dp_flow_key *k, struct
   return true;
 }
 
+/* The module's business: a flow that comes in on a port with hardware behind
+ * it (a representor). Any other it could only refuse, so it is not asked. */
+static bool offload_key(const struct dp *dp, const struct dp_flow_key *k, struct dp_offload_flow_key *ok) {
+  return dp_flow_module_key(dp, k, ok) && dp->ports[ok->in_port].offload_hw != DP_OFFLOAD_NO_HW;
+}
+
 /* A learnt flow made or changed: offered to the module (never a pinned one:
  * the control plane offers those itself, and follows the outcome). */
 static void offload_set(struct dp *dp, const struct dp_flow *f) {
@@ -241,7 +242,7 @@ static void offload_set(struct dp *dp, const struct dp_flow *f) {
   if (!dp->offload || (f->state & DP_FLOW_PIN) || !offload_key(dp, &f->key, &ok)) return;
   struct dp_offload_flow_action a = {.kind = DP_OFFLOAD_DROP};
   if (f->action == DP_FLOW_FORWARD) {
-    int out = f->out_port < DP_TABLE_PORTS ? dp->tables.tmap[f->out_port] : -1;
+    int out = dp_tables_port(dp, f->out_port);
     if (out < 0) return;
     a.kind = DP_OFFLOAD_FORWARD;
     a.out_port = (uint32_t)out;

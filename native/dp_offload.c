@@ -776,10 +776,13 @@ static napi_value n_flow_unpin(napi_env env, napi_callback_info info) {
 #define ENTRIES_CHUNK 1024u /* entries read per hold of dp->lock: the worker waits for one chunk at most */
 
 struct table_flow {
-  struct dp_flow f;
-  int32_t in, out;
-  bool offloadable;
+  struct dp_offload_flow_key key;
+  struct dp_offload_flow_action act;
+  bool pinned, offloadable;
+  uint64_t packets;
 };
+
+static napi_value key_obj(napi_env env, const struct dp_offload_flow_key *k);
 
 static napi_value n_flow_entries(napi_env env, napi_callback_info info) {
   ZIU_ARGS(env, info, 1);
@@ -801,15 +804,16 @@ static napi_value n_flow_entries(napi_env env, napi_callback_info info) {
     }
     uint32_t end = t->entries - i > ENTRIES_CHUNK ? i + ENTRIES_CHUNK : t->entries;
     for (; i < end && n < OFF_DUMP_MAX; i++) {
+      struct dp_flow f;
       struct table_flow *x = &got[n];
-      dp_flow_read(t, i, &x->f);
-      if ((x->f.state & 0xffu) != DP_FLOW_LIVE || (x->f.key.family != DP_FAMILY_IP4 && x->f.key.family != DP_FAMILY_IP6)) continue;
-      if (x->f.key.in_port >= DP_TABLE_PORTS) continue;
-      x->in = dp->tables.tmap[x->f.key.in_port];
-      if (x->in < 0 || (uint32_t)x->in >= dp->max_ports || !dp->ports[x->in].in_use) continue;
-      x->out = x->f.action == DP_FLOW_FORWARD && x->f.out_port < DP_TABLE_PORTS ? dp->tables.tmap[x->f.out_port] : -1;
-      if (x->f.action == DP_FLOW_FORWARD && x->out < 0) continue;
-      x->offloadable = dp->ports[x->in].offload_hw != DP_OFFLOAD_NO_HW;
+      dp_flow_read(t, i, &f);
+      if ((f.state & 0xffu) != DP_FLOW_LIVE || !dp_flow_module_key(dp, &f.key, &x->key)) continue;
+      int out = f.action == DP_FLOW_FORWARD ? dp_tables_port(dp, f.out_port) : 0;
+      if (out < 0) continue;
+      x->act = (struct dp_offload_flow_action){.kind = f.action == DP_FLOW_FORWARD ? DP_OFFLOAD_FORWARD : DP_OFFLOAD_DROP, .out_port = (uint32_t)out};
+      x->pinned = (f.state & DP_FLOW_PIN) != 0;
+      x->offloadable = dp->ports[x->key.in_port].offload_hw != DP_OFFLOAD_NO_HW;
+      x->packets = f.packets;
       n++;
     }
     bool done = i >= t->entries;
@@ -824,27 +828,16 @@ static napi_value n_flow_entries(napi_env env, napi_callback_info info) {
   napi_create_array_with_length(env, n, &list);
   for (uint32_t k = 0; k < n; k++) {
     const struct table_flow *x = &got[k];
-    napi_value o, key, act, b;
-    void *data;
+    napi_value o, act;
     napi_create_object(env, &o);
-    napi_create_object(env, &key);
-    ziu_set_prop(env, key, "inPort", ziu_int(env, x->in));
-    ziu_set_prop(env, key, "ipver", ziu_int(env, x->f.key.family == DP_FAMILY_IP4 ? 4 : 6));
-    ziu_set_prop(env, key, "proto", ziu_int(env, x->f.key.proto));
-    ziu_set_prop(env, key, "sport", ziu_int(env, x->f.key.sport));
-    ziu_set_prop(env, key, "dport", ziu_int(env, x->f.key.dport));
-    napi_create_buffer_copy(env, 16, x->f.key.src, &data, &b);
-    ziu_set_prop(env, key, "src", b);
-    napi_create_buffer_copy(env, 16, x->f.key.dst, &data, &b);
-    ziu_set_prop(env, key, "dst", b);
     napi_create_object(env, &act);
-    ziu_set_prop(env, act, "kind", ziu_int(env, x->f.action == DP_FLOW_FORWARD ? DP_OFFLOAD_FORWARD : DP_OFFLOAD_DROP));
-    ziu_set_prop(env, act, "outPort", ziu_int(env, x->out < 0 ? 0 : x->out));
-    ziu_set_prop(env, o, "key", key);
+    ziu_set_prop(env, act, "kind", ziu_int(env, x->act.kind));
+    ziu_set_prop(env, act, "outPort", ziu_int(env, x->act.out_port));
+    ziu_set_prop(env, o, "key", key_obj(env, &x->key));
     ziu_set_prop(env, o, "action", act);
-    ziu_set_prop(env, o, "pinned", ziu_bool(env, (x->f.state & DP_FLOW_PIN) != 0));
+    ziu_set_prop(env, o, "pinned", ziu_bool(env, x->pinned));
     ziu_set_prop(env, o, "offloadable", ziu_bool(env, x->offloadable));
-    ziu_set_prop(env, o, "packets", ziu_double(env, (double)x->f.packets));
+    ziu_set_prop(env, o, "packets", ziu_double(env, (double)x->packets));
     napi_set_element(env, list, k, o);
   }
   free(got);

@@ -198,6 +198,8 @@ int dp_flow_hit(struct dp *dp, const struct dp_flow_key *k, uint32_t len, uint8_
 /* The control plane's flows (under dp->lock, table writable): 0 or -errno. */
 int dp_flow_pin(struct dp *dp, const struct dp_flow_key *k, uint8_t action, uint16_t out);
 int dp_flow_unpin(struct dp *dp, const struct dp_flow_key *k);
+struct dp_offload_flow_key;
+bool dp_flow_module_key(const struct dp *dp, const struct dp_flow_key *k, struct dp_offload_flow_key *ok);
 int dp_flow_lookup(const struct dp_table *t, const struct dp_flow_key *k); /* entry index or -1 */
 void dp_flow_set(struct dp *dp, uint32_t i, const struct dp_flow *f);
 void dp_flow_delete(struct dp *dp, uint32_t i);

@@ -216,8 +216,8 @@ static void forward(struct dp *dp, uint16_t in, const uint8_t *frame, uint32_t l
   if (!(src[0] & 1) && tin < DP_TABLE_PORTS) dp_bridge_learn(dp, src, tin);
   if (!(dst[0] & 1)) {
     int t = dp_bridge_lookup(dp, dst);
-    int out = t >= 0 && t < (int)DP_TABLE_PORTS ? dp->tables.tmap[t] : -1;
-    bool known = out >= 0 && (uint32_t)out < dp->max_ports && dp->ports[out].in_use;
+    int out = t >= 0 ? dp_tables_port(dp, (uint32_t)t) : -1;
+    bool known = out >= 0;
     struct dp_flow_key k;
     uint8_t flags;
     if (dp->tables.flow.map && tin < DP_TABLE_PORTS && dp_flow_key_of(frame, len, tin, &k, &flags)) {
@@ -230,8 +230,8 @@ static void forward(struct dp *dp, uint16_t in, const uint8_t *frame, uint32_t l
       if (pin == DP_FLOW_FORWARD) {
         /* The control plane's flow: out of its port whatever the bridge says (a port
          * this instance does not have, or the input port itself, drops it). */
-        int po = pin_out < DP_TABLE_PORTS ? dp->tables.tmap[pin_out] : -1;
-        if (po >= 0 && (uint32_t)po < dp->max_ports && dp->ports[po].in_use && po != in) deliver(dp, &dp->ports[po], frame, len, &hash, &hashed);
+        int po = dp_tables_port(dp, pin_out);
+        if (po >= 0 && po != in) deliver(dp, &dp->ports[po], frame, len, &hash, &hashed);
         else dp->tables.pin_drops++;
         return;
       }
