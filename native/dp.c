@@ -481,11 +481,10 @@ static napi_value n_dp_set_mem_table(napi_env env, napi_callback_info info) {
   }
 
   /* Map outside the lock (the worker keeps running on the old table); only
-   * the swap is under it. Prefaulted up to DP_POPULATE_MAX in all: a new instance that takes over the rings would otherwise fault in
-   * every guest page it touches on the packet path (10-20 ms of latency per
-   * handover measured on a virtualised host). Above that, pages fault in
-   * lazily; holes of the files never (dp_mem.c, prefault). The caps are
-   * checked first: nothing is mapped or faulted for a table that is refused. */
+   * the swap is under it. Nothing is faulted in: a new instance faults in the
+   * rings and the buffers they name once they are set (dpPrefault), the rest
+   * faults in when touched. The caps are checked first: nothing is mapped for
+   * a table that is refused. */
   int merr = dp_mem_map(dp, (uint32_t)port, nr, fds, offs, n, &lim);
   if (merr < 0) return ziu_errno(env, -merr);
 
@@ -513,6 +512,22 @@ static napi_value n_dp_set_mem_table(napi_env env, napi_callback_info info) {
   changed_unlock(dp);
   dp_mem_unmap(old, nold);
   return ziu_int(env, 0);
+}
+
+/* dpPrefault(h, port): a port taken over at import: its rings and the buffers
+ * their descriptors name, faulted in before the worker touches them
+ * (dp_prefault_port). Returns the bytes faulted in, or -errno. */
+static napi_value n_dp_prefault(napi_env env, napi_callback_info info) {
+  ZIU_ARGS(env, info, 2);
+  GET_DP(dp, argv[0]);
+  int32_t port;
+  if (!ziu_get_i32(env, argv[1], &port)) return NULL;
+  lock_ctl(dp);
+  struct dp_port *p = port_at(dp, port);
+  int err = !p ? ENOENT : p->kind != DP_KIND_VHOST ? EINVAL : 0;
+  uint64_t bytes = err ? 0 : dp_prefault_port(p);
+  pthread_mutex_unlock(&dp->lock);
+  return err ? ziu_errno(env, err) : ziu_int(env, (int64_t)bytes);
 }
 
 /* Faults the SIGBUS handler absorbed since the last call, one per port:
@@ -1009,6 +1024,7 @@ napi_value ziu_init_dp(napi_env env, napi_value exports) {
   ziu_register(env, exports, "dpRemovePort", n_dp_remove_port);
   ziu_register(env, exports, "dpSetFeatures", n_dp_set_features);
   ziu_register(env, exports, "dpSetMemTable", n_dp_set_mem_table);
+  ziu_register(env, exports, "dpPrefault", n_dp_prefault);
   ziu_register(env, exports, "dpMemFaults", n_dp_mem_faults);
   ziu_register(env, exports, "dpFaultFd", n_dp_fault_fd);
   ziu_register(env, exports, "dpSetVring", n_dp_set_vring);

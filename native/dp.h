@@ -41,7 +41,8 @@
 #define DP_MIN_FRAME 14       /* an Ethernet header */
 #define DP_SLOT_SIZE 9280     /* one staging buffer: > DP_MAX_FRAME so an oversize tap read shows */
 #define DP_MAX_PORTS 1024
-#define DP_POPULATE_MAX (1ull << 30) /* guest memory prefaulted at SET_MEM_TABLE, per port */
+#define DP_PREFAULT_DESC (64u << 10) /* bytes of one descriptor's buffer faulted in at import, at most (dp_mem.c, dp_prefault_port) */
+#define DP_PREFAULT_PORT (32ull << 20) /* bytes of one port's guest memory faulted in at import, at most */
 #define DP_MAX_MAC_ENTRIES (1u << 24)
 #define DP_SPIN_NS 100000ull  /* keep polling this long after the last work before sleeping */
 #define DP_SPIN_RT_NS 20000ull /* the same for a real-time worker: it must leave its CPU to others when idle */
@@ -74,6 +75,7 @@ struct dp_region {
   uint8_t *host; /* the byte at gpa / uaddr (map + mmap_offset - the page-aligned offset mapped from) */
   void *map;
   size_t map_len;
+  uint64_t page; /* the file's page size: 4096 (shmem), or a huge page's (hugetlbfs) */
   int guard; /* its slot in the SIGBUS guard table (dp_mem.c); -1: none */
 };
 
@@ -259,6 +261,8 @@ int dp_mem_install(void); /* the SIGBUS handler, once per process; 0 or -errno *
 int dp_mem_map(struct dp *dp, uint32_t port, struct dp_region *nr, const int32_t *fds, const uint64_t *offs, uint32_t n,
                const struct dp_mem_limits *lim);
 void dp_mem_unmap(struct dp_region *r, uint32_t n);
+/* The port's working set faulted in (rings, and the buffers their descriptors name); bytes faulted. dp->lock held. */
+uint64_t dp_prefault_port(struct dp_port *p);
 
 /* dp.c: called with dp->lock held */
 void dp_thaw_locked(struct dp *dp);

@@ -176,6 +176,11 @@ export class Engine {
     check(native.dpSetMemTable(this.#handle, port, regions, this.#limits), `dpSetMemTable (port ${port})`);
   }
 
+  /** A port taken over at import: its working set faulted in before the worker touches it. Bytes faulted in. */
+  prefault(port: number): number {
+    return check(native.dpPrefault(this.#handle, port), `dpPrefault (port ${port})`);
+  }
+
   setVring(port: number, q: number, ring: EngineRing): void {
     check(native.dpSetVring(this.#handle, port, q, ring), `dpSetVring (port ${port} ring ${q})`);
   }

@@ -290,6 +290,12 @@ export interface DatapathAddon {
    * the process.
    */
   dpSetMemTable(h: DpHandle, port: number, regions: DpMemRegion[], limits: DpMemLimits): 0 | Errno;
+  /**
+   * A port taken over at import: fault in its rings and the buffers their
+   * descriptors name (the pages the worker touches first), nothing else of
+   * the guest; only pages its files hold, at most 32 MiB. Bytes faulted in.
+   */
+  dpPrefault(h: DpHandle, port: number): number | Errno;
   /** Faults absorbed since the last call, at most one per port (reported once). Drains dpFaultFd. */
   dpMemFaults(h: DpHandle): DpMemFault[] | Errno;
   /** An eventfd, readable after a fault (then call dpMemFaults). The engine's own: stop polling it before dpDestroy. */

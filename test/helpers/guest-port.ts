@@ -18,8 +18,8 @@ export class GuestPort {
     this.fe = fe;
   }
 
-  static async connect(sock: string, mac: string): Promise<GuestPort> {
-    const guest = new Guest({ num: 256, regionSize: 4 << 20 });
+  static async connect(sock: string, mac: string, o: { regionSize?: number } = {}): Promise<GuestPort> {
+    const guest = new Guest({ num: 256, regionSize: o.regionSize ?? 4 << 20 });
     let fe: HostileFrontend | null = null;
     try {
       fe = await HostileFrontend.connect(sock);

@@ -211,6 +211,28 @@ export class Guest {
     return this.gpaAt(this.bufOff(b));
   }
 
+  /** Region offsets of the pages queue q's rings use (descriptor table, avail and used ring). */
+  ringOffsets(q: 0 | 1): { off: number; len: number }[] {
+    const x = this.q[q];
+    return [
+      { off: x.descOff, len: 16 * x.num },
+      { off: x.availOff, len: 6 + 2 * x.num },
+      { off: x.usedOff, len: 6 + 8 * x.num },
+    ];
+  }
+
+  /** Queue q's descriptor table as it is now: every entry with a length, as region offset and length. */
+  descriptors(q: 0 | 1): { off: number; len: number }[] {
+    const x = this.q[q];
+    const out: { off: number; len: number }[] = [];
+    for (let i = 0; i < x.num; i++) {
+      const at = this.guard + x.descOff + 16 * i;
+      const len = this.view.getUint32(at + 8, true);
+      if (len > 0) out.push({ off: Number(this.view.getBigUint64(at, true) - this.gpa), len });
+    }
+    return out;
+  }
+
   /** Guest-physical address just past the region's end. */
   regionEnd(): bigint {
     return this.gpa + BigInt(this.regionSize);

@@ -154,4 +154,6 @@ export function adoptDevice(dev: VhostDevice, x: VhostExport, fds: NamedFds, eng
       r.started = true;
     }
   });
+  // What our worker touches first when it takes the port over, and no more of the guest (native/dp_mem.c).
+  if (d.regions.length > 0) engine.prefault(port);
 }
