@@ -7,14 +7,18 @@ import { startProbe } from '../../src/probe/index.js';
 import { stopProcess } from '../../src/process/index.js';
 import { Peer } from '../../src/upgrade/peer.js';
 import { startDatapath, startStandby, type RunningDatapath } from '../helpers/datapath.js';
+import { GuestPort } from '../helpers/guest-port.js';
+import { guestMappings } from '../helpers/proc-maps.js';
 
 /** The handover protocol driven op by op, without the orchestrator. */
 describe('handover protocol on ziu-datapath', () => {
   let dp: RunningDatapath | null = null;
   let newPid: number | null = null;
   const peers: Peer[] = [];
+  const guests: GuestPort[] = [];
   afterEach(async () => {
     for (const p of peers.splice(0)) p.close();
+    for (const g of guests.splice(0)) g.close();
     if (newPid) await stopProcess(newPid, 1000);
     newPid = null;
     await dp?.stop();
@@ -80,6 +84,39 @@ describe('handover protocol on ziu-datapath', () => {
     vm.close();
     const rep = await probe.stop();
     expect(rep).toMatchObject({ lost: 0, duplicated: 0, reordered: 0, reconnects: 0 });
+  });
+
+  it('a device re-imported at resume (inside the traffic gap) is not faulted in ahead; one imported before the freeze is', { timeout: 30_000 }, async () => {
+    dp = await startDatapath({ ports: { a: 'server', c: 'server' } });
+    const oldPeer = await Peer.connect('old', dp.control);
+    peers.push(oldPeer);
+    const newPeer = await standby();
+    // a's guest is there before the export (imported, its working set faulted in); c's comes after it (re-imported at resume).
+    // Each guest has written all of its memory (first byte of each page written back as it is): its file holds every page.
+    const written = (g: GuestPort): void => {
+      for (let at = 0; at < g.guest.bytes.length; at += 4096) g.guest.bytes[at] = g.guest.bytes[at]!;
+    };
+    const a = await GuestPort.connect(dp.sock['a']!, '52:54:00:00:0a:01', { regionSize: 64 << 20, memfdName: 'guest-a' });
+    guests.push(a);
+    written(a);
+    const x = await oldPeer.call('export', { format: 1, upgradeId: 'test' });
+    await newPeer.call('import', { format: 1, state: x.body.state, fds: x.body.fds }, x.fds);
+    closeFds(x.fds);
+    const c = await GuestPort.connect(dp.sock['c']!, '52:54:00:00:0c:01', { regionSize: 64 << 20, memfdName: 'guest-c' });
+    guests.push(c);
+    written(c);
+    const f = await oldPeer.call('freeze', { deadManMs: 2000 });
+    expect(decodeState(1, f.body.changed!.state).devices.map((d) => d.name)).toEqual(['c']);
+    await newPeer.call('resume', { changed: f.body.changed, fds: f.body.changed!.fds }, f.fds);
+    closeFds(f.fds);
+    // Both guests posted 128 RX buffers of 2 KiB (64 pages) and no frame has used one. The new instance faulted a's
+    // in at import; of c it has only what its worker touched since: its rings, 16 pages with the kernel's fault-around
+    // (70 pages when the re-import faulted the buffers in too, holding up every port's first pass).
+    const rss = (name: string): number => guestMappings(newPid!, name).reduce((n, m) => n + m.rss, 0);
+    expect(rss('guest-a')).toBeGreaterThanOrEqual(128 * 2048);
+    expect(rss('guest-c')).toBeLessThan(128 * 1024);
+    await newPeer.call('commit');
+    await oldPeer.call('commit');
   });
 
   it('an import whose ring eventfd is something else (a memfd for a call fd) is refused, naming the fd, and keeps nothing', async () => {

@@ -18,8 +18,8 @@ export class GuestPort {
     this.fe = fe;
   }
 
-  static async connect(sock: string, mac: string, o: { regionSize?: number } = {}): Promise<GuestPort> {
-    const guest = new Guest({ num: 256, regionSize: o.regionSize ?? 4 << 20 });
+  static async connect(sock: string, mac: string, o: { regionSize?: number; memfdName?: string } = {}): Promise<GuestPort> {
+    const guest = new Guest({ num: 256, regionSize: o.regionSize ?? 4 << 20, ...(o.memfdName ? { memfdName: o.memfdName } : {}) });
     let fe: HostileFrontend | null = null;
     try {
       fe = await HostileFrontend.connect(sock);

@@ -43,6 +43,8 @@ export interface GuestOptions {
   bufSize?: number;
   /** piece size for the 'chained' and 'indirect' layouts (default 7, so the header straddles) */
   chunk?: number;
+  /** the memfd's name, as /proc/<pid>/maps shows it (default ziu-test-guest) */
+  memfdName?: string;
 }
 
 export interface RawDesc {
@@ -126,7 +128,7 @@ export class Guest {
     this.bufSize = opts.bufSize ?? 2048;
     this.chunk = opts.chunk ?? 7;
     const fileSize = this.guard * 2 + this.regionSize;
-    this.memFd = check(native.memfdCreate('ziu-test-guest', 0), 'memfd_create');
+    this.memFd = check(native.memfdCreate(opts.memfdName ?? 'ziu-test-guest', 0), 'memfd_create');
     const fds: number[] = [this.memFd];
     try {
       check(native.ftruncate(this.memFd, fileSize), 'ftruncate');

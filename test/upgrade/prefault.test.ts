@@ -5,55 +5,15 @@
 // datapath used to fault all of it in at import (0.4 s a GiB here, and up to
 // 1 GiB a port), and a takeover with nothing faulted in pays for every page
 // on the packet path.
-import fs from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { check, native } from '../../src/native/index.js';
 import { GuestPort, udpFrame } from '../helpers/guest-port.js';
 import { startRig, type Rig } from '../helpers/upgrade.js';
+import { guestMappings, mappedPages } from '../helpers/proc-maps.js';
 import { until } from '../helpers/until.js';
 
 const MiB = 1 << 20;
 const MAC = { a: '52:54:00:00:0a:01', b: '52:54:00:00:0b:01' };
-
-interface Mapping {
-  start: bigint;
-  end: bigint;
-  /** the file offset mapped at start */
-  offset: bigint;
-  /** bytes of it mapped in (Rss) */
-  rss: number;
-}
-
-/** A process's mappings of the test guests' memfds, from /proc/<pid>/smaps. */
-function guestMappings(pid: number): Mapping[] {
-  const out: Mapping[] = [];
-  let cur: Mapping | null = null;
-  for (const line of fs.readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
-    const head = /^([0-9a-f]+)-([0-9a-f]+) \S+ ([0-9a-f]+) \S+ \d+\s*(.*)$/.exec(line);
-    if (head) {
-      cur = head[4]!.includes('memfd:ziu-test-guest') ? { start: BigInt(`0x${head[1]}`), end: BigInt(`0x${head[2]}`), offset: BigInt(`0x${head[3]}`), rss: 0 } : null;
-      if (cur) out.push(cur);
-      continue;
-    }
-    const rss = /^Rss:\s+(\d+) kB/.exec(line);
-    if (rss && cur) cur.rss = Number(rss[1]) * 1024;
-  }
-  return out;
-}
-
-/** Whether each page of [addr, addr + len) is in the process's page tables (/proc/<pid>/pagemap, bit 63). */
-function mappedPages(pid: number, addr: bigint, len: number): boolean[] {
-  const first = addr / 4096n;
-  const n = Number((addr + BigInt(len) - 1n) / 4096n - first + 1n);
-  const buf = Buffer.alloc(8 * n);
-  const fd = fs.openSync(`/proc/${pid}/pagemap`, 'r');
-  try {
-    fs.readSync(fd, buf, 0, buf.length, Number(first * 8n));
-  } finally {
-    fs.closeSync(fd);
-  }
-  return Array.from({ length: n }, (_, i) => buf.readBigUInt64LE(8 * i) >> 63n === 1n);
-}
 
 const frame = (dst: string, src: string, seq: number): Uint8Array => udpFrame({ dst, src, srcIp: '10.0.0.1', dstIp: '10.0.0.2', sport: 1000, dport: 2000, size: 128, seq });
 

@@ -58,7 +58,7 @@ export class NewSide {
       if (req.worker && this.#host.worker() === null) this.#host.placeWorker(req.worker);
       // Tables first: the ports find their table ids by name in the bridge file's directory.
       this.#host.tables.adopt(this.#host.engine, req.tables ?? null, fds.take(TABLE_FD.bridge), fds.take(TABLE_FD.flow));
-      this.#adoptAll(state.devices, fds);
+      this.#adoptAll(state.devices, fds, { prefault: true });
       this.#controlFd = fds.take(CONTROL_LISTENER_FD);
       this.#controlPath = state.control;
       this.#baton = Baton.adopt(fds.need(BATON_FD, 'import'));
@@ -96,14 +96,14 @@ export class NewSide {
     }
   }
 
-  #adoptAll(devices: DeviceExport[], fds: NamedFds): void {
+  #adoptAll(devices: DeviceExport[], fds: NamedFds, o: { prefault: boolean }): void {
     for (const d of devices) {
       if (this.#host.faults.has('import-fail')) {
         throw new ZiuError('ERR_ZIU_IMPORT', `device '${d.name}': injected fault (ZIU_FAULT=import-fail)`);
       }
       try {
         if (d.kind === 'tap') this.#adoptTap(d, fds);
-        else this.#host.ports.push(VhostPort.adopt(this.#host.portOptions(d), d, fds));
+        else this.#host.ports.push(VhostPort.adopt(this.#host.portOptions(d), d, fds, o));
       } catch (err) {
         if (err instanceof ZiuError && err.code === 'ERR_ZIU_IMPORT') throw err;
         throw new ZiuError('ERR_ZIU_IMPORT', `device '${d.name}': ${(err as Error).message}`, { cause: err });
@@ -280,7 +280,8 @@ export class NewSide {
       const i = ports.findIndex((p) => p.name === d.name);
       if (i >= 0) ports.splice(i, 1)[0]!.discard();
     }
-    this.#adoptAll(state.devices, fds);
+    // Inside the traffic gap (resume): nothing faulted in ahead, the changed devices' pages fault in as they are used.
+    this.#adoptAll(state.devices, fds, { prefault: false });
     for (const p of this.#host.ports) if (state.devices.some((d) => d.name === p.name)) this.#watch(p);
     this.#log.info({ devices: state.devices.map((d) => d.name) }, 're-imported devices that changed after export');
   }

@@ -280,7 +280,8 @@ export class OldSide {
         if (d.kind !== 'vhost-user' || !ports.some((p) => p.name === d.name)) {
           throw new ZiuError('ERR_ZIU_IMPORT', `thaw: handed-back device '${d.name}' (${d.kind}) is not a vhost-user port of this instance`);
         }
-        adopted.push(VhostPort.adopt(this.#host.portOptions(d), d, fds));
+        // Inside the traffic gap (the thaw of a rollback): nothing faulted in ahead.
+        adopted.push(VhostPort.adopt(this.#host.portOptions(d), d, fds, { prefault: false }));
       }
     } catch (err) {
       for (const a of adopted) a.discard();

@@ -108,7 +108,7 @@ export function takeConnectionFds(x: VhostExport, fds: NamedFds): ConnectionFds 
  * and guest memory is not written). Every fd named for the device is taken
  * from `fds` and owned by the device from here on.
  */
-export function adoptDevice(dev: VhostDevice, x: VhostExport, fds: NamedFds, engine: Engine): void {
+export function adoptDevice(dev: VhostDevice, x: VhostExport, fds: NamedFds, engine: Engine, o: { prefault: boolean }): void {
   const what = `device '${x.name}'`;
   const d = dev.state;
   d.owner = x.owner;
@@ -155,5 +155,5 @@ export function adoptDevice(dev: VhostDevice, x: VhostExport, fds: NamedFds, eng
     }
   });
   // What our worker touches first when it takes the port over, and no more of the guest (native/dp_mem.c).
-  if (d.regions.length > 0) engine.prefault(port);
+  if (o.prefault && d.regions.length > 0) engine.prefault(port);
 }

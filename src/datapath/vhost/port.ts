@@ -179,13 +179,15 @@ export class VhostPort {
    * Build a port from a handover export: the device and the engine are set
    * up (nothing is served: the engine is frozen), the sockets are taken on by
    * activate(). Every fd named for the device is taken from `fds` and owned
-   * from here on.
+   * from here on. `prefault`: fault in what the worker touches first (at
+   * import, before the freeze); not inside a traffic gap (a device re-taken
+   * at resume or thaw), where it would hold up every port's first pass.
    */
-  static adopt(opts: VhostPortOptions, x: VhostExport, fds: NamedFds): VhostPort {
+  static adopt(opts: VhostPortOptions, x: VhostExport, fds: NamedFds, o: { prefault: boolean }): VhostPort {
     const port = new VhostPort(opts);
     try {
       port.#conn.adopt(takeConnectionFds(x, fds));
-      adoptDevice(port.#dev, x, fds, port.#engine);
+      adoptDevice(port.#dev, x, fds, port.#engine, o);
       port.#generation = x.generation;
     } catch (err) {
       port.discard();
