@@ -189,14 +189,18 @@ static struct dp_port *port_at(struct dp *dp, int32_t port) {
   return &dp->ports[port];
 }
 
+/* A vhost port, or NULL with *err set: ENOENT (no such port), EINVAL (a tap). Call with the lock held. */
+static struct dp_port *vhost_port_at(struct dp *dp, int32_t port, int *err) {
+  struct dp_port *p = port_at(dp, port);
+  *err = !p ? ENOENT : p->kind != DP_KIND_VHOST ? EINVAL : 0;
+  return *err ? NULL : p;
+}
+
 /* A vhost port's ring, or NULL with *err set. Call with the lock held. */
 static struct dp_vring *ring_at(struct dp *dp, int32_t port, int32_t q, int *err) {
-  struct dp_port *p = port_at(dp, port);
-  if (!p) {
-    *err = ENOENT;
-    return NULL;
-  }
-  if (p->kind != DP_KIND_VHOST || q < 0 || q >= DP_MAX_RINGS) {
+  struct dp_port *p = vhost_port_at(dp, port, err);
+  if (!p) return NULL;
+  if (q < 0 || q >= DP_MAX_RINGS) {
     *err = EINVAL;
     return NULL;
   }
@@ -422,8 +426,8 @@ static napi_value n_dp_set_features(napi_env env, napi_callback_info info) {
   if (hdr_len != 10 && hdr_len != 12) return ziu_errno(env, EINVAL);
   if (mrg && hdr_len != 12) return ziu_errno(env, EINVAL); /* num_buffers needs the 12-byte header */
   lock_ctl(dp);
-  struct dp_port *p = port_at(dp, port);
-  int err = !p ? ENOENT : p->kind != DP_KIND_VHOST ? EINVAL : 0;
+  int err;
+  struct dp_port *p = vhost_port_at(dp, port, &err);
   if (!err) {
     p->hdr_len = (uint32_t)hdr_len;
     p->mrg = mrg;
@@ -489,8 +493,8 @@ static napi_value n_dp_set_mem_table(napi_env env, napi_callback_info info) {
   if (merr < 0) return ziu_errno(env, -merr);
 
   lock_ctl(dp);
-  struct dp_port *p = port_at(dp, port);
-  int err = !p ? ENOENT : p->kind != DP_KIND_VHOST ? EINVAL : 0;
+  int err;
+  struct dp_port *p = vhost_port_at(dp, port, &err);
   if (err) {
     pthread_mutex_unlock(&dp->lock);
     dp_mem_unmap(nr, n);
@@ -523,8 +527,8 @@ static napi_value n_dp_prefault(napi_env env, napi_callback_info info) {
   int32_t port;
   if (!ziu_get_i32(env, argv[1], &port)) return NULL;
   lock_ctl(dp);
-  struct dp_port *p = port_at(dp, port);
-  int err = !p ? ENOENT : p->kind != DP_KIND_VHOST ? EINVAL : 0;
+  int err;
+  struct dp_port *p = vhost_port_at(dp, port, &err);
   uint64_t bytes = err ? 0 : dp_prefault_port(p);
   pthread_mutex_unlock(&dp->lock);
   return err ? ziu_errno(env, err) : ziu_int(env, (int64_t)bytes);
@@ -975,8 +979,8 @@ static napi_value n_dp_signal_calls(napi_env env, napi_callback_info info) {
   int32_t port;
   if (!ziu_get_i32(env, argv[1], &port)) return NULL;
   lock_ctl(dp);
-  struct dp_port *p = port_at(dp, port);
-  int err = !p ? ENOENT : p->kind != DP_KIND_VHOST ? EINVAL : 0;
+  int err;
+  struct dp_port *p = vhost_port_at(dp, port, &err);
   if (!err) {
     for (uint32_t q = 0; q < p->nrings; q++) p->rings[q].signal_once = p->rings[q].call_fd >= 0;
     dp->signal_pending = true;

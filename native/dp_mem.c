@@ -284,7 +284,7 @@ static uint64_t pf_fault(const struct dp_region *r, uintptr_t lo, uintptr_t hi) 
   return done;
 }
 
-/* The ranges of one ring, merged, within what is left of the port's budget. Returns bytes faulted. */
+/* A ring's ranges, sorted and merged, faulted in within what is left of the port's budget. Returns bytes faulted. */
 static uint64_t pf_flush(const struct dp_port *p, struct pf_set *s, uint64_t *budget) {
   qsort(s->r, s->n, sizeof(s->r[0]), pf_cmp);
   uint64_t done = 0;
@@ -299,7 +299,6 @@ static uint64_t pf_flush(const struct dp_port *p, struct pf_set *s, uint64_t *bu
     *budget -= cur.hi - cur.lo < *budget ? cur.hi - cur.lo : *budget;
     done += pf_fault(&p->regions[cur.region], cur.lo, cur.hi);
   }
-  s->n = 0;
   return done;
 }
 
@@ -311,17 +310,16 @@ uint64_t dp_prefault_port(struct dp_port *p) {
     /* The descriptor table first, and on its own: its entries are read only if
      * the file holds all of it (a table with a hole was never written: nothing
      * to read, and reading the hole would allocate it). */
-    struct pf_range own[2];
-    struct pf_set s = {own, 0, 1};
-    pf_add(&s, p, (const uint8_t *)vr->desc, vring_desc_bytes(vr->num));
-    if (s.n == 0 || pf_fault(&p->regions[own[0].region], own[0].lo, own[0].hi) != own[0].hi - own[0].lo) continue;
-    done += own[0].hi - own[0].lo;
-    s = (struct pf_set){own, 0, 2};
-    pf_add(&s, p, (const uint8_t *)vr->avail, vring_avail_bytes(vr->num));
-    pf_add(&s, p, (const uint8_t *)vr->used, vring_used_bytes(vr->num));
-    done += pf_flush(p, &s, &budget);
-    struct pf_set bufs = {malloc(sizeof(struct pf_range) * vr->num), 0, vr->num};
+    struct pf_range table;
+    struct pf_set one = {&table, 0, 1};
+    pf_add(&one, p, (const uint8_t *)vr->desc, vring_desc_bytes(vr->num));
+    if (one.n == 0 || pf_fault(&p->regions[table.region], table.lo, table.hi) != table.hi - table.lo) continue;
+    done += table.hi - table.lo;
+    /* Then the avail and used rings and every buffer the table names, merged. */
+    struct pf_set bufs = {malloc(sizeof(struct pf_range) * (vr->num + 2)), 0, vr->num + 2};
     if (!bufs.r) break;
+    pf_add(&bufs, p, (const uint8_t *)vr->avail, vring_avail_bytes(vr->num));
+    pf_add(&bufs, p, (const uint8_t *)vr->used, vring_used_bytes(vr->num));
     for (uint32_t i = 0; i < vr->num; i++) {
       const uint64_t addr = __atomic_load_n(&vr->desc[i].addr, __ATOMIC_RELAXED);
       uint32_t len = __atomic_load_n(&vr->desc[i].len, __ATOMIC_RELAXED);

@@ -92,19 +92,16 @@ describe('handover protocol on ziu-datapath', () => {
     peers.push(oldPeer);
     const newPeer = await standby();
     // a's guest is there before the export (imported, its working set faulted in); c's comes after it (re-imported at resume).
-    // Each guest has written all of its memory (first byte of each page written back as it is): its file holds every page.
-    const written = (g: GuestPort): void => {
-      for (let at = 0; at < g.guest.bytes.length; at += 4096) g.guest.bytes[at] = g.guest.bytes[at]!;
-    };
+    // Each guest has written all of its memory: its file holds every page.
     const a = await GuestPort.connect(dp.sock['a']!, '52:54:00:00:0a:01', { regionSize: 64 << 20, memfdName: 'guest-a' });
     guests.push(a);
-    written(a);
+    a.guest.writeEveryPage();
     const x = await oldPeer.call('export', { format: 1, upgradeId: 'test' });
     await newPeer.call('import', { format: 1, state: x.body.state, fds: x.body.fds }, x.fds);
     closeFds(x.fds);
     const c = await GuestPort.connect(dp.sock['c']!, '52:54:00:00:0c:01', { regionSize: 64 << 20, memfdName: 'guest-c' });
     guests.push(c);
-    written(c);
+    c.guest.writeEveryPage();
     const f = await oldPeer.call('freeze', { deadManMs: 2000 });
     expect(decodeState(1, f.body.changed!.state).devices.map((d) => d.name)).toEqual(['c']);
     await newPeer.call('resume', { changed: f.body.changed, fds: f.body.changed!.fds }, f.fds);

@@ -213,6 +213,16 @@ export class Guest {
     return this.gpaAt(this.bufOff(b));
   }
 
+  /**
+   * Write every page of the memfd (its first byte, back as it is): the file
+   * then holds every page, as a guest's does once it has written all its
+   * memory. Allocated is not enough: a page fallocated and never written
+   * reads as zeros, and mincore does not count it.
+   */
+  writeEveryPage(): void {
+    for (let at = 0; at < this.bytes.length; at += 4096) this.bytes[at] = this.bytes[at]!;
+  }
+
   /** Region offsets of the pages queue q's rings use (descriptor table, avail and used ring). */
   ringOffsets(q: 0 | 1): { off: number; len: number }[] {
     const x = this.q[q];

@@ -12,6 +12,7 @@ import { check, native } from '../../src/native/index.js';
 import { GuestPort, udpFrame } from '../helpers/guest-port.js';
 import { hugetlbfsMounts, realHugepagesUnavailable } from '../helpers/hugepages.js';
 import { startRig, type Rig } from '../helpers/upgrade.js';
+import { until } from '../helpers/until.js';
 
 const MAC = { a: '02:00:00:00:00:0a', b: '02:00:00:00:00:0b', c: '02:00:00:00:00:0c' };
 const SIZE = 128;
@@ -38,14 +39,6 @@ function mapHeader(p: string): { bytes: Uint8Array; close(): void } {
   }
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  for (const end = Date.now() + ms; !cond(); ) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
 
 describe('tables across an upgrade', () => {
   let rig: Rig | null = null;
